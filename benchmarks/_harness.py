@@ -1,0 +1,72 @@
+"""Shared plumbing for the benchmarks: result rows, percentiles, and the broker they run against."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+RESULTS = Path(__file__).with_name("results.json")
+UNITS = {"us", "ms", "ev/s"}
+
+
+@dataclass(frozen=True)
+class Row:
+    """One line of ``benchmarks/results.json``.
+
+    ``baseline`` is the comparable figure measured in the same run (raw confluent-kafka, AGT's
+    processor, per-event signing…) or None; ``ratio`` is value / baseline.
+    """
+
+    name: str
+    value: float
+    unit: str
+    baseline: float | None = None
+    conditions: str = ""
+
+    def __post_init__(self) -> None:
+        if self.unit not in UNITS:
+            raise ValueError(f"unit {self.unit!r} not in {sorted(UNITS)}")
+
+    @property
+    def ratio(self) -> float | None:
+        if self.baseline in (None, 0):
+            return None
+        assert self.baseline is not None
+        return round(self.value / self.baseline, 3)
+
+    def as_json(self) -> dict[str, object]:
+        out = asdict(self)
+        out["value"] = round(self.value, 3)
+        out["baseline"] = None if self.baseline is None else round(self.baseline, 3)
+        out["ratio"] = self.ratio
+        return out
+
+
+def percentile(sorted_values: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile of an already sorted sequence (q in [0, 100])."""
+    if not sorted_values:
+        raise ValueError("no samples")
+    rank = max(0, min(len(sorted_values) - 1, round(q / 100.0 * len(sorted_values) + 0.5) - 1))
+    return sorted_values[rank]
+
+
+def machine() -> str:
+    return f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+
+
+def write(rows: Sequence[Row]) -> None:
+    RESULTS.write_text(json.dumps([r.as_json() for r in rows], indent=2) + "\n")
+
+
+def table(rows: Sequence[Row]) -> str:
+    head = f"{'name':<34} {'value':>12} {'unit':<5} {'baseline':>12} {'ratio':>7}  conditions"
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        base = "" if r.baseline is None else f"{r.baseline:12.2f}"
+        ratio = "" if r.ratio is None else f"{r.ratio:7.2f}"
+        lines.append(f"{r.name:<34} {r.value:12.2f} {r.unit:<5} {base:>12} {ratio:>7}  {r.conditions}")
+    return "\n".join(lines)
