@@ -1,0 +1,129 @@
+"""CloudEvents 1.0 Kafka protocol binding, binary content mode.
+
+The event itself is the record value (Avro); its context attributes travel as record headers
+named ``ce_<attribute>`` with UTF-8 string values, plus ``content-type``. W3C ``traceparent`` and
+``tracestate`` travel as plain headers (the CloudEvents distributed-tracing extension's names).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from urllib.parse import quote
+
+from govbus.errors import DecodeError
+from govbus.event import GovernanceEvent
+
+SPEC_VERSION = "1.0"
+Headers = list[tuple[str, bytes]]
+# Header names of this binding; the signing headers are added by govbus.signing.
+CE_SPECVERSION = "ce_specversion"
+CE_ID = "ce_id"
+CE_SOURCE = "ce_source"
+CE_TYPE = "ce_type"
+CE_TIME = "ce_time"
+CE_SUBJECT = "ce_subject"
+CE_DATASCHEMA = "ce_dataschema"
+CE_SESSIONID = "ce_sessionid"
+CONTENT_TYPE = "content-type"
+TRACEPARENT = "traceparent"
+TRACESTATE = "tracestate"
+_REQUIRED = (CE_SPECVERSION, CE_ID, CE_SOURCE, CE_TYPE)
+
+
+def default_source(event: GovernanceEvent) -> str:
+    """The ``source`` AGT's ``to_cloudevent`` would give: the agent's DID, else a path naming the agent."""
+    return event.agent_did or f"/agent-os/agent/{quote(event.agent_id, safe='')}"
+
+
+def format_time(moment: datetime) -> str:
+    """RFC 3339 in UTC with microseconds and a ``Z`` suffix."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def dataschema(fingerprint: bytes) -> str:
+    """A URI naming the writer schema by its CRC-64-AVRO fingerprint (wire order, hex)."""
+    return f"urn:avro:crc-64-avro:{fingerprint.hex()}"
+
+
+def headers_for(
+    event: GovernanceEvent,
+    *,
+    content_type: str,
+    schema_uri: str | None = None,
+    source: str | None = None,
+    traceparent: str | None = None,
+    tracestate: str | None = None,
+) -> Headers:
+    """The record headers for ``event`` (binary content mode)."""
+    headers: Headers = [
+        (CE_SPECVERSION, b"1.0"),
+        (CE_ID, event.event_id.encode()),
+        (CE_SOURCE, (source or default_source(event)).encode()),
+        (CE_TYPE, event.ce_type.encode()),
+        (CE_TIME, format_time(event.occurred_at).encode()),
+        (CE_SUBJECT, event.agent_id.encode()),
+        (CONTENT_TYPE, content_type.encode()),
+    ]
+    if schema_uri:
+        headers.append((CE_DATASCHEMA, schema_uri.encode()))
+    if event.session_id:
+        headers.append((CE_SESSIONID, event.session_id.encode()))
+    if traceparent:
+        headers.append((TRACEPARENT, traceparent.encode()))
+        if tracestate:
+            headers.append((TRACESTATE, tracestate.encode()))
+    return headers
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class CloudEventAttributes:
+    """The context attributes read back from record headers."""
+
+    specversion: str
+    id: str
+    source: str
+    type: str
+    time: str | None
+    subject: str | None
+    datacontenttype: str | None
+    dataschema: str | None
+    extensions: dict[str, str]
+
+
+def parse_headers(headers: Sequence[tuple[str, bytes | None]] | None) -> CloudEventAttributes:
+    """Reads the binding's attributes; :class:`DecodeError` (``bad-headers``) when required ones are missing."""
+    values: dict[str, str] = {}
+    content_type: str | None = None
+    for name, raw in headers or ():
+        if raw is None:
+            continue
+        if name == CONTENT_TYPE:
+            content_type = _utf8(name, raw)
+        elif name.startswith("ce_"):
+            values[name[3:]] = _utf8(name, raw)
+    missing = [h for h in _REQUIRED if h[3:] not in values]
+    if missing:
+        raise DecodeError("bad-headers", f"missing CloudEvents header(s) {', '.join(missing)}")
+    if values["specversion"] != SPEC_VERSION:
+        raise DecodeError("bad-headers", f"ce_specversion is {values['specversion']!r}, expected {SPEC_VERSION!r}")
+    known = {"specversion", "id", "source", "type", "time", "subject", "dataschema"}
+    return CloudEventAttributes(
+        specversion=values["specversion"],
+        id=values["id"],
+        source=values["source"],
+        type=values["type"],
+        time=values.get("time"),
+        subject=values.get("subject"),
+        datacontenttype=content_type,
+        dataschema=values.get("dataschema"),
+        extensions={k: v for k, v in values.items() if k not in known},
+    )
+
+
+def _utf8(name: str, raw: bytes) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise DecodeError("bad-headers", f"header {name} is not UTF-8") from None

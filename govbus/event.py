@@ -1,0 +1,212 @@
+"""The governance event: a typed, immutable model that validates at construction.
+
+Mirrors the Agent Governance Toolkit's ``GovernanceEvent`` field for field, so AGT events map
+onto the bus losslessly; an invalid value raises :class:`InvalidEventError` naming the field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+import uuid
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from govbus.errors import InvalidEventError
+
+_TRACE_ID = re.compile(r"[0-9a-f]{32}")
+_SPAN_ID = re.compile(r"[0-9a-f]{16}")
+# Generous but bounded: a governance event is metadata, not a payload carrier.
+_MAX_TEXT = 64 * 1024
+_MAX_ID = 256
+_INT64 = (-(2**63), 2**63 - 1)
+
+
+class EventKind(StrEnum):
+    """What happened. Values equal AGT's ``GovernanceEventKind`` values."""
+
+    UNKNOWN = "unknown"
+    POLICY_CHECK = "policy_check"
+    POLICY_VIOLATION = "policy_violation"
+    TOOL_CALL_BLOCKED = "tool_call_blocked"
+    PROMPT_INJECTION_DETECTED = "prompt_injection_detected"
+    IDENTITY_VERIFIED = "identity_verified"
+    IDENTITY_REJECTED = "identity_rejected"
+    RESOURCE_ACCESS = "resource_access"
+    ESCALATION_REQUESTED = "escalation_requested"
+    CHECKPOINT_CREATED = "checkpoint_created"
+    ANOMALY_DETECTED = "anomaly_detected"
+    MCP_TOOL_POISONING = "mcp_tool_poisoning"
+    CONTENT_VIOLATION = "content_violation"
+
+    @property
+    def ce_type(self) -> str:
+        """CloudEvents ``type``: the reverse-DNS names AGT's ``to_cloudevent`` uses."""
+        return _CE_TYPES.get(self, f"ai.agentos.governance.{self.value}")
+
+
+_CE_TYPES: dict[EventKind, str] = {
+    EventKind.POLICY_CHECK: "ai.agentos.policy.check",
+    EventKind.POLICY_VIOLATION: "ai.agentos.policy.violation",
+    EventKind.TOOL_CALL_BLOCKED: "ai.agentos.tool.blocked",
+    EventKind.PROMPT_INJECTION_DETECTED: "ai.agentos.prompt_injection.detected",
+    EventKind.IDENTITY_VERIFIED: "ai.agentos.identity.verified",
+    EventKind.IDENTITY_REJECTED: "ai.agentos.identity.rejected",
+    EventKind.RESOURCE_ACCESS: "ai.agentos.resource.access",
+    EventKind.ESCALATION_REQUESTED: "ai.agentos.escalation.requested",
+    EventKind.CHECKPOINT_CREATED: "ai.agentos.checkpoint.created",
+    EventKind.ANOMALY_DETECTED: "ai.agentos.anomaly.detected",
+    EventKind.MCP_TOOL_POISONING: "ai.agentos.mcp.tool_poisoning",
+    EventKind.CONTENT_VIOLATION: "ai.agentos.content.violation",
+}
+KIND_BY_CE_TYPE: dict[str, EventKind] = {v: k for k, v in _CE_TYPES.items()}
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ProducerInfo:
+    """Who put an event on the bus (filled by the producer library, not by the kernel)."""
+
+    name: str
+    instance_id: str
+    host: str
+    library: str
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _new_id() -> str:
+    return uuid.uuid4().hex
+
+
+@dataclasses.dataclass(frozen=True, slots=True, eq=True)
+class GovernanceEvent:
+    """One governance event. Construct with keyword arguments; invalid input raises at once.
+
+    ``producer`` is None on events a kernel builds and is set on events read from the bus.
+    """
+
+    agent_id: str
+    kind: EventKind = EventKind.POLICY_CHECK
+    severity: str = "info"
+    action: str = ""
+    decision: str = ""
+    reason: str = ""
+    event_id: str = dataclasses.field(default_factory=_new_id)
+    occurred_at: datetime = dataclasses.field(default_factory=_now)
+    agent_did: str | None = None
+    session_id: str | None = None
+    resource: str | None = None
+    policy_name: str | None = None
+    latency_ms: float = 0.0
+    trace_id: str | None = None
+    span_id: str | None = None
+    parent_span_id: str | None = None
+    attributes: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    schema_version: str = "1"
+    producer: ProducerInfo | None = None
+
+    def __post_init__(self) -> None:
+        _text(self.event_id, "event_id", _MAX_ID, required=True)
+        _text(self.agent_id, "agent_id", _MAX_ID, required=True)
+        _text(self.severity, "severity", _MAX_ID, required=True)
+        _text(self.schema_version, "schema_version", _MAX_ID, required=True)
+        for name in ("action", "decision", "reason"):
+            _text(getattr(self, name), name, _MAX_TEXT)
+        for name in ("agent_did", "session_id", "resource", "policy_name"):
+            value = getattr(self, name)
+            if value is not None:
+                _text(value, name, _MAX_TEXT if name == "resource" else _MAX_ID, required=True)
+        if not isinstance(self.kind, EventKind):
+            try:
+                object.__setattr__(self, "kind", EventKind(self.kind))
+            except ValueError:
+                raise InvalidEventError(
+                    "kind", f"must be one of {[k.value for k in EventKind]}, got {self.kind!r}"
+                ) from None
+        if not isinstance(self.occurred_at, datetime):
+            raise InvalidEventError("occurred_at", f"must be a datetime, got {type(self.occurred_at).__name__}")
+        if self.occurred_at.tzinfo is None or self.occurred_at.utcoffset() is None:
+            raise InvalidEventError("occurred_at", "must be timezone-aware (e.g. datetime.now(timezone.utc))")
+        latency = self.latency_ms
+        if isinstance(latency, bool) or not isinstance(latency, int | float):
+            raise InvalidEventError("latency_ms", f"must be a number, got {type(latency).__name__}")
+        if not math.isfinite(latency) or latency < 0:
+            raise InvalidEventError("latency_ms", f"must be a finite number >= 0, got {latency!r}")
+        if isinstance(latency, int):
+            object.__setattr__(self, "latency_ms", float(latency))
+        _hex_id(self.trace_id, "trace_id", _TRACE_ID, 32)
+        _hex_id(self.span_id, "span_id", _SPAN_ID, 16)
+        _hex_id(self.parent_span_id, "parent_span_id", _SPAN_ID, 16)
+        if not isinstance(self.attributes, Mapping):
+            raise InvalidEventError("attributes", f"must be a mapping, got {type(self.attributes).__name__}")
+        for key, value in self.attributes.items():
+            if not isinstance(key, str):
+                raise InvalidEventError("attributes", f"keys must be strings, got {key!r}")
+            _attribute(value, f"attributes.{key}")
+        # A private copy: the caller may keep mutating its dict after emit().
+        object.__setattr__(self, "attributes", dict(self.attributes))
+
+    def __hash__(self) -> int:
+        return hash(self.event_id)
+
+    @property
+    def ce_type(self) -> str:
+        return self.kind.ce_type
+
+    def replace(self, **changes: Any) -> GovernanceEvent:
+        """A copy with some fields changed (validated like a new event)."""
+        return dataclasses.replace(self, **changes)
+
+
+def _text(value: object, field: str, limit: int, *, required: bool = False) -> None:
+    if not isinstance(value, str):
+        raise InvalidEventError(field, f"must be a string, got {type(value).__name__}")
+    if required and not value:
+        raise InvalidEventError(field, "must not be empty")
+    if len(value) > limit:
+        raise InvalidEventError(field, f"is {len(value)} characters long; the limit is {limit}")
+    if "\x00" in value:
+        raise InvalidEventError(field, "must not contain NUL characters")
+
+
+def _hex_id(value: object, field: str, pattern: re.Pattern[str], width: int) -> None:
+    if value is None:
+        return
+    if not isinstance(value, str) or not pattern.fullmatch(value) or value == "0" * width:
+        raise InvalidEventError(field, f"must be {width} lowercase hex digits, not all zero; got {value!r}")
+
+
+def _attribute(value: object, field: str, depth: int = 0) -> None:
+    """Attributes hold JSON-like values (plus bytes at the top level)."""
+    if depth > 32:
+        raise InvalidEventError(field, "is nested more than 32 levels deep")
+    if value is None or isinstance(value, bool | str):
+        return
+    if isinstance(value, int):
+        if not _INT64[0] <= value <= _INT64[1]:
+            raise InvalidEventError(field, "is an integer outside the signed 64-bit range")
+        return
+    if isinstance(value, float):
+        if depth and not math.isfinite(value):
+            raise InvalidEventError(field, "is a non-finite float inside a nested value (JSON cannot carry it)")
+        return
+    if isinstance(value, bytes):
+        if depth:
+            raise InvalidEventError(field, "holds bytes inside a nested value; bytes are allowed at the top level")
+        return
+    if isinstance(value, Mapping):
+        for k, v in value.items():
+            if not isinstance(k, str):
+                raise InvalidEventError(field, f"has a non-string key {k!r}")
+            _attribute(v, f"{field}.{k}", depth + 1)
+        return
+    if isinstance(value, list | tuple):
+        for i, v in enumerate(value):
+            _attribute(v, f"{field}[{i}]", depth + 1)
+        return
+    raise InvalidEventError(field, f"has unsupported type {type(value).__name__}; use JSON-like values or bytes")
