@@ -147,6 +147,8 @@ class GovernanceEvent:
         for key, value in self.attributes.items():
             if not isinstance(key, str):
                 raise InvalidEventError("attributes", f"keys must be strings, got {key!r}")
+            if not key.isascii():
+                _utf8(key, "attributes")
             _attribute(value, f"attributes.{key}")
         # A private copy: the caller may keep mutating its dict after emit().
         object.__setattr__(self, "attributes", dict(self.attributes))
@@ -172,6 +174,15 @@ def _text(value: object, field: str, limit: int, *, required: bool = False) -> N
         raise InvalidEventError(field, f"is {len(value)} characters long; the limit is {limit}")
     if "\x00" in value:
         raise InvalidEventError(field, "must not contain NUL characters")
+    if not value.isascii():
+        _utf8(value, field)
+
+
+def _utf8(value: str, field: str) -> None:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidEventError(field, "is not valid Unicode (lone surrogate)") from None
 
 
 def _hex_id(value: object, field: str, pattern: re.Pattern[str], width: int) -> None:
@@ -185,7 +196,11 @@ def _attribute(value: object, field: str, depth: int = 0) -> None:
     """Attributes hold JSON-like values (plus bytes at the top level)."""
     if depth > 32:
         raise InvalidEventError(field, "is nested more than 32 levels deep")
-    if value is None or isinstance(value, bool | str):
+    if value is None or isinstance(value, bool):
+        return
+    if isinstance(value, str):
+        if not value.isascii():
+            _utf8(value, field)
         return
     if isinstance(value, int):
         if not _INT64[0] <= value <= _INT64[1]:
@@ -203,6 +218,8 @@ def _attribute(value: object, field: str, depth: int = 0) -> None:
         for k, v in value.items():
             if not isinstance(k, str):
                 raise InvalidEventError(field, f"has a non-string key {k!r}")
+            if not k.isascii():
+                _utf8(k, field)
             _attribute(v, f"{field}.{k}", depth + 1)
         return
     if isinstance(value, list | tuple):

@@ -1,0 +1,1 @@
+"""Sink consumers: one consumer group per sink (the sink runtime and the sinks)."""
