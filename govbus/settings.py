@@ -13,6 +13,7 @@ from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validat
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from govbus.errors import ConfigError
+from govbus.gate._settings import GateSettings
 
 ENV_PREFIX = "GOVBUS_"
 _TOPIC = re.compile(r"[A-Za-z0-9._-]{1,249}")
@@ -78,6 +79,7 @@ class GovbusSettings(BaseSettings):
     )
 
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    gate: GateSettings = Field(default_factory=GateSettings)
     topic: str = "govbus.events"
 
     @field_validator("topic")

@@ -62,7 +62,7 @@ events = st.builds(
     session_id=st.none() | ids,
     resource=st.none() | ids,
     policy_name=st.none() | ids,
-    latency_ms=st.floats(min_value=0, allow_nan=False),
+    latency_ms=st.floats(min_value=0, allow_nan=False, allow_infinity=False),
     trace_id=st.none() | hex32,
     span_id=st.none() | hex16,
     parent_span_id=st.none() | hex16,

@@ -1,0 +1,185 @@
+"""The checks behind admission. They do I/O, so only the gate's refresher runs them.
+
+Every check answers ok or not with a reason; an exception inside a check is a failure with the
+exception as its reason (fail closed: unknown means no).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from confluent_kafka import ConsumerGroupTopicPartitions, KafkaException, TopicPartition
+from confluent_kafka.admin import AdminClient, ConfigResource, OffsetSpec
+
+from govbus.gate._policy import GatePolicy, SinkRequirement
+
+log = logging.getLogger(__name__)
+_MIN_ISR_TTL_S = 60.0  # topic configs change rarely; describing them every refresh is waste
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class CheckResult:
+    name: str
+    ok: bool
+    reason: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ComponentStatus:
+    """What an in-process component (producer, signer) says about itself, without I/O."""
+
+    ok: bool
+    reason: str
+
+
+StatusSource = Callable[[], ComponentStatus]
+
+
+class BusProbe:
+    """Runs the policy's checks against the cluster and the in-process components."""
+
+    def __init__(
+        self,
+        kafka_conf: dict[str, Any],
+        topic: str,
+        *,
+        producer: StatusSource | None = None,
+        signing: StatusSource | None = None,
+    ) -> None:
+        self._admin = AdminClient({**kafka_conf, "logger": log})
+        self._topic = topic
+        self._producer = producer
+        self._signing = signing
+        self._min_isr: tuple[float, int] | None = None  # (fetched at, value)
+
+    def run(self, policy: GatePolicy) -> list[CheckResult]:
+        checks = policy.checks
+        topic = checks.topic.name or self._topic
+        timeout = checks.broker.timeout_s
+        results: list[CheckResult] = []
+        metadata: Any = None
+        try:
+            metadata = self._admin.list_topics(topic=topic, timeout=timeout)
+            broker = CheckResult("broker", True, f"{len(metadata.brokers)} broker(s) answered")
+        except Exception as exc:
+            broker = CheckResult("broker", False, f"no metadata answer within {timeout:g} s: {_describe(exc)}")
+        if checks.broker.enabled:
+            results.append(broker)
+        if checks.topic.enabled:
+            results.append(self._guard("topic", lambda: self._check_topic(metadata, topic, policy, timeout)))
+        for sink in checks.sinks:
+            results.append(
+                self._guard(f"sink:{sink.name}", lambda s=sink: self._check_sink(s, topic, metadata, timeout))
+            )  # type: ignore[misc]
+        if checks.producer.enabled:
+            results.append(self._component("producer", self._producer))
+        if checks.signing.enabled:
+            results.append(self._component("signing", self._signing))
+        return results
+
+    @staticmethod
+    def _guard(name: str, check: Callable[[], tuple[bool, str]]) -> CheckResult:
+        try:
+            ok, reason = check()
+        except Exception as exc:
+            ok, reason = False, f"check failed: {_describe(exc)}"
+        return CheckResult(name, ok, reason)
+
+    @staticmethod
+    def _component(name: str, source: StatusSource | None) -> CheckResult:
+        if source is None:
+            return CheckResult(name, False, f"no {name} status available in this process")
+        try:
+            status = source()
+        except Exception as exc:
+            return CheckResult(name, False, f"status unavailable: {_describe(exc)}")
+        return CheckResult(name, status.ok, status.reason)
+
+    def _check_topic(self, metadata: Any, topic: str, policy: GatePolicy, timeout: float) -> tuple[bool, str]:
+        if metadata is None:
+            return False, "unknown: the broker did not answer"
+        meta = metadata.topics.get(topic)
+        if meta is None or meta.error is not None:
+            err = meta.error.str() if meta is not None and meta.error is not None else "absent"
+            return False, f"topic {topic} does not exist ({err})"
+        count = len(meta.partitions)
+        want = policy.checks.topic.min_partitions
+        if count < want:
+            return False, f"topic {topic} has {count} partition(s), the policy requires at least {want}"
+        leaderless = sorted(p.id for p in meta.partitions.values() if p.leader < 0)
+        if leaderless:
+            return False, f"partition(s) {leaderless} of {topic} have no leader"
+        if policy.checks.topic.require_min_isr:
+            min_isr = self._topic_min_isr(topic, timeout)
+            short = sorted(p.id for p in meta.partitions.values() if len(p.isrs) < min_isr)
+            if short:
+                return (
+                    False,
+                    f"partition(s) {short} of {topic} have fewer in-sync replicas than min.insync.replicas={min_isr}",
+                )
+            return True, f"{count} partitions, every ISR ≥ min.insync.replicas={min_isr}"
+        return True, f"{count} partitions with leaders"
+
+    def _topic_min_isr(self, topic: str, timeout: float) -> int:
+        now = time.monotonic()
+        if self._min_isr is not None and now - self._min_isr[0] < _MIN_ISR_TTL_S:
+            return self._min_isr[1]
+        resource = ConfigResource(ConfigResource.Type.TOPIC, topic)
+        configs = self._admin.describe_configs([resource], request_timeout=timeout)[resource].result(timeout=timeout)
+        entry = configs.get("min.insync.replicas")
+        value = int(entry.value) if entry is not None and entry.value is not None else 1
+        self._min_isr = (now, value)
+        return value
+
+    def _check_sink(self, sink: SinkRequirement, topic: str, metadata: Any, timeout: float) -> tuple[bool, str]:
+        if metadata is None:
+            return False, "unknown: the broker did not answer"
+        group = sink.group_id
+        desc = self._admin.describe_consumer_groups([group], request_timeout=timeout)[group].result(timeout=timeout)
+        members = len(desc.members)
+        if members < sink.min_members:
+            return (
+                False,
+                f"group {group} has {members} live member(s), needs {sink.min_members} (state {desc.state.name})",
+            )
+        if sink.max_lag is None:
+            return True, f"group {group}: {members} member(s)"
+        lag = self._group_lag(group, topic, metadata, timeout)
+        if lag > sink.max_lag:
+            return False, f"group {group} lags {lag} record(s) behind {topic}, above the bound {sink.max_lag}"
+        return True, f"group {group}: {members} member(s), lag {lag}"
+
+    def _group_lag(self, group: str, topic: str, metadata: Any, timeout: float) -> int:
+        partitions = [TopicPartition(topic, p) for p in metadata.topics[topic].partitions]
+        request = [ConsumerGroupTopicPartitions(group, partitions)]
+        committed = self._admin.list_consumer_group_offsets(request, request_timeout=timeout)[group].result(
+            timeout=timeout
+        )
+        ends: dict[int, int] = {}
+        starts: dict[int, int] = {}
+        for tp, fut in self._admin.list_offsets(
+            {TopicPartition(t.topic, t.partition): OffsetSpec.latest() for t in partitions}, request_timeout=timeout
+        ).items():
+            ends[tp.partition] = fut.result(timeout=timeout).offset
+        for tp, fut in self._admin.list_offsets(
+            {TopicPartition(t.topic, t.partition): OffsetSpec.earliest() for t in partitions}, request_timeout=timeout
+        ).items():
+            starts[tp.partition] = fut.result(timeout=timeout).offset
+        lag = 0
+        for tp in committed.topic_partitions:
+            # No commit yet: the whole retained log is still to be read.
+            position = tp.offset if tp.offset >= 0 else starts.get(tp.partition, 0)
+            lag += max(0, ends.get(tp.partition, position) - position)
+        return lag
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, KafkaException) and exc.args:
+        err = exc.args[0]
+        text = err.str() if hasattr(err, "str") else str(err)
+        return f"{type(exc).__name__}: {text}"
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
