@@ -14,11 +14,12 @@ help:
 	@echo "make bench  - run the benchmarks, print a table, write benchmarks/results.json"
 	@echo "make lint   - ruff and mypy"
 
-# Java 17 and Maven run the real Apache Kafka broker the tests and the demo use.
+# Java 17 and Maven run the real Apache Kafka broker the tests and the demo use; rsyslog is the
+# real receiver of the syslog sink's tests.
 system-deps:
-	@if ! command -v java >/dev/null || ! command -v mvn >/dev/null; then \
-	  echo "installing Java 17 and Maven from Debian"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openjdk-17-jre-headless maven >/dev/null; \
+	@if ! command -v java >/dev/null || ! command -v mvn >/dev/null || ! command -v rsyslogd >/dev/null; then \
+	  echo "installing Java 17, Maven and rsyslog from Debian"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openjdk-17-jre-headless maven rsyslog >/dev/null; \
 	fi
 
 $(STAMP): pyproject.toml

@@ -12,13 +12,16 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from confluent_kafka import ConsumerGroupTopicPartitions, KafkaException, TopicPartition
+from confluent_kafka import ConsumerGroupTopicPartitions, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, ConfigResource, OffsetSpec
 
 from govbus.gate._policy import GatePolicy, SinkRequirement
 
 log = logging.getLogger(__name__)
 _MIN_ISR_TTL_S = 60.0  # topic configs change rarely; describing them every refresh is waste
+_COORDINATOR_MOVING = frozenset(
+    {KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_LOAD_IN_PROGRESS, KafkaError.COORDINATOR_NOT_AVAILABLE}
+)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -139,7 +142,7 @@ class BusProbe:
         if metadata is None:
             return False, "unknown: the broker did not answer"
         group = sink.group_id
-        desc = self._admin.describe_consumer_groups([group], request_timeout=timeout)[group].result(timeout=timeout)
+        desc = self._describe_group(group, timeout)
         members = len(desc.members)
         if members < sink.min_members:
             return (
@@ -152,6 +155,21 @@ class BusProbe:
         if lag > sink.max_lag:
             return False, f"group {group} lags {lag} record(s) behind {topic}, above the bound {sink.max_lag}"
         return True, f"group {group}: {members} member(s), lag {lag}"
+
+    def _describe_group(self, group: str, timeout: float) -> Any:
+        # The group coordinator answers NOT_COORDINATOR/LOAD_IN_PROGRESS while it moves or loads;
+        # those pass within moments, so retry them inside the check's own timeout.
+        deadline = time.monotonic() + timeout
+        while True:
+            left = max(0.1, deadline - time.monotonic())
+            try:
+                return self._admin.describe_consumer_groups([group], request_timeout=left)[group].result(timeout=left)
+            except KafkaException as exc:
+                err = exc.args[0] if exc.args else None
+                retriable = isinstance(err, KafkaError) and err.code() in _COORDINATOR_MOVING
+                if not retriable or time.monotonic() + 0.1 >= deadline:
+                    raise
+                time.sleep(0.1)
 
     def _group_lag(self, group: str, topic: str, metadata: Any, timeout: float) -> int:
         partitions = [TopicPartition(topic, p) for p in metadata.topics[topic].partitions]
