@@ -32,7 +32,8 @@ def ensure_topic(
     Returns the partition count. An existing topic is left as it is (its partition count may differ).
     ``replication_factor=-1`` takes the broker's default.
     """
-    admin = AdminClient({**conf, "logger": log})
+    admin_conf: dict[str, Any] = {**conf, "logger": log}
+    admin = AdminClient(admin_conf)
     new = NewTopic(topic, num_partitions=partitions, replication_factor=replication_factor, config=config or {})
     future = admin.create_topics([new], operation_timeout=timeout, request_timeout=timeout)[topic]
     try:

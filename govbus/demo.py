@@ -19,7 +19,7 @@ from govbus.admin import ensure_topic
 from govbus.contract import Decoder, Encoder
 from govbus.errors import DecodeError, GovbusError
 from govbus.event import ProducerInfo
-from govbus.record import from_record, to_record
+from govbus.record import from_record, kafka_headers, message_headers, to_record
 from govbus.sample import KINDS, sample_events
 
 
@@ -70,7 +70,7 @@ def _exchange(bootstrap: str, count: int, partitions: int) -> int:
     for event in sample_events(count):
         rec = to_record(event, me, encoder)
         sent[event.event_id] = time.perf_counter()
-        producer.produce(topic, rec.value, rec.key, headers=rec.headers)
+        producer.produce(topic, rec.value, rec.key, headers=kafka_headers(rec.headers))
         producer.poll(0)
     if producer.flush(30) != 0:
         raise GovbusError("the broker did not acknowledge every event within 30 s")
@@ -94,7 +94,7 @@ def _exchange(bootstrap: str, count: int, partitions: int) -> int:
             if msg is None or msg.error():
                 continue
             try:
-                rec_in = from_record(msg.value(), msg.headers(), decoder)
+                rec_in = from_record(msg.value(), message_headers(msg.headers()), decoder)
             except DecodeError as exc:
                 errors[exc.reason] += 1
                 continue
@@ -104,7 +104,7 @@ def _exchange(bootstrap: str, count: int, partitions: int) -> int:
             seen.add(eid)
             latencies.append(time.perf_counter() - sent.get(eid, time.perf_counter()))
             kinds[rec_in.event.kind.value] += 1
-            per_partition[msg.partition()] += 1
+            per_partition[msg.partition() or 0] += 1
         consumer.commit(asynchronous=False)
     finally:
         consumer.close()

@@ -121,12 +121,13 @@ class GovernanceEvent:
             value = getattr(self, name)
             if value is not None:
                 _text(value, name, _MAX_TEXT if name == "resource" else _MAX_ID, required=True)
-        if not isinstance(self.kind, EventKind):
+        kind: object = self.kind  # AGT hands over plain strings; accept its values
+        if not isinstance(kind, EventKind):
             try:
-                object.__setattr__(self, "kind", EventKind(self.kind))
+                object.__setattr__(self, "kind", EventKind(kind))  # type: ignore[arg-type]
             except ValueError:
                 raise InvalidEventError(
-                    "kind", f"must be one of {[k.value for k in EventKind]}, got {self.kind!r}"
+                    "kind", f"must be one of {[k.value for k in EventKind]}, got {kind!r}"
                 ) from None
         if not isinstance(self.occurred_at, datetime):
             raise InvalidEventError("occurred_at", f"must be a datetime, got {type(self.occurred_at).__name__}")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from typing import Literal
+from typing import Any, Literal
 
 from govbus import cloudevents as ce
 from govbus.cloudevents import CloudEventAttributes, Headers
@@ -62,6 +62,16 @@ def to_record(
         tracestate=tracestate,
     )
     return OutRecord(record_key(event, key_by), value, headers)
+
+
+def message_headers(raw: object) -> list[tuple[str, bytes | None]]:
+    """confluent-kafka's ``Message.headers()`` (a list, or None when there are none) as a list."""
+    return list(raw) if isinstance(raw, list) else []
+
+
+def kafka_headers(headers: Headers) -> Any:
+    """Headers as ``Producer.produce`` takes them (its stub's list type is invariant in the value)."""
+    return headers
 
 
 def from_record(value: bytes | None, headers: Sequence[tuple[str, bytes | None]] | None, decoder: Decoder) -> InRecord:

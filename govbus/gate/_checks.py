@@ -7,6 +7,7 @@ exception as its reason (fail closed: unknown means no).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -19,6 +20,8 @@ from govbus.gate._policy import GatePolicy, SinkRequirement
 
 log = logging.getLogger(__name__)
 _MIN_ISR_TTL_S = 60.0  # topic configs change rarely; describing them every refresh is waste
+_LATEST: OffsetSpec = OffsetSpec.latest()  # type: ignore[no-untyped-call]
+_EARLIEST: OffsetSpec = OffsetSpec.earliest()  # type: ignore[no-untyped-call]
 _COORDINATOR_MOVING = frozenset(
     {KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_LOAD_IN_PROGRESS, KafkaError.COORDINATOR_NOT_AVAILABLE}
 )
@@ -53,7 +56,8 @@ class BusProbe:
         producer: StatusSource | None = None,
         signing: StatusSource | None = None,
     ) -> None:
-        self._admin = AdminClient({**kafka_conf, "logger": log})
+        admin_conf: dict[str, Any] = {**kafka_conf, "logger": log}
+        self._admin = AdminClient(admin_conf)
         self._topic = topic
         self._producer = producer
         self._signing = signing
@@ -75,9 +79,8 @@ class BusProbe:
         if checks.topic.enabled:
             results.append(self._guard("topic", lambda: self._check_topic(metadata, topic, policy, timeout)))
         for sink in checks.sinks:
-            results.append(
-                self._guard(f"sink:{sink.name}", lambda s=sink: self._check_sink(s, topic, metadata, timeout))
-            )  # type: ignore[misc]
+            check = functools.partial(self._check_sink, sink, topic, metadata, timeout)
+            results.append(self._guard(f"sink:{sink.name}", check))
         if checks.producer.enabled:
             results.append(self._component("producer", self._producer))
         if checks.signing.enabled:
@@ -180,11 +183,11 @@ class BusProbe:
         ends: dict[int, int] = {}
         starts: dict[int, int] = {}
         for tp, fut in self._admin.list_offsets(
-            {TopicPartition(t.topic, t.partition): OffsetSpec.latest() for t in partitions}, request_timeout=timeout
+            {TopicPartition(t.topic, t.partition): _LATEST for t in partitions}, request_timeout=timeout
         ).items():
             ends[tp.partition] = fut.result(timeout=timeout).offset
         for tp, fut in self._admin.list_offsets(
-            {TopicPartition(t.topic, t.partition): OffsetSpec.earliest() for t in partitions}, request_timeout=timeout
+            {TopicPartition(t.topic, t.partition): _EARLIEST for t in partitions}, request_timeout=timeout
         ).items():
             starts[tp.partition] = fut.result(timeout=timeout).offset
         lag = 0

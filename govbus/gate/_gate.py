@@ -118,6 +118,7 @@ class Gate:
 
     def admit(self, agent_id: str) -> Decision:
         snap = self._snapshot
+        reasons: tuple[str, ...]
         if snap is None:
             healthy, reasons, checked_at, age = False, ("no health snapshot yet",), None, float("inf")
         else:
