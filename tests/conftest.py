@@ -1,0 +1,134 @@
+"""Session-wide test plumbing: the Kafka broker, unique topics, and markers by directory.
+
+Fixtures (see tests/_kafka.py for which broker is chosen and how to force one):
+
+- ``kafka_bootstrap`` (session): ``"host:port"`` of the session's broker, started on first use.
+- ``new_topic`` (session; alias ``topic_factory``): ``new_topic(partitions=3, config=None)`` creates a
+  uniquely named topic, waits until every partition has a leader, and returns its name.
+- ``local_broker`` (session): the ``govbus.localkafka.LocalBroker`` behind ``kafka_bootstrap``, for
+  tests that stop/kill and restart it (it keeps its port and data). Skipped when the session uses
+  an external cluster or a container. A test that leaves it stopped gets it restarted afterwards.
+
+Tests under tests/integration are marked ``integration``, under tests/system ``system``, and any
+other test that uses one of the fixtures above ``integration`` too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+# Under --import-mode=importlib tests/ is not on sys.path; test modules may `import _kafka` too.
+sys.path.insert(0, str(Path(__file__).parent))
+
+import _kafka
+
+from govbus.localkafka import LocalBroker
+
+_HERE = Path(__file__).parent
+_BROKER_FIXTURES = frozenset({"kafka_source", "kafka_bootstrap", "new_topic", "topic_factory", "local_broker"})
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return f"kafka: {_kafka.describe_choice()}, started by the first test that needs it"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        uses_broker = bool(_BROKER_FIXTURES & set(getattr(item, "fixturenames", ())))
+        if item.path.is_relative_to(_HERE / "system"):
+            item.add_marker(pytest.mark.system)
+        elif uses_broker or item.path.is_relative_to(_HERE / "integration"):
+            item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(scope="session")
+def kafka_source(request: pytest.FixtureRequest) -> Iterator[_kafka.KafkaSource]:
+    """Start (or connect to) the session's broker and say which one it is."""
+    say = _terminal_writer(request.config)
+    # Uncaptured, so a first run's download progress and the broker's address are visible live.
+    with _uncaptured(request.config):
+        say(f"govbus: starting the session's Kafka: {_kafka.describe_choice()}")
+        source = _kafka.start_source()
+        say(f"govbus: kafka is {source.description}")
+    yield source
+    source.close()
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(kafka_source: _kafka.KafkaSource) -> str:
+    return kafka_source.bootstrap
+
+
+@pytest.fixture(scope="session")
+def local_broker(kafka_source: _kafka.KafkaSource) -> LocalBroker:
+    if kafka_source.broker is None:
+        pytest.skip(
+            f"needs a broker the test can stop and restart, but this session uses {kafka_source.description}; "
+            "unset GOVBUS_TEST_BOOTSTRAP and set GOVBUS_TEST_BROKER=local to run it"
+        )
+    return kafka_source.broker
+
+
+@pytest.fixture(autouse=True)
+def _restart_local_broker(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Keep one test's simulated outage from becoming every later test's failure."""
+    broker: LocalBroker | None = None
+    if "local_broker" in request.fixturenames:
+        with contextlib.suppress(pytest.skip.Exception):
+            broker = request.getfixturevalue("local_broker")
+    yield
+    if broker is not None and not broker.is_running():
+        broker.start()
+
+
+@pytest.fixture(scope="session")
+def new_topic(kafka_source: _kafka.KafkaSource) -> Iterator[Callable[..., str]]:
+    admin = _kafka.quiet_admin(kafka_source.bootstrap)
+    created: list[str] = []
+
+    def make(partitions: int = 3, config: Mapping[str, str] | None = None, *, prefix: str = "test") -> str:
+        name = _kafka.create_topic(admin, _kafka.unique_topic_name(prefix), partitions, config)
+        created.append(name)
+        return name
+
+    yield make
+    if created and kafka_source.kind == "external":
+        # Shared clusters outlive the session: leave them as we found them (best effort).
+        for future in admin.delete_topics(created, operation_timeout=10).values():
+            with contextlib.suppress(Exception):
+                future.result(15)
+
+
+@pytest.fixture(scope="session")
+def topic_factory(new_topic: Callable[..., str]) -> Callable[..., str]:
+    return new_topic
+
+
+def _terminal_writer(config: pytest.Config) -> Callable[[str], None]:
+    reporter: Any = config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is None:  # e.g. an xdist worker
+
+        def write(line: str) -> None:
+            print(line, file=sys.stderr, flush=True)
+
+        return write
+
+    def write_line(line: str) -> None:
+        reporter.ensure_newline()
+        reporter.write_line(line)
+
+    return write_line
+
+
+def _uncaptured(config: pytest.Config) -> contextlib.AbstractContextManager[Any]:
+    capture: Any = config.pluginmanager.get_plugin("capturemanager")
+    if capture is None:
+        return contextlib.nullcontext()
+    disabled: contextlib.AbstractContextManager[Any] = capture.global_and_fixture_disabled()
+    return disabled
