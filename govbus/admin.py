@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import logging
 import time
 from typing import Any
@@ -57,3 +58,54 @@ def ensure_topic(
         if time.monotonic() > deadline:
             raise TopicError(f"topic {topic!r} has no leader for every partition after {timeout:.0f} s")
         time.sleep(0.05)
+
+
+def dlq_topic(topic: str, sink: str) -> str:
+    """The default dead-letter topic of ``sink`` for ``topic``."""
+    return f"{topic}.dlq.{sink}"
+
+
+def _registered_sinks() -> list[str]:
+    from importlib.metadata import entry_points
+
+    return sorted({ep.name for ep in entry_points(group="govbus.sinks")})
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    topics = sub.add_parser("topics", help="create the event topic and the sinks' dead-letter topics")
+    tsub = topics.add_subparsers(dest="topics_command", metavar="ACTION", required=True)
+    create = tsub.add_parser("create", help="create GOVBUS_TOPIC and <topic>.dlq.<sink> for each sink (idempotent)")
+    create.add_argument("--partitions", type=int, default=6, help="partitions of the event topic (default 6)")
+    create.add_argument("--replication-factor", type=int, default=-1, help="default: the broker's default")
+    create.add_argument("--min-insync-replicas", type=int, help="min.insync.replicas of the event topic")
+    create.add_argument(
+        "--dlq-for",
+        action="append",
+        metavar="SINK",
+        help="sink to create a dead-letter topic for (repeatable); "
+        "default: every sink registered under the govbus.sinks entry point group",
+    )
+    create.add_argument("--timeout", type=float, default=60.0)
+    create.set_defaults(func=_create)
+
+
+def _create(args: argparse.Namespace) -> int:
+    from govbus.settings import load_settings
+
+    settings = load_settings()
+    conf = settings.kafka.librdkafka()
+    config = {"min.insync.replicas": str(args.min_insync_replicas)} if args.min_insync_replicas else {}
+    n = ensure_topic(
+        conf,
+        settings.topic,
+        partitions=args.partitions,
+        replication_factor=args.replication_factor,
+        config=config,
+        timeout=args.timeout,
+    )
+    print(f"{settings.topic}: {n} partitions")
+    for sink in args.dlq_for or _registered_sinks():
+        name = dlq_topic(settings.topic, sink)
+        ensure_topic(conf, name, partitions=1, replication_factor=args.replication_factor, timeout=args.timeout)
+        print(f"{name}: dead letters of sink {sink}")
+    return 0

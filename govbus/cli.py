@@ -17,8 +17,10 @@ from govbus.errors import GovbusError
 # Modules that contribute subcommands, in the order they appear in --help.
 _COMMAND_MODULES = (
     "govbus.localkafka.cli",
+    "govbus.admin",
     "govbus.demo",
     "govbus.gate.cli",
+    "govbus.signing.cli",
 )
 
 
