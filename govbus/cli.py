@@ -19,8 +19,11 @@ _COMMAND_MODULES = (
     "govbus.localkafka.cli",
     "govbus.admin",
     "govbus.demo",
+    "govbus.kernel",
+    "govbus.consumers.cli",
     "govbus.gate.cli",
     "govbus.signing.cli",
+    "govbus.consumers.sinks.audit_cli",
 )
 
 

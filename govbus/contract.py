@@ -16,7 +16,7 @@ import io
 import json
 import re
 import struct
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from enum import Enum
 from functools import cache, lru_cache
@@ -145,9 +145,13 @@ def _producer_datum(producer: ProducerInfo) -> dict[str, str]:
     return dataclasses.asdict(producer)
 
 
+# One encoder instance: json.dumps with non-default options builds a new one per call (2x slower).
+_JSON = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+
+
 def _json(value: object, key: str) -> str:
     try:
-        return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+        return _JSON.encode(value)
     except (TypeError, ValueError) as exc:
         raise InvalidEventError(f"attributes.{key}", f"cannot be written as JSON: {exc}") from None
 
@@ -189,14 +193,28 @@ def from_datum(datum: Mapping[str, Any]) -> GovernanceEvent:
 
 
 class Encoder:
-    """Encodes events in single-object encoding with one shipped writer schema (the newest by default)."""
+    """Encodes events in single-object encoding with one shipped writer schema (the newest by default).
+
+    Schema v1 has a hand-written writer (:func:`_encode_v1`, ~4x faster than fastavro's generic
+    one, byte-identical to it); any other version, and any event the fast writer cannot take,
+    goes through fastavro.
+    """
 
     def __init__(self, version: int | None = None) -> None:
         self.schema = schema_version(version)
         self._prefix = self.schema.prefix
         self._parsed = self.schema.parsed
+        self._fast = self.schema.fingerprint == _V1_FINGERPRINT
+        self._producers: dict[ProducerInfo, bytes] = {}
 
     def encode(self, event: GovernanceEvent, producer: ProducerInfo) -> bytes:
+        if self._fast:
+            tail = self._producers.get(producer)
+            if tail is None:
+                tail = self._producer_tail(producer)
+            encoded = _encode_v1(self._prefix, event, tail)
+            if encoded is not None:
+                return encoded
         return self.encode_datum(to_datum(event, producer, self.schema.version))
 
     def encode_datum(self, datum: Mapping[str, Any]) -> bytes:
@@ -208,6 +226,226 @@ class Encoder:
             # The model validates first, so this means a datum built by hand is wrong.
             raise InvalidEventError("<datum>", f"does not match schema v{self.schema.version}: {exc}") from None
         return buf.getvalue()
+
+    def _producer_tail(self, producer: ProducerInfo) -> bytes:
+        # The producer record and contract_version close every value and rarely change: encode once.
+        if len(self._producers) > 64:
+            self._producers.clear()
+        try:
+            tail = b"".join(_utf8(part) for part in dataclasses.astuple(producer)) + _zigzag(self.schema.version)
+        except UnicodeEncodeError:
+            tail = b""  # _encode_v1 then falls back to fastavro, which reports the error
+        self._producers[producer] = tail
+        return tail
+
+
+# --- schema v1's writer, by hand ----------------------------------------------------------------
+# Avro binary: a record is its fields in order; strings are zigzag-varint length + UTF-8; a
+# ["null", X] union is the branch index (0 or 1, zigzag: 00/02) then the value; a map is one block
+# (item count, then key/value pairs) ended by a zero count; doubles are 8 bytes little-endian.
+# Branch choice for attribute values follows fastavro's: the first branch whose type validates.
+
+_V1_FINGERPRINT = bytes.fromhex("61f25237e90cc3fd")
+_pack_double = struct.Struct("<d").pack
+
+
+def _varint(n: int) -> bytes:
+    """Avro's variable-length encoding of an already zigzagged (non-negative) long."""
+    if n < 0x80:
+        return _BYTES[n]
+    out = bytearray()
+    while n > 0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+_BYTES = tuple(bytes((i,)) for i in range(0x80))
+_LENGTHS = tuple(_varint(2 * n) if 2 * n >= 0x80 else _BYTES[2 * n] for n in range(4096))
+
+
+def _zigzag(n: int) -> bytes:
+    return _varint((n << 1) ^ (n >> 63))
+
+
+_high: tuple[int, bytes] = (-1, b"")
+
+
+def _timestamp(micros: int) -> bytes:
+    """``_zigzag`` for timestamps: consecutive events share all but the low 21 bits, so the varint of
+    the high part is reused (a tuple swapped in one assignment, safe across threads)."""
+    global _high
+    n = (micros << 1) ^ (micros >> 63)
+    high = n >> 21
+    if not high:
+        return _varint(n)
+    cached = _high
+    if cached[0] != high:
+        cached = _high = (high, _varint(high))
+    return bytes(((n & 0x7F) | 0x80, ((n >> 7) & 0x7F) | 0x80, ((n >> 14) & 0x7F) | 0x80)) + cached[1]
+
+
+def _utf8(text: str) -> bytes:
+    data = text.encode()
+    n = len(data)
+    return (_LENGTHS[n] if n < 4096 else _varint(n << 1)) + data
+
+
+_KIND_INDEX = {kind: _zigzag(index) for index, kind in enumerate(EventKind)}
+
+
+def _attribute_value(key: str, value: object) -> bytes | None:
+    # Branches: 0 null, 1 boolean, 2 long, 3 double, 4 string, 5 bytes, 6 JsonValue.
+    exact = _BY_TYPE.get(type(value))
+    if exact is not None:
+        return exact(value)
+    if isinstance(value, bool):
+        return b"\x02\x01" if value else b"\x02\x00"
+    if isinstance(value, int):
+        return _long_value(value)
+    if isinstance(value, float):
+        return b"\x06" + _pack_double(value)
+    if isinstance(value, str):
+        return b"\x08" + _utf8(value)
+    if isinstance(value, bytes):
+        return _bytes_value(value)
+    if isinstance(value, Mapping | list | tuple):
+        return b"\x0c" + _utf8(_json(value, key))
+    return None
+
+
+def _long_value(value: int) -> bytes | None:
+    return b"\x04" + _zigzag(value) if -(2**63) <= value < 2**63 else None
+
+
+def _bytes_value(value: bytes) -> bytes:
+    n = len(value)
+    return b"\x0a" + (_LENGTHS[n] if n < 4096 else _varint(n << 1)) + value
+
+
+def _json_value(value: object) -> bytes | None:
+    try:
+        return b"\x0c" + _utf8("".join(_json_chunks(value, 0)))
+    except (TypeError, ValueError, RecursionError):
+        return None  # fastavro's path names the attribute in its error
+
+
+def _json_encoder() -> Callable[[object, int], Any]:
+    """The C encoder behind ``_JSON.encode`` for lists and dicts, built once instead of per call.
+    No cycle check: the event model bounds nesting at 32 levels, so a cycle never gets here."""
+    c_make_encoder = getattr(json.encoder, "c_make_encoder", None)
+    if c_make_encoder is None:  # pragma: no cover - CPython always has it
+        return lambda value, _level: (_JSON.encode(value),)
+    return c_make_encoder(  # type: ignore[no-any-return]
+        None, _JSON.default, json.encoder.encode_basestring, None, ":", ",", False, False, False
+    )
+
+
+_json_chunks = _json_encoder()
+
+
+# The common exact types (bool before int matters only for isinstance, not here).
+_BY_TYPE: dict[type, Callable[[Any], bytes | None]] = {
+    list: _json_value,
+    dict: _json_value,
+    tuple: _json_value,
+    type(None): lambda _v: b"\x00",
+    bool: lambda v: b"\x02\x01" if v else b"\x02\x00",
+    int: _long_value,
+    float: lambda v: b"\x06" + _pack_double(v),
+    str: lambda v: b"\x08" + _utf8(v),
+    bytes: _bytes_value,
+}
+
+
+_KEYS: dict[str, bytes] = {}  # attribute keys repeat from event to event: encode each once
+
+
+def _key(key: str) -> bytes:
+    encoded = _utf8(key)
+    if len(_KEYS) < 4096:
+        _KEYS[key] = encoded
+    return encoded
+
+
+def _encode_v1(prefix: bytes, e: GovernanceEvent, tail: bytes) -> bytes | None:
+    """``prefix`` + the v1 body of ``e`` + ``tail`` (producer, contract_version); None: use fastavro."""
+    if not tail:
+        return None
+    attributes = e.attributes
+    if attributes:
+        parts = [_zigzag(len(attributes))]
+        append, keys = parts.append, _KEYS
+        for key, value in attributes.items():
+            encoded_key = keys.get(key)
+            if encoded_key is None:
+                encoded_key = _key(key)
+            # The common scalar types inline (string, long, double); the rest by branch lookup.
+            kind = type(value)
+            if kind is str:
+                text = value.encode()
+                encoded = b"\x08" + _LENGTHS[len(text)] + text if len(text) < 4096 else b"\x08" + _utf8(value)
+            elif kind is int and -(2**63) <= value < 2**63:
+                encoded = b"\x04" + _zigzag(value)
+            elif kind is float:
+                encoded = b"\x06" + _pack_double(value)
+            else:
+                found = _attribute_value(key, value)
+                if found is None:
+                    return None
+                encoded = found
+            append(encoded_key)
+            append(encoded)
+        append(b"\x00")
+        attrs = b"".join(parts)
+    else:
+        attrs = b"\x00"
+    delta = e.occurred_at - _EPOCH
+    lengths = _LENGTHS
+    try:
+        # Required strings inline: this runs for every event on the bus, and calls are the cost.
+        # A string of 4 KiB or more overflows the length table: IndexError, then fastavro's path.
+        event_id = e.event_id.encode()
+        severity = e.severity.encode()
+        agent_id = e.agent_id.encode()
+        action = e.action.encode()
+        decision = e.decision.encode()
+        reason = e.reason.encode()
+        version = e.schema_version.encode()
+        return b"".join(
+            (
+                prefix,
+                lengths[len(event_id)],
+                event_id,
+                _timestamp((delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds),
+                _KIND_INDEX[e.kind],
+                lengths[len(severity)],
+                severity,
+                lengths[len(agent_id)],
+                agent_id,
+                b"\x00" if (did := e.agent_did) is None else b"\x02" + lengths[len(b := did.encode())] + b,
+                b"\x00" if (sid := e.session_id) is None else b"\x02" + lengths[len(b := sid.encode())] + b,
+                lengths[len(action)],
+                action,
+                b"\x00" if (res := e.resource) is None else b"\x02" + lengths[len(b := res.encode())] + b,
+                lengths[len(decision)],
+                decision,
+                lengths[len(reason)],
+                reason,
+                b"\x00" if (pol := e.policy_name) is None else b"\x02" + lengths[len(b := pol.encode())] + b,
+                _pack_double(e.latency_ms),
+                b"\x00" if e.trace_id is None else b"\x02" + _utf8(e.trace_id),
+                b"\x00" if e.span_id is None else b"\x02" + _utf8(e.span_id),
+                b"\x00" if e.parent_span_id is None else b"\x02" + _utf8(e.parent_span_id),
+                attrs,
+                lengths[len(version)],
+                version,
+                tail,
+            )
+        )
+    except (UnicodeEncodeError, IndexError, KeyError, TypeError, AttributeError, struct.error):
+        return None
 
 
 class Decoder:

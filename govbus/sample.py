@@ -28,7 +28,7 @@ _SEVERITY = {
 KINDS = tuple(k for k in EventKind if k is not EventKind.UNKNOWN)
 
 
-def sample_events(count: int, *, agents: int = 8, seed: int = 7) -> Iterator[GovernanceEvent]:
+def sample_events(count: int, *, agents: int = 8, seed: int = 7, session_size: int = 50) -> Iterator[GovernanceEvent]:
     """``count`` events cycling through every kind, spread over ``agents`` agents with sessions."""
     rng = random.Random(seed)
     for i in range(count):
@@ -39,7 +39,7 @@ def sample_events(count: int, *, agents: int = 8, seed: int = 7) -> Iterator[Gov
         yield GovernanceEvent(
             agent_id=agent,
             agent_did=f"did:web:agents.example.com:{agent}" if i % 3 else None,
-            session_id=f"{agent}-s{i // 50}",
+            session_id=f"{agent}-s{seed}-{i // session_size}",
             kind=kind,
             severity=_SEVERITY[kind],
             action=tool,

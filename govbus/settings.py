@@ -12,8 +12,11 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from govbus.consumers._settings import SinkRuntimeSettings
 from govbus.errors import ConfigError
 from govbus.gate._settings import GateSettings
+from govbus.producer._settings import ProducerSettings
+from govbus.signing._settings import SigningSettings
 
 ENV_PREFIX = "GOVBUS_"
 _TOPIC = re.compile(r"[A-Za-z0-9._-]{1,249}")
@@ -80,6 +83,9 @@ class GovbusSettings(BaseSettings):
 
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     gate: GateSettings = Field(default_factory=GateSettings)
+    producer: ProducerSettings = Field(default_factory=ProducerSettings)
+    sink: SinkRuntimeSettings = Field(default_factory=SinkRuntimeSettings)
+    signing: SigningSettings = Field(default_factory=SigningSettings)
     topic: str = "govbus.events"
 
     @field_validator("topic")

@@ -41,6 +41,17 @@ def producer_health_file_source(path: Path, max_age_s: float) -> ComponentStatus
     return ComponentStatus(bool(data.get("ok")), str(data.get("reason", "")))
 
 
+def signing_status(settings: GovbusSettings) -> ComponentStatus:
+    """Whether this process could sign: the key file loads (permissions checked) and is active in the keyring."""
+    from govbus.signing import Signer, SigningError
+
+    try:
+        signer = Signer.from_settings(settings.signing)
+    except (SigningError, OSError) as exc:
+        return ComponentStatus(False, str(exc))
+    return ComponentStatus(True, f"kid {signer.kid} loaded ({signer.mode} mode)")
+
+
 def _check(args: argparse.Namespace) -> int:
     settings = load_settings()
     policy = build_policy(settings, args.policy)
@@ -50,7 +61,12 @@ def _check(args: argparse.Namespace) -> int:
         health_file = spool_dir / "health.json"
         max_age = settings.gate.producer_health_max_age_s
         producer_source = lambda: producer_health_file_source(health_file, max_age)  # noqa: E731
-    probe = BusProbe(settings.kafka.librdkafka(), settings.topic, producer=producer_source)
+    probe = BusProbe(
+        settings.kafka.librdkafka(),
+        settings.topic,
+        producer=producer_source,
+        signing=lambda: signing_status(settings),
+    )
     # One-shot: the raw results decide, so debounce does not apply.
     one_shot = policy.model_copy(update={"debounce": policy.debounce.model_copy(update={"pass_after": 1})})
     gate = Gate(one_shot, probe.run)

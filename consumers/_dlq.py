@@ -1,0 +1,411 @@
+"""Dead letters: the records a sink can never deliver, with why, where from and when.
+
+A dead letter keeps the original key, value and headers byte for byte and adds ``govbus.dlq.*``
+headers (see :data:`ERROR_HEADERS`). ``govbus dlq replay`` puts dead letters on the sink's own
+replay topic (``<topic>.replay.<sink>``), which only that sink's group reads: other sinks never
+see the record twice, and replayed records are verified for authenticity without the sequence
+checks (a record back from the dead is late by design, not a replay attack).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
+
+from govbus.admin import ensure_topic
+from govbus.cloudevents import format_time
+from govbus.consumers._errors import DeadLetterError
+from govbus.consumers._pipeline import Failure, Work
+from govbus.consumers._spi import RawHeaders
+
+__all__ = [
+    "ERROR_HEADERS",
+    "DeadLetter",
+    "DeadLetterer",
+    "ReplayReport",
+    "read_dead_letters",
+    "replay_dead_letters",
+]
+
+log = logging.getLogger("govbus.consumers.dlq")
+
+PREFIX = "govbus.dlq."
+H_REASON = PREFIX + "reason"
+H_MESSAGE = PREFIX + "message"
+H_VERDICT = PREFIX + "verdict"
+H_EXCEPTION = PREFIX + "exception"
+H_TOPIC = PREFIX + "topic"
+H_PARTITION = PREFIX + "partition"
+H_OFFSET = PREFIX + "offset"
+H_TIMESTAMP = PREFIX + "timestamp"
+H_SINK = PREFIX + "sink"
+H_GROUP = PREFIX + "group"
+H_TIME = PREFIX + "time"
+H_COUNT = PREFIX + "count"
+H_REPLAYED_AT = "govbus.replay.time"
+ERROR_HEADERS = (
+    H_REASON,
+    H_MESSAGE,
+    H_VERDICT,
+    H_EXCEPTION,
+    H_TOPIC,
+    H_PARTITION,
+    H_OFFSET,
+    H_TIMESTAMP,
+    H_SINK,
+    H_GROUP,
+    H_TIME,
+    H_COUNT,
+)
+_MAX_MESSAGE = 1024  # a header, not a log: long sink error texts are cut
+
+
+def _get(headers: RawHeaders | None, name: str) -> bytes | None:
+    found: bytes | None = None
+    for h, v in headers or ():
+        if h == name:
+            found = v
+    return found
+
+
+def _text(headers: RawHeaders | None, name: str) -> str | None:
+    raw = _get(headers, name)
+    return None if raw is None else raw.decode("utf-8", "replace")
+
+
+def _int(headers: RawHeaders | None, name: str) -> int | None:
+    raw = _text(headers, name)
+    try:
+        return None if raw is None else int(raw)
+    except ValueError:
+        return None
+
+
+def origin(work: Work) -> tuple[str, int, int, int | None]:
+    """(topic, partition, offset, timestamp) of the record as first published.
+
+    A replayed dead letter points back at the event topic, not at the replay topic."""
+    if work.replayed:
+        topic = _text(work.headers, H_TOPIC)
+        partition = _int(work.headers, H_PARTITION)
+        offset = _int(work.headers, H_OFFSET)
+        if topic is not None and partition is not None and offset is not None:
+            return topic, partition, offset, _int(work.headers, H_TIMESTAMP)
+    return work.topic, work.partition, work.offset, work.timestamp_ms
+
+
+def dead_letter_headers(
+    work: Work, failure: Failure, *, sink: str, group: str, now: datetime
+) -> list[tuple[str, str | bytes | None]]:
+    """The original headers (minus earlier error headers) plus this failure's."""
+    topic, partition, offset, timestamp = origin(work)
+    count = (_int(work.headers, H_COUNT) or 0) + 1
+    kept: list[tuple[str, str | bytes | None]] = [
+        (k, v) for k, v in work.headers if not k.startswith(PREFIX) and k != H_REPLAYED_AT
+    ]
+    added = [
+        (H_REASON, failure.reason),
+        (H_MESSAGE, failure.message[:_MAX_MESSAGE]),
+        (H_TOPIC, topic),
+        (H_PARTITION, str(partition)),
+        (H_OFFSET, str(offset)),
+        (H_SINK, sink),
+        (H_GROUP, group),
+        (H_TIME, format_time(now)),
+        (H_COUNT, str(count)),
+    ]
+    if failure.verdict is not None:
+        added.append((H_VERDICT, failure.verdict))
+    if failure.exception is not None:
+        added.append((H_EXCEPTION, failure.exception))
+    if timestamp is not None:
+        added.append((H_TIMESTAMP, str(timestamp)))
+    return kept + [(k, v.encode("utf-8", "replace")) for k, v in added]
+
+
+class DeadLetterer:
+    """Produces dead letters (idempotent, ``acks=all``) and reports which ones made it.
+
+    ``topic_for`` maps an original topic to its dead-letter topic. A record only counts as
+    dead-lettered once the broker acknowledged it; the worker acknowledges its offset after that.
+    """
+
+    def __init__(
+        self,
+        conf: dict[str, Any],
+        *,
+        sink: str,
+        group: str,
+        topic_for: Callable[[str], str],
+        max_message_bytes: int = 16 << 20,
+    ) -> None:
+        self.sink = sink
+        self.group = group
+        self.topic_for = topic_for
+        self._producer = Producer(
+            {
+                **conf,
+                "enable.idempotence": True,
+                "acks": "all",
+                "linger.ms": 5,
+                "message.max.bytes": max_message_bytes + 64 * 1024,
+                "message.timeout.ms": 30_000,
+                "logger": logging.getLogger("govbus.consumers.librdkafka"),
+            }
+        )
+
+    def send(
+        self, items: Sequence[tuple[Work, Failure]], *, abort: Callable[[], bool] = lambda: False
+    ) -> list[tuple[Work, Failure, str]]:
+        """Produces every item and waits for every delivery report; returns the ones that failed.
+
+        ``abort`` (polled while waiting) gives up at shutdown: unreported items count as failed.
+        """
+        failed: list[tuple[Work, Failure, str]] = []
+        reported: set[int] = set()
+        now = datetime.now(UTC)
+
+        def report(index: int) -> Callable[[KafkaError | None, object], None]:
+            def on_delivery(err: KafkaError | None, _msg: object) -> None:
+                # Delivery callbacks run inside poll()/flush() on this same thread.
+                reported.add(index)
+                if err is not None:
+                    failed.append((items[index][0], items[index][1], str(err)))
+
+            return on_delivery
+
+        for index, (work, failure) in enumerate(items):
+            topic = self.topic_for(origin(work)[0])
+            headers = dead_letter_headers(work, failure, sink=self.sink, group=self.group, now=now)
+            while True:
+                try:
+                    self._producer.produce(
+                        topic, value=work.value, key=work.key, headers=headers, on_delivery=report(index)
+                    )
+                    break
+                except BufferError:
+                    self._producer.poll(0.05)
+                except KafkaException as exc:
+                    reported.add(index)
+                    failed.append((work, failure, str(exc)))
+                    break
+        while len(reported) < len(items):
+            # Delivery reports always come (message.timeout.ms bounds them); abort only at shutdown.
+            self._producer.poll(0.05)
+            if len(reported) < len(items) and abort():
+                return failed + [(w, f, "abandoned at shutdown") for i, (w, f) in enumerate(items) if i not in reported]
+        return failed
+
+    def close(self, timeout: float = 5.0) -> None:
+        self._producer.flush(timeout)
+
+
+def prepare_topics(conf: dict[str, Any], topics: Sequence[str], *, partitions: int, max_message_bytes: int) -> None:
+    """Creates the dead-letter and replay topics unless they exist."""
+    for topic in topics:
+        ensure_topic(conf, topic, partitions=partitions, config={"max.message.bytes": str(max_message_bytes)})
+
+
+@dataclasses.dataclass(frozen=True)
+class DeadLetter:
+    """One record of a dead-letter topic, with its error headers parsed."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int | None
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes | None]]
+
+    @property
+    def reason(self) -> str | None:
+        return _text(self.headers, H_REASON)
+
+    @property
+    def error(self) -> dict[str, str]:
+        """The ``govbus.dlq.*`` headers by short name (``reason``, ``verdict``, ``offset``…)."""
+        out: dict[str, str] = {}
+        for name in ERROR_HEADERS:
+            value = _text(self.headers, name)
+            if value is not None:
+                out[name.removeprefix(PREFIX)] = value
+        return out
+
+    @property
+    def event_id(self) -> str | None:
+        return _text(self.headers, "ce_id")
+
+
+def _reader(conf: dict[str, Any], group: str) -> Consumer:
+    return Consumer(
+        {
+            **conf,
+            "logger": log,
+            "group.id": group,
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "enable.partition.eof": False,
+            "auto.offset.reset": "earliest",
+        }
+    )
+
+
+def _read_until_end(consumer: Consumer, topic: str, *, start_committed: bool, timeout: float) -> Iterator[Any]:
+    """Assigns every partition of ``topic`` and yields its records up to the end as of now."""
+    md = consumer.list_topics(topic, timeout=timeout)
+    meta = md.topics.get(topic)
+    if meta is None or meta.error is not None:
+        raise DeadLetterError(f"topic {topic!r} does not exist or cannot be described: {meta.error if meta else ''}")
+    parts = [TopicPartition(topic, p) for p in sorted(meta.partitions)]
+    ends: dict[int, int] = {}
+    for tp in parts:
+        _low, high = consumer.get_watermark_offsets(tp, timeout=timeout)
+        ends[tp.partition] = high
+    starts = parts
+    if start_committed:
+        starts = [
+            TopicPartition(topic, tp.partition, tp.offset if tp.offset >= 0 else OFFSET_BEGINNING)
+            for tp in consumer.committed(parts, timeout=timeout)
+        ]
+    else:
+        starts = [TopicPartition(topic, tp.partition, OFFSET_BEGINNING) for tp in parts]
+    positions = {tp.partition: (tp.offset if tp.offset >= 0 else 0) for tp in starts}
+    todo = {p for p, end in ends.items() if positions[p] < end}
+    if not todo:
+        return
+    consumer.assign(starts)
+    deadline = time.monotonic() + timeout
+    while todo:
+        msg = consumer.poll(0.2)
+        if msg is None:
+            if time.monotonic() > deadline:
+                raise DeadLetterError(f"timed out reading {topic!r}; partitions {sorted(todo)} not read to the end")
+            continue
+        err = msg.error()
+        if err is not None:
+            if err.code() == KafkaError._PARTITION_EOF:
+                continue
+            raise DeadLetterError(f"reading {topic!r}: {err}")
+        deadline = time.monotonic() + timeout
+        p = msg.partition()
+        if p is None or p not in todo:
+            continue
+        yield msg
+        if (msg.offset() or 0) + 1 >= ends[p]:
+            todo.discard(p)
+
+
+def _dead_letter(msg: Any) -> DeadLetter:
+    ts_type, ts = msg.timestamp()
+    return DeadLetter(
+        topic=msg.topic(),
+        partition=msg.partition(),
+        offset=msg.offset(),
+        timestamp_ms=ts if ts_type else None,
+        key=msg.key(),
+        value=msg.value(),
+        headers=list(msg.headers() or []),
+    )
+
+
+def read_dead_letters(
+    conf: dict[str, Any], topic: str, *, limit: int | None = None, reason: str | None = None, timeout: float = 10.0
+) -> Iterator[DeadLetter]:
+    """The dead letters in ``topic`` from the beginning (no consumer group offsets are changed)."""
+    consumer = _reader(conf, f"govbus.dlq-inspect.{uuid.uuid4().hex[:12]}")
+    count = 0
+    try:
+        for msg in _read_until_end(consumer, topic, start_committed=False, timeout=timeout):
+            dl = _dead_letter(msg)
+            if reason is not None and not (dl.reason or "").startswith(reason):
+                continue
+            yield dl
+            count += 1
+            if limit is not None and count >= limit:
+                return
+    finally:
+        consumer.close()
+
+
+@dataclasses.dataclass(frozen=True)
+class ReplayReport:
+    replayed: int
+    passed_over: int
+    target: str
+
+
+def replay_dead_letters(
+    conf: dict[str, Any],
+    dlq_topic: str,
+    target_topic: str,
+    *,
+    group: str,
+    reason: str | None = None,
+    limit: int | None = None,
+    from_beginning: bool = False,
+    dry_run: bool = False,
+    timeout: float = 10.0,
+    on_record: Callable[[DeadLetter, bool], None] | None = None,
+) -> ReplayReport:
+    """Re-produces dead letters to ``target_topic`` (the sink's replay topic) and records progress.
+
+    Progress is the committed offset of consumer group ``group`` on the dead-letter topic, so a
+    dead letter is replayed once; ``from_beginning`` starts over. Records whose reason does not
+    start with ``reason`` are passed over (and count as done). ``dry_run`` neither produces nor
+    commits. The original key, value and headers are replayed unchanged (error headers included,
+    as history), plus ``govbus.replay.time``.
+    """
+    consumer = _reader(conf, group)
+    producer = Producer({**conf, "enable.idempotence": True, "acks": "all", "linger.ms": 5, "logger": log})
+    replayed = passed = 0
+    errors: list[str] = []
+    next_offsets: dict[int, int] = {}
+    now = format_time(datetime.now(UTC)).encode()
+    try:
+        for msg in _read_until_end(consumer, dlq_topic, start_committed=not from_beginning, timeout=timeout):
+            if limit is not None and replayed >= limit:
+                break
+            dl = _dead_letter(msg)
+            chosen = reason is None or (dl.reason or "").startswith(reason)
+            if on_record is not None:
+                on_record(dl, chosen)
+            if chosen:
+                replayed += 1
+                if not dry_run:
+                    headers: list[tuple[str, str | bytes | None]] = [
+                        (k, v) for k, v in dl.headers if k != H_REPLAYED_AT
+                    ]
+                    headers.append((H_REPLAYED_AT, now))
+
+                    def report(err: KafkaError | None, _m: object) -> None:
+                        if err is not None:
+                            errors.append(str(err))
+
+                    producer.produce(target_topic, value=dl.value, key=dl.key, headers=headers, on_delivery=report)
+                    producer.poll(0)
+            else:
+                passed += 1
+            next_offsets[dl.partition] = dl.offset + 1
+        if dry_run:
+            return ReplayReport(replayed, passed, target_topic)
+        remaining = producer.flush(timeout)
+        if remaining or errors:
+            raise DeadLetterError(
+                f"replay to {target_topic!r} failed ({remaining} unsent, errors: {'; '.join(errors[:3])}); "
+                "nothing was committed, so running it again replays the same dead letters"
+            )
+        if next_offsets:
+            consumer.commit(
+                offsets=[TopicPartition(dlq_topic, p, o) for p, o in sorted(next_offsets.items())], asynchronous=False
+            )
+        return ReplayReport(replayed, passed, target_topic)
+    finally:
+        consumer.close()

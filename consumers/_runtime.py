@@ -1,0 +1,612 @@
+"""The sink runtime: one consumer group per sink, at-least-once, bounded memory.
+
+The consume loop (the thread that calls :meth:`SinkRuntime.run`) owns the Kafka consumer: it
+fetches, runs the intake stage (size → verify → decode), hands :class:`Work` to the delivery
+worker, pauses and resumes partitions against the in-flight budget, serves rebalances and
+commits. The worker thread owns the sink. Offsets are committed only for records the sink
+acknowledged *and* flushed (or that were dead-lettered or skipped), so a crash at any point
+re-delivers, never loses.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import logging
+import queue
+import signal
+import threading
+import time
+from types import FrameType
+from typing import TYPE_CHECKING, Any
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from opentelemetry.trace import TracerProvider
+
+from govbus.consumers._dlq import DeadLetterer, prepare_topics
+from govbus.consumers._errors import SinkError
+from govbus.consumers._health import HealthServer, HealthStatus
+from govbus.consumers._intake import Intake
+from govbus.consumers._metrics import SinkMetrics
+from govbus.consumers._pipeline import Failure, Work, WorkQueue
+from govbus.consumers._retry import BreakerState
+from govbus.consumers._settings import SinkRuntimeSettings
+from govbus.consumers._spi import Sink, SinkContext
+from govbus.consumers._tracing import default_tracer_provider
+from govbus.consumers._verify import Verification, build_verification
+from govbus.consumers._worker import DeliveryWorker, FlushRequest, Ownership, Report, RevokeRequest, StopRequest
+from govbus.contract import Decoder
+
+if TYPE_CHECKING:
+    from govbus.settings import GovbusSettings
+
+__all__ = ["SinkRuntime"]
+
+log = logging.getLogger("govbus.consumers.runtime")
+
+TP = tuple[str, int]
+_UNSET: Any = object()
+_BREAKER_GAUGE = {BreakerState.CLOSED: 0, BreakerState.HALF_OPEN: 1, BreakerState.OPEN: 2}
+
+
+class SinkRuntime:
+    """Runs one sink: ``SinkRuntime(sink, settings, name="file").run()`` blocks until :meth:`stop`
+    (or SIGTERM/SIGINT when ``install_signal_handlers``), then shuts down within the grace period.
+
+    ``verification``: by default built from settings (keyring configured → verify); pass None to
+    disable it or a :class:`Verification` to inject one. ``metrics``/``tracer_provider`` default
+    to the runtime's own (``/metrics``, and OTLP when ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set).
+    """
+
+    def __init__(
+        self,
+        sink: Sink,
+        settings: GovbusSettings | None = None,
+        *,
+        name: str,
+        verification: Verification | None = _UNSET,
+        metrics: SinkMetrics | None = None,
+        tracer_provider: TracerProvider | None = None,
+        install_signal_handlers: bool = False,
+    ) -> None:
+        if settings is None:
+            from govbus.settings import load_settings
+
+            settings = load_settings()
+        root = settings
+        s: SinkRuntimeSettings = getattr(root, "sink", None) or SinkRuntimeSettings()
+        self.settings = s
+        self.sink = sink
+        self.name = s.instance or name
+        self.group_id = s.group_for(name)
+        self.topic = s.topic or root.topic
+        self.replay_topic = s.replay_topic(self.topic, self.name)
+        self.dlq_topic = s.dlq_topic(self.topic, self.name)
+        self._kafka_conf = root.kafka.librdkafka()
+        self._install_signals = install_signal_handlers
+        if verification is _UNSET:
+            verification = build_verification(s, getattr(root, "signing", None))
+        self.verification: Verification | None = verification
+        self.metrics = metrics or SinkMetrics(self.name)
+        self._tracer = (tracer_provider or default_tracer_provider()).get_tracer("govbus.consumers")
+        self._intake = Intake(
+            Decoder(),
+            verification=verification,
+            max_record_bytes=s.max_record_bytes,
+            replay_topic=self.replay_topic,
+        )
+        self._work = WorkQueue()
+        self._reports: queue.SimpleQueue[Report] = queue.SimpleQueue()
+        self._ownership = Ownership()
+        self._stop = threading.Event()
+        self._force = False
+        self.assigned = threading.Event()  # set once partitions were first assigned (tests, probes)
+        self._tokens = itertools.count(1)
+        self._flushed: dict[TP, tuple[int, int]] = {}
+        self._committed: dict[TP, int] = {}
+        self._paused: set[TP] = set()
+        self._paused_all = False
+        self._flush_token: int | None = None
+        self._progress = False
+        self._revoke_replies: dict[int, Report] = {}
+        self._inflight_records = 0
+        self._inflight_bytes = 0
+        self._busy_since = time.monotonic()
+        self._heartbeat = time.monotonic()
+        self._stopping = False
+        self._worker_stopped = False
+        self._last_error_log: dict[int, float] = {}
+        self._fatal: KafkaError | None = None
+        self._consumer: Consumer | None = None
+        self._dlq: DeadLetterer | None = None
+        self._worker: DeliveryWorker | None = None
+        self.health: HealthServer | None = None
+
+    # -- public ----------------------------------------------------------------------------------
+    def stop(self) -> None:
+        """Asks the runtime to shut down (thread-safe; what SIGTERM does)."""
+        self._stop.set()
+        self._work.wake()
+
+    @property
+    def health_url(self) -> str | None:
+        return self.health.url if self.health else None
+
+    def status(self) -> HealthStatus:
+        h = self.settings.health
+        now = time.monotonic()
+        worker = self._worker
+        owned = self._ownership.owned()
+        last_ack = max(worker.last_progress if worker else 0.0, self._busy_since)
+        stuck = self._inflight_records > 0 and now - last_ack > h.stuck_after_s
+        live = now - self._heartbeat < h.live_after_s and (worker is None or worker.is_alive() or self._stopping)
+        ready = live and bool(owned) and not stuck and not self._stopping
+        detail = {
+            "sink": self.name,
+            "group": self.group_id,
+            "topic": self.topic,
+            "assigned": sorted(f"{t}[{p}]" for t, p in owned),
+            "paused": self._paused_all,
+            "inflight_records": self._inflight_records,
+            "inflight_bytes": self._inflight_bytes,
+            "worker": worker.state if worker else "not started",
+            "breaker": worker.breaker.state.value if worker else "closed",
+            "seconds_since_ack": round(now - last_ack, 3) if self._inflight_records else 0.0,
+            "stuck": stuck,
+            "stopping": self._stopping,
+        }
+        return HealthStatus(live, ready, detail)
+
+    def run(self) -> None:
+        """Consumes until stopped; raises :class:`SinkError` if the sink's worker dies."""
+        previous = self._signals()
+        try:
+            self._setup()
+            next_commit = time.monotonic() + self.settings.commit_interval_ms / 1000
+            next_housekeeping = 0.0
+            while not self._stop.is_set():
+                self._drain_reports()
+                now = time.monotonic()
+                self._heartbeat = now
+                if now >= next_commit:
+                    self._request_flush()
+                    next_commit = now + self.settings.commit_interval_ms / 1000
+                if now >= next_housekeeping:
+                    self._housekeeping()
+                    next_housekeeping = now + 0.5
+                if self._worker is not None and not self._worker.is_alive():
+                    raise SinkError(f"sink {self.name}: delivery worker stopped: {self._worker.error!r}")
+                self._backpressure()
+                self._poll()
+        finally:
+            try:
+                self._shutdown()
+            finally:
+                self._restore_signals(previous)
+        if self._fatal is not None:
+            raise SinkError(f"sink {self.name}: stopped on a fatal Kafka error: {self._fatal}")
+
+    # -- setup -----------------------------------------------------------------------------------
+    def _setup(self) -> None:
+        s = self.settings
+        conf = self._kafka_conf
+        if s.dlq.enabled and s.dlq.create_topics:
+            prepare_topics(
+                conf,
+                [self.dlq_topic, self.replay_topic],
+                partitions=s.dlq.partitions,
+                max_message_bytes=s.dlq.max_message_bytes,
+            )
+        if s.dlq.enabled:
+            self._dlq = DeadLetterer(
+                conf,
+                sink=self.name,
+                group=self.group_id,
+                topic_for=lambda topic: s.dlq_topic(topic, self.name),
+                max_message_bytes=s.dlq.max_message_bytes,
+            )
+        consumer_conf: dict[str, Any] = {
+            **conf,
+            "client.id": f"{conf.get('client.id', 'govbus')}.sink.{self.name}",
+            "group.id": self.group_id,
+            "partition.assignment.strategy": "cooperative-sticky",
+            # Offsets are stored and committed by the runtime, only after acknowledgement.
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "auto.offset.reset": s.auto_offset_reset,
+            "queued.max.messages.kbytes": s.fetch_queue_kbytes,
+            "enable.partition.eof": False,
+            "error_cb": self._on_error,
+            "on_commit": self._on_commit,
+            "logger": logging.getLogger("govbus.consumers.librdkafka"),
+        }
+        if s.stats_interval_ms:
+            consumer_conf["statistics.interval.ms"] = s.stats_interval_ms
+            consumer_conf["stats_cb"] = self._on_stats
+        consumer_conf.update(s.consumer)
+        self._consumer = Consumer(consumer_conf)
+        context = SinkContext(
+            name=self.name,
+            group_id=self.group_id,
+            topic=self.topic,
+            meter=self.metrics.meter,
+            logger=logging.getLogger(f"govbus.sink.{self.name}"),
+        )
+        try:
+            self.sink.open(context)
+        except Exception as exc:
+            raise SinkError(f"sink {self.name}: open() failed: {type(exc).__name__}: {exc}") from exc
+        self._worker = DeliveryWorker(
+            self.sink,
+            self.name,
+            self._work,
+            self._reports,
+            self._ownership,
+            s,
+            dead_letterer=self._dlq,
+            metrics=self.metrics,
+            tracer=self._tracer,
+        )
+        self._worker.start()
+        if s.health.enabled:
+            try:
+                self.health = HealthServer(s.health.host, s.health.port, self.status, self.metrics.render_prometheus)
+            except OSError as exc:
+                raise SinkError(
+                    f"cannot serve the health endpoint on {s.health.host}:{s.health.port}: {exc}; "
+                    "set GOVBUS_SINK__HEALTH__PORT (0 = any free port) or GOVBUS_SINK__HEALTH__ENABLED=false"
+                ) from None
+            self.health.start()
+            log.info("sink %s: health endpoint at %s (/healthz /readyz /metrics)", self.name, self.health.url)
+        topics = [self.topic] + ([self.replay_topic] if s.dlq.enabled else [])
+        self._consumer.subscribe(topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost)
+        log.info(
+            "sink %s: consuming %s as group %s (verification %s)",
+            self.name, ", ".join(topics), self.group_id, "on" if self.verification else "off",
+        )  # fmt: skip
+
+    def _signals(self) -> dict[int, Any]:
+        if not self._install_signals or threading.current_thread() is not threading.main_thread():
+            return {}
+
+        def handler(signum: int, _frame: FrameType | None) -> None:
+            if self._stop.is_set():
+                log.warning("sink %s: second signal: abandoning in-flight records", self.name)
+                self._force = True
+                self._worker_abandon()
+            else:
+                log.info("sink %s: signal %d: stopping", self.name, signum)
+            self.stop()
+
+        return {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+
+    @staticmethod
+    def _restore_signals(previous: dict[int, Any]) -> None:
+        for sig, h in previous.items():
+            signal.signal(sig, h)
+
+    def _worker_abandon(self) -> None:
+        if self._worker is not None:
+            self._work.post(StopRequest(time.monotonic()))
+
+    # -- the loop --------------------------------------------------------------------------------
+    def _poll(self) -> None:
+        consumer = self._consumer
+        assert consumer is not None
+        if self._paused_all:
+            # Paused partitions return nothing; polling still serves rebalances and callbacks.
+            msgs = consumer.consume(num_messages=1, timeout=0)
+            if not msgs:
+                self._drain_reports(timeout=0.05)
+        else:
+            # poll() returns as soon as one record is there (consume() would wait for a full
+            # batch or the timeout, adding its timeout to every record's latency at low rates);
+            # consume(timeout=0) then takes whatever else is already fetched.
+            first = consumer.poll(0.05)
+            if first is None:
+                return
+            room = self.settings.inflight.max_records - self._inflight_records - 1
+            msgs = [first, *consumer.consume(num_messages=min(room, 1000), timeout=0)] if room > 0 else [first]
+        if msgs:
+            self._ingest(msgs)
+
+    def _ingest(self, msgs: list[Any]) -> None:
+        intake = self._intake
+        epoch_of = self._ownership.epoch
+        items: list[Work] = []
+        for m in msgs:
+            err = m.error()
+            if err is not None:
+                self._consume_error(err)
+                continue
+            epoch = epoch_of((m.topic(), m.partition()))
+            if epoch is None:
+                continue  # fetched just before its partition was revoked; the new owner reads it
+            try:
+                items.append(intake(m, epoch))
+            except Exception as exc:  # a bug in a stage must not wedge the partition: dead-letter it
+                log.exception("sink %s: intake failed on %s[%d]@%d", self.name, m.topic(), m.partition(), m.offset())
+                value = m.value()
+                work = Work(m.topic(), m.partition(), m.offset(), epoch, len(value or b""), m.key(), value,
+                            m.headers() or [], None)  # fmt: skip
+                work.failure = Failure(f"internal:{type(exc).__name__}", str(exc), exception=type(exc).__qualname__)
+                items.append(work)
+        if not items:
+            return
+        n, size = WorkQueue.total(items)
+        if self._inflight_records == 0:
+            self._busy_since = time.monotonic()
+        self._inflight_records += n
+        self._inflight_bytes += size
+        self._work.put_many(items)
+        self.metrics.consumed.add(n, self.metrics.attrs())
+
+    def _consume_error(self, err: KafkaError) -> None:
+        if err.fatal():
+            raise SinkError(f"sink {self.name}: fatal consumer error: {err}")
+        now = time.monotonic()
+        code = err.code()
+        if now - self._last_error_log.get(code, 0.0) > 30:
+            self._last_error_log[code] = now
+            log.warning("sink %s: consumer error: %s", self.name, err)
+
+    def _drain_reports(self, timeout: float = 0.0) -> None:
+        try:
+            report = self._reports.get(timeout=timeout) if timeout > 0 else self._reports.get_nowait()
+        except queue.Empty:
+            return
+        while True:
+            self._handle(report)
+            try:
+                report = self._reports.get_nowait()
+            except queue.Empty:
+                return
+
+    def _handle(self, r: Report) -> None:
+        if r.released_records:
+            self._inflight_records -= r.released_records
+            self._inflight_bytes -= r.released_bytes
+            self._progress = True
+            if self._inflight_records <= 0:
+                self._inflight_records = self._inflight_bytes = 0
+        if r.ok and r.offsets:
+            for tp, (epoch, offset) in r.offsets.items():
+                if self._ownership.epoch(tp) == epoch:
+                    self._flushed[tp] = (epoch, offset)
+        if r.kind == "flushed" and r.token == self._flush_token:
+            self._flush_token = None
+            self._commit(asynchronous=True)
+        elif r.kind == "revoked":
+            self._revoke_replies[r.token] = r
+        elif r.kind == "stopped":
+            self._worker_stopped = True
+
+    def _request_flush(self) -> None:
+        if self._flush_token is None and self._progress and not self._stopping:
+            self._progress = False
+            self._flush_token = next(self._tokens)
+            self._work.post(FlushRequest(self._flush_token))
+
+    def _commit(self, *, asynchronous: bool, only: frozenset[TP] | None = None) -> None:
+        consumer = self._consumer
+        if consumer is None:
+            return
+        offsets = [
+            TopicPartition(t, p, off)
+            for (t, p), (epoch, off) in self._flushed.items()
+            if (only is None or (t, p) in only)
+            and self._ownership.epoch((t, p)) == epoch
+            and off > self._committed.get((t, p), -1)
+        ]
+        if not offsets:
+            return
+        try:
+            if asynchronous:
+                consumer.commit(offsets=offsets, asynchronous=True)
+            else:
+                consumer.commit(offsets=offsets, asynchronous=False)
+        except KafkaException as exc:
+            log.warning("sink %s: commit failed: %s (the records will be redelivered)", self.name, exc.args[0])
+            self.metrics.commits.add(1, self.metrics.attrs(result="error"))
+            return
+        for tp in offsets:
+            self._committed[(tp.topic, tp.partition)] = tp.offset
+        if not asynchronous:
+            self.metrics.commits.add(1, self.metrics.attrs(result="ok"))
+            log.debug("sink %s: committed %s", self.name, _show(offsets))
+
+    def _on_commit(self, err: KafkaError | None, partitions: list[TopicPartition]) -> None:
+        if err is None:
+            self.metrics.commits.add(1, self.metrics.attrs(result="ok"))
+            return
+        if err.code() == KafkaError._NO_OFFSET:
+            return
+        self.metrics.commits.add(1, self.metrics.attrs(result="error"))
+        log.warning("sink %s: commit failed: %s; retrying at the next commit", self.name, err)
+        for tp in partitions:
+            self._committed.pop((tp.topic, tp.partition), None)
+
+    def _backpressure(self) -> None:
+        consumer = self._consumer
+        worker = self._worker
+        if consumer is None or worker is None:
+            return
+        inf = self.settings.inflight
+        full = self._inflight_records >= inf.max_records or self._inflight_bytes >= inf.max_bytes
+        blocked = worker.backing_off or worker.breaker.state is BreakerState.OPEN
+        if not self._paused_all and (full or blocked):
+            owned = [TopicPartition(t, p) for t, p in self._ownership.owned()]
+            if owned:
+                consumer.pause(owned)
+                self._paused.update((tp.topic, tp.partition) for tp in owned)
+            self._paused_all = True
+            self.metrics.paused.add(1, self.metrics.attrs())
+            log.info(
+                "sink %s: paused %d partition(s): %s (in flight: %d records, %d bytes)",
+                self.name, len(owned), "sink is backing off" if blocked else "in-flight budget full",
+                self._inflight_records, self._inflight_bytes,
+            )  # fmt: skip
+        elif self._paused_all and not blocked:
+            low = (
+                self._inflight_records <= inf.max_records * inf.resume_ratio
+                and self._inflight_bytes <= inf.max_bytes * inf.resume_ratio
+            )
+            if low:
+                paused = [TopicPartition(t, p) for t, p in self._paused]
+                if paused:
+                    consumer.resume(paused)
+                self._paused.clear()
+                self._paused_all = False
+                log.info("sink %s: resumed %d partition(s)", self.name, len(paused))
+
+    def _housekeeping(self) -> None:
+        m = self.metrics
+        worker = self._worker
+        m.set_gauge("govbus.sink.inflight.records", self._inflight_records)
+        m.set_gauge("govbus.sink.inflight.bytes", self._inflight_bytes)
+        m.set_gauge("govbus.sink.partitions.assigned", len(self._ownership.owned()))
+        m.set_gauge("govbus.sink.partitions.paused", len(self._paused))
+        if worker is not None:
+            m.set_gauge("govbus.sink.breaker.state", _BREAKER_GAUGE[worker.breaker.state])
+        if self.verification is not None:
+            self.verification.maybe_reload()
+
+    # -- rebalance callbacks (run inside consume()) ----------------------------------------------
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        tps = [(p.topic, p.partition) for p in partitions]
+        self._ownership.assign(tps)
+        if self.verification is not None:
+            for t, p in tps:
+                if t == self.topic:
+                    self.verification.forget(p)
+        consumer.incremental_assign(partitions)
+        if self._paused_all and partitions:
+            consumer.pause(partitions)
+            self._paused.update(tps)
+        if partitions:
+            log.info("sink %s: assigned %s", self.name, _show(partitions))
+            self.assigned.set()
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._revoke(partitions, lost=False)
+
+    def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._revoke(partitions, lost=True)
+
+    def _revoke(self, partitions: list[TopicPartition], *, lost: bool) -> None:
+        if not partitions:
+            return
+        tps = frozenset((p.topic, p.partition) for p in partitions)
+        worker = self._worker
+        if worker is not None and worker.is_alive():
+            token = next(self._tokens)
+            self._work.post(RevokeRequest(token, tps))
+            if not lost and not self._stopping:
+                # Let in-flight records of these partitions finish (bounded), so the next owner
+                # does not redeliver what this process already wrote.
+                deadline = time.monotonic() + self.settings.revoke_timeout_s
+                while token not in self._revoke_replies and worker.is_alive():
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        log.warning(
+                            "sink %s: revocation did not complete within %.1f s; committing what was "
+                            "flushed before (the rest will be redelivered)",
+                            self.name, self.settings.revoke_timeout_s,
+                        )  # fmt: skip
+                        break
+                    self._drain_reports(timeout=min(remaining, 0.05))
+                self._revoke_replies.pop(token, None)
+        if not lost:
+            self._commit(asynchronous=False, only=tps)
+        else:
+            log.warning("sink %s: lost %s (not committed; will be redelivered)", self.name, _show(partitions))
+        self._ownership.revoke(list(tps))
+        for tp in tps:
+            self._flushed.pop(tp, None)
+            self._committed.pop(tp, None)
+            self._paused.discard(tp)
+            if self.verification is not None and tp[0] == self.topic:
+                self.verification.forget(tp[1])
+        if not self._ownership.owned():
+            self.assigned.clear()
+        log.info("sink %s: revoked %s", self.name, _show(partitions))
+
+    def _on_stats(self, stats_json: str) -> None:
+        try:
+            stats = json.loads(stats_json)
+        except ValueError:
+            return
+        lag: dict[TP, int] = {}
+        owned = self._ownership.owned()
+        for topic, tstats in (stats.get("topics") or {}).items():
+            for pid, pstats in (tstats.get("partitions") or {}).items():
+                try:
+                    tp = (topic, int(pid))
+                except ValueError:
+                    continue
+                value = pstats.get("consumer_lag", -1)
+                if tp in owned and isinstance(value, int) and value >= 0:
+                    lag[tp] = value
+        self.metrics.set_lag(lag)
+
+    def _on_error(self, err: KafkaError) -> None:
+        if err.fatal():
+            log.error("sink %s: fatal Kafka error: %s", self.name, err)
+            self._fatal = err
+            self.stop()
+            return
+        self._consume_error(err)
+
+    # -- shutdown --------------------------------------------------------------------------------
+    def _shutdown(self) -> None:
+        self._stopping = True
+        s = self.settings
+        consumer = self._consumer
+        worker = self._worker
+        grace = 0.0 if self._force else s.shutdown_grace_s
+        deadline = time.monotonic() + grace
+        log.info(
+            "sink %s: stopping; finishing %d in-flight record(s) within %.1f s",
+            self.name, self._inflight_records, grace,
+        )  # fmt: skip
+        if consumer is not None:
+            owned = [TopicPartition(t, p) for t, p in self._ownership.owned()]
+            if owned:
+                with contextlib.suppress(KafkaException):
+                    consumer.pause(owned)  # stop fetching
+        if worker is not None and worker.is_alive():
+            self._work.post(StopRequest(deadline))
+            while not self._worker_stopped and worker.is_alive():
+                remaining = deadline + 1.0 - time.monotonic()
+                if remaining <= 0 or (self._force and worker.abandoned):
+                    break
+                self._drain_reports(timeout=min(remaining, 0.1))
+            self._drain_reports()
+            if not self._worker_stopped:
+                log.warning(
+                    "sink %s: abandoning %d in-flight record(s) still in the sink; they will be redelivered",
+                    self.name, self._inflight_records,
+                )  # fmt: skip
+        if worker is not None and worker.abandoned and self._inflight_records:
+            log.warning("sink %s: %d record(s) abandoned at shutdown (redelivered on restart)", self.name,
+                        self._inflight_records)  # fmt: skip
+        if consumer is not None:
+            self._commit(asynchronous=False)
+            try:
+                consumer.close()  # leaves the group now instead of after the session timeout
+            except (KafkaException, RuntimeError) as exc:
+                log.warning("sink %s: consumer close: %s", self.name, exc)
+        if self._dlq is not None:
+            self._dlq.close()
+        if self.health is not None:
+            self.health.stop()
+        self.metrics.shutdown()
+        log.info("sink %s: stopped", self.name)
+
+
+def _show(partitions: list[TopicPartition]) -> str:
+    by_topic: dict[str, list[str]] = {}
+    for p in partitions:
+        by_topic.setdefault(p.topic, []).append(str(p.partition) if p.offset < 0 else f"{p.partition}@{p.offset}")
+    return "; ".join(f"{t}[{','.join(ps)}]" for t, ps in sorted(by_topic.items()))

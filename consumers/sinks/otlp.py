@@ -1,0 +1,428 @@
+"""The OTLP logs sink: every governance event becomes one OpenTelemetry log record.
+
+Records go through opentelemetry-sdk's ``LoggerProvider`` (so resource, scope and limits behave
+as everywhere else in OpenTelemetry) into a processor that only collects them; ``write`` then
+hands the whole batch to the OTLP exporter itself and acknowledges it only when the exporter
+reports success. The SDK's ``BatchLogRecordProcessor`` cannot be used for that: it exports on a
+background thread and drops the result, so an acknowledged event could still be lost.
+
+The field → attribute and severity mappings are documented in docs/sinks-reference.md; the
+constants below are that table.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import re
+import threading
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal, cast
+
+from opentelemetry._logs import SeverityNumber
+from opentelemetry.context import Context
+from opentelemetry.sdk._logs import (
+    LoggerProvider,
+    LogRecordLimits,
+    LogRecordProcessor,
+    ReadableLogRecord,
+    ReadWriteLogRecord,
+)
+from opentelemetry.sdk._logs.export import LogRecordExporter, LogRecordExportResult
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.trace import INVALID_SPAN, NonRecordingSpan, SpanContext, TraceFlags, set_span_in_context
+from pydantic import Field, SecretStr, field_validator
+
+from govbus.cloudevents import TRACEPARENT
+from govbus.consumers._errors import SinkError
+from govbus.consumers._spi import OK, Batch, DeliveredRecord, RetryLater, SinkBase, SinkContext, WriteResult
+from govbus.consumers.sinks._options import SinkOptions, env_name, parse_options, parse_pairs
+from govbus.consumers.sinks._retry_after import parse_retry_after
+from govbus.consumers.sinks._severity import severity
+from govbus.errors import ConfigError
+from govbus.event import GovernanceEvent
+
+__all__ = ["ATTRIBUTES", "OtlpSink", "OtlpSinkOptions"]
+
+_log = logging.getLogger("govbus.consumers.sinks.otlp")
+
+# Event field -> log record attribute. Trace ids are not here: they go on the record itself.
+ATTRIBUTES: Mapping[str, str] = {
+    "event_id": "cloudevents.event_id",
+    "ce_source": "cloudevents.event_source",
+    "ce_type": "cloudevents.event_type",
+    "ce_specversion": "cloudevents.event_spec_version",
+    "ce_subject": "cloudevents.event_subject",
+    "agent_id": "gen_ai.agent.id",
+    "agent_did": "governance.agent.did",
+    "session_id": "session.id",
+    "kind": "governance.kind",
+    "severity": "governance.severity",
+    "action": "governance.action",
+    "decision": "governance.decision",
+    "reason": "governance.reason",
+    "resource": "governance.resource",
+    "policy_name": "governance.policy.name",
+    "latency_ms": "governance.latency_ms",
+    "parent_span_id": "governance.parent_span_id",
+    "schema_version": "governance.schema_version",
+    "producer.name": "governance.producer.name",
+    "producer.instance_id": "governance.producer.instance_id",
+    "producer.host": "governance.producer.host",
+    "producer.library": "governance.producer.library",
+    "verdict": "governance.verdict",
+    "flagged": "governance.flagged",
+    "topic": "messaging.destination.name",
+    "partition": "messaging.destination.partition.id",
+    "offset": "messaging.kafka.offset",
+}
+ATTRIBUTE_PREFIX = "governance.attributes."  # + the event attribute's key
+_TRACEPARENT = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?")
+
+
+class OtlpSinkOptions(SinkOptions):
+    """Options of the ``otlp`` sink (``GOVBUS_SINK__OPTIONS__<NAME>``)."""
+
+    # OTLP/HTTP: the full logs URL. gRPC: host:port or http(s)://host:port.
+    endpoint: str = "http://127.0.0.1:4318/v1/logs"
+    protocol: Literal["http/protobuf", "grpc"] = "http/protobuf"
+    # Sent with every export, e.g. "authorization=Bearer x,x-tenant=acme"; values are never logged.
+    headers: dict[str, SecretStr] = Field(default_factory=dict)
+    # Per export, including the exporter's own retries of 429/502/503/504.
+    timeout_s: float = Field(default=10.0, gt=0, le=300)
+    compression: Literal["none", "gzip", "deflate"] = "none"
+    certificate_file: Path | None = None
+    client_certificate_file: Path | None = None
+    client_key_file: Path | None = None
+    # gRPC only: plaintext instead of TLS.
+    insecure: bool = False
+    service_name: str = Field(default="govbus-sink", min_length=1)
+    resource_attributes: dict[str, str] = Field(default_factory=dict)
+    scope_name: str = Field(default="govbus.governance", min_length=1)
+    # Per log record; event attributes beyond it are dropped (OTLP counts them as dropped).
+    max_attributes: int = Field(default=256, ge=32, le=10_000)
+    # A server's Retry-After is honoured up to this many seconds.
+    max_retry_after_s: float = Field(default=300.0, ge=0)
+
+    _pairs = field_validator("headers", "resource_attributes", mode="before")(parse_pairs)
+
+
+class _Collector(LogRecordProcessor):
+    """Keeps what the Logger emits until ``write`` takes it; never exports by itself."""
+
+    def __init__(self) -> None:
+        self.records: list[ReadableLogRecord] = []
+
+    def on_emit(self, log_record: ReadWriteLogRecord) -> None:
+        record = log_record.log_record
+        # Drop the context reference (as the SDK's batch processor does): the exporter needs
+        # only the ids already copied onto the record.
+        record.context = Context()
+        self.records.append(
+            ReadableLogRecord(
+                log_record=record,
+                resource=log_record.resource or Resource.create({}),
+                instrumentation_scope=log_record.instrumentation_scope,
+                limits=log_record.limits,
+            )
+        )
+
+    def take(self) -> list[ReadableLogRecord]:
+        out, self.records = self.records, []
+        return out
+
+    def shutdown(self) -> None:
+        self.records = []
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return True
+
+
+class _LastResponse:
+    """Remembers the status and Retry-After of the exporter's last HTTP response.
+
+    The exporter only answers SUCCESS or FAILURE; the status tells a rate limit (honour its
+    Retry-After) from a server error. A requests response hook is public API of the session
+    the exporter accepts.
+    """
+
+    def __init__(self) -> None:
+        self.status: int | None = None
+        self.retry_after: str | None = None
+        self._lock = threading.Lock()
+
+    def reset(self) -> None:
+        with self._lock:
+            self.status = None
+            self.retry_after = None
+
+    def hook(self, response: Any, *args: Any, **kwargs: Any) -> Any:
+        with self._lock:
+            self.status = int(response.status_code)
+            self.retry_after = response.headers.get("Retry-After")
+        return response
+
+
+class OtlpSink(SinkBase):
+    """Delivers events as OTLP log records; see the module docstring and docs/sinks-reference.md."""
+
+    def __init__(self, options: OtlpSinkOptions | None = None, /, **raw: Any) -> None:
+        if options is not None and raw:
+            raise TypeError("pass either an OtlpSinkOptions or keyword options, not both")
+        self.options = options or parse_options(OtlpSinkOptions, raw)
+        if self.options.protocol == "http/protobuf" and not re.match(r"https?://", self.options.endpoint):
+            raise ConfigError(env_name("endpoint"), f"must be an http(s):// URL, got {self.options.endpoint!r}")
+        self._provider: LoggerProvider | None = None
+        self._logger: Any = None
+        self._collector = _Collector()
+        self._exporter: LogRecordExporter | None = None
+        self._last = _LastResponse()
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def open(self, context: SinkContext) -> None:
+        super().open(context)
+        o = self.options
+        resource = Resource.create({**o.resource_attributes, "service.name": o.service_name})
+        provider = LoggerProvider(
+            resource=resource,
+            shutdown_on_exit=False,
+            log_record_limits=LogRecordLimits(max_attributes=o.max_attributes),
+        )
+        provider.add_log_record_processor(self._collector)
+        logger = provider.get_logger(o.scope_name)
+        if type(logger).__name__ == "NoOpLogger":
+            raise ConfigError("OTEL_SDK_DISABLED", "the OpenTelemetry SDK is disabled, so the otlp sink cannot export")
+        self._exporter = self._build_exporter()
+        self._provider = provider
+        self._logger = logger
+        _log.info("otlp sink exporting to %s over %s", o.endpoint, o.protocol)
+
+    def close(self) -> None:
+        if self._exporter is not None:
+            # The SDK's exporter base class leaves shutdown() unannotated.
+            cast(Any, self._exporter).shutdown()
+            self._exporter = None
+        if self._provider is not None:
+            self._provider.shutdown()
+            self._provider = None
+
+    def _build_exporter(self) -> LogRecordExporter:
+        o = self.options
+        if o.protocol == "grpc":
+            return self._grpc_exporter()
+        try:
+            http_module = importlib.import_module("opentelemetry.exporter.otlp.proto.http._log_exporter")
+            compression_module = importlib.import_module("opentelemetry.exporter.otlp.proto.http")
+            requests = importlib.import_module("requests")
+        except ImportError:
+            raise ConfigError(
+                env_name("protocol"),
+                "http/protobuf needs opentelemetry-exporter-otlp-proto-http (pip install opentelemetry-exporter-otlp-proto-http)",
+            ) from None
+        session = requests.Session()
+        session.hooks["response"].append(self._last.hook)
+        exporter: LogRecordExporter = http_module.OTLPLogExporter(
+            endpoint=o.endpoint,
+            certificate_file=str(o.certificate_file) if o.certificate_file else None,
+            client_certificate_file=str(o.client_certificate_file) if o.client_certificate_file else None,
+            client_key_file=str(o.client_key_file) if o.client_key_file else None,
+            headers={k: v.get_secret_value() for k, v in o.headers.items()},
+            timeout=o.timeout_s,
+            compression=compression_module.Compression(o.compression),
+            session=session,
+        )
+        return exporter
+
+    def _grpc_exporter(self) -> LogRecordExporter:
+        o = self.options
+        try:
+            grpc_module = importlib.import_module("opentelemetry.exporter.otlp.proto.grpc._log_exporter")
+            grpc_compression = importlib.import_module("grpc").Compression
+        except ImportError:
+            raise ConfigError(
+                env_name("protocol"),
+                "grpc needs opentelemetry-exporter-otlp-proto-grpc (pip install opentelemetry-exporter-otlp-proto-grpc)",
+            ) from None
+        credentials = None
+        if o.certificate_file or o.client_certificate_file:
+            grpc = importlib.import_module("grpc")
+
+            def _read(path: Path | None) -> bytes | None:
+                return path.read_bytes() if path else None
+
+            credentials = grpc.ssl_channel_credentials(
+                root_certificates=_read(o.certificate_file),
+                private_key=_read(o.client_key_file),
+                certificate_chain=_read(o.client_certificate_file),
+            )
+        compression = {
+            "none": grpc_compression.NoCompression,
+            "gzip": grpc_compression.Gzip,
+            "deflate": grpc_compression.Deflate,
+        }[o.compression]
+        exporter: LogRecordExporter = grpc_module.OTLPLogExporter(
+            endpoint=o.endpoint,
+            insecure=o.insecure,
+            credentials=credentials,
+            headers={k: v.get_secret_value() for k, v in o.headers.items()},
+            timeout=o.timeout_s,
+            compression=compression,
+        )
+        return exporter
+
+    # -- delivery --------------------------------------------------------------------------
+    def write(self, batch: Batch) -> WriteResult | None:
+        exporter, logger = self._exporter, self._logger
+        if exporter is None or logger is None:
+            raise SinkError("otlp sink: write() before open()")
+        self._collector.take()  # nothing may leak from a failed earlier write
+        for record in batch:
+            self._emit(logger, record)
+        records = self._collector.take()
+        if len(records) != len(batch):
+            # Never acknowledge what was not handed to the exporter (a disabled logger, a filter).
+            raise SinkError(f"otlp sink: {len(batch)} events but {len(records)} log records were emitted")
+        self._last.reset()
+        started = time.monotonic()
+        try:
+            result = exporter.export(records)
+        except Exception as exc:  # exporters should not raise, but a bug must not ack the batch
+            return RetryLater(reason=f"otlp export raised {type(exc).__name__}: {exc}")
+        if result is LogRecordExportResult.SUCCESS:
+            return OK
+        status = self._last.status
+        reason = f"otlp export failed after {time.monotonic() - started:.1f}s"
+        if self.options.protocol == "http/protobuf":
+            reason += f" (last HTTP status {status})" if status is not None else " (no response)"
+        return RetryLater(delay=self._retry_after(), reason=reason)
+
+    def _retry_after(self) -> float | None:
+        value = self._last.retry_after
+        if value is None or self._last.status not in (429, 503):
+            return None
+        return parse_retry_after(value, self.options.max_retry_after_s)
+
+    def _emit(self, logger: Any, record: DeliveredRecord) -> None:
+        event = record.event
+        sev = severity(event.severity)
+        logger.emit(
+            timestamp=_ns(event),
+            observed_timestamp=record.timestamp_ms * 1_000_000 if record.timestamp_ms is not None else None,
+            context=_trace_context(record),
+            severity_number=SeverityNumber(sev.otel),
+            severity_text=event.severity,
+            body=event.reason or f"{event.kind.value} {event.action} {event.decision}".strip(),
+            attributes=log_attributes(record),
+            event_name=record.attributes.type,
+        )
+
+
+def log_attributes(record: DeliveredRecord) -> dict[str, Any]:
+    """The attributes of one event's log record (the mapping in :data:`ATTRIBUTES`)."""
+    e = record.event
+    a = record.attributes
+    attrs: dict[str, Any] = {
+        "cloudevents.event_id": a.id,
+        "cloudevents.event_source": a.source,
+        "cloudevents.event_type": a.type,
+        "cloudevents.event_spec_version": a.specversion,
+        "gen_ai.agent.id": e.agent_id,
+        "governance.kind": e.kind.value,
+        "governance.severity": e.severity,
+        "governance.action": e.action,
+        "governance.decision": e.decision,
+        "governance.reason": e.reason,
+        "governance.latency_ms": e.latency_ms,
+        "governance.schema_version": e.schema_version,
+        "governance.verdict": record.verdict,
+        "messaging.system": "kafka",
+        "messaging.destination.name": record.topic,
+        "messaging.destination.partition.id": str(record.partition),
+        "messaging.kafka.offset": record.offset,
+    }
+    optional = {
+        "cloudevents.event_subject": a.subject,
+        "governance.agent.did": e.agent_did,
+        "session.id": e.session_id,
+        "governance.resource": e.resource,
+        "governance.policy.name": e.policy_name,
+        "governance.parent_span_id": e.parent_span_id,
+    }
+    attrs.update({k: v for k, v in optional.items() if v is not None})
+    if record.flagged:
+        attrs["governance.flagged"] = True
+        if record.verdict_detail:
+            attrs["governance.verdict_detail"] = record.verdict_detail
+    if e.producer is not None:
+        attrs["governance.producer.name"] = e.producer.name
+        attrs["governance.producer.instance_id"] = e.producer.instance_id
+        attrs["governance.producer.host"] = e.producer.host
+        attrs["governance.producer.library"] = e.producer.library
+    for key, value in e.attributes.items():
+        converted = _attribute_value(value)
+        if converted is not None:
+            attrs[ATTRIBUTE_PREFIX + key] = converted
+    return attrs
+
+
+def _attribute_value(value: Any) -> Any:
+    # OTLP attributes are scalars (or homogeneous arrays): nested values travel as JSON text,
+    # which every backend can store and most can query; null attributes are left out.
+    if value is None:
+        return None
+    if isinstance(value, bool | int | float | str | bytes):
+        return value
+    return json.dumps(value, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+
+
+def _ns(event: GovernanceEvent) -> int:
+    moment = event.occurred_at
+    return int(moment.timestamp()) * 1_000_000_000 + moment.microsecond * 1_000
+
+
+def _trace_context(record: DeliveredRecord) -> Context:
+    """The context whose span the log record is attached to: the event's own trace/span ids,
+    else the record's W3C ``traceparent``; an invalid span when neither exists (never the sink
+    thread's current span, which belongs to the runtime, not to the event)."""
+    event = record.event
+    parsed = _parse_traceparent(record.header(TRACEPARENT))
+    if event.trace_id is not None:
+        flags = parsed[2] if parsed is not None and parsed[0] == event.trace_id else 0
+        span = NonRecordingSpan(
+            SpanContext(
+                trace_id=int(event.trace_id, 16),
+                span_id=int(event.span_id, 16) if event.span_id else 0,
+                is_remote=True,
+                trace_flags=TraceFlags(flags),
+            )
+        )
+        return set_span_in_context(span, Context())
+    if parsed is not None:
+        trace_id, span_id, flags = parsed
+        span = NonRecordingSpan(
+            SpanContext(
+                trace_id=int(trace_id, 16), span_id=int(span_id, 16), is_remote=True, trace_flags=TraceFlags(flags)
+            )
+        )
+        return set_span_in_context(span, Context())
+    return set_span_in_context(INVALID_SPAN, Context())
+
+
+def _parse_traceparent(raw: bytes | None) -> tuple[str, str, int] | None:
+    """(trace id, span id, flags) of a W3C traceparent, or None if absent or invalid."""
+    if raw is None:
+        return None
+    try:
+        text = raw.decode("ascii").strip()
+    except UnicodeDecodeError:
+        return None
+    m = _TRACEPARENT.fullmatch(text)
+    if m is None or m.group(1) == "ff" or (m.group(1) == "00" and m.group(5)):
+        return None
+    trace_id, span_id = m.group(2), m.group(3)
+    if trace_id == "0" * 32 or span_id == "0" * 16:
+        return None
+    return trace_id, span_id, int(m.group(4), 16) & 0xFF

@@ -1,0 +1,38 @@
+"""The producer library: what a kernel uses to put governance events on the bus.
+
+    from govbus.producer import Bus
+
+    with Bus() as bus:                      # GOVBUS_* settings; or Bus(settings)
+        bus.emit(GovernanceEvent(agent_id="a-1", kind=EventKind.TOOL_CALL_BLOCKED, ...))
+
+``GovbusSink`` plugs the bus into AGT's ``GovernanceEventProcessor``.
+"""
+
+from govbus.producer._bus import BatchHook, Bus, OutgoingRecord
+from govbus.producer._errors import (
+    BusClosedError,
+    ProducerError,
+    ProducerFatalError,
+    SpoolError,
+    SpoolFullError,
+    SpoolLockedError,
+)
+from govbus.producer._health import BusCounters, BusHealth
+from govbus.producer._settings import ProducerSettings
+from govbus.producer.agt import GovbusSink
+
+__all__ = [
+    "BatchHook",
+    "Bus",
+    "BusClosedError",
+    "BusCounters",
+    "BusHealth",
+    "GovbusSink",
+    "OutgoingRecord",
+    "ProducerError",
+    "ProducerFatalError",
+    "ProducerSettings",
+    "SpoolError",
+    "SpoolFullError",
+    "SpoolLockedError",
+]

@@ -1,0 +1,64 @@
+"""Errors of the producer library, all rooted in :class:`govbus.errors.GovbusError`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from govbus.errors import GovbusError
+
+
+class ProducerError(GovbusError):
+    """Root of the producer library's errors."""
+
+
+class BusClosedError(ProducerError):
+    """``emit()`` (or ``flush()``) on a bus that was closed."""
+
+    def __init__(self) -> None:
+        super().__init__("the bus is closed; create a new Bus to publish again")
+
+
+class SpoolFullError(ProducerError):
+    """The event was NOT accepted: the spool (or, in memory mode, the hand-off queue) is full.
+
+    ``policy`` is the configured ``on_spool_full``; ``used``/``limit`` are bytes (events for the
+    queue, see ``what``). The caller still owns the event and decides what to do with it.
+    """
+
+    def __init__(self, policy: str, what: str, used: int, limit: int, waited_s: float = 0.0) -> None:
+        waited = f" after waiting {waited_s:.3f} s" if waited_s else ""
+        super().__init__(
+            f"event not accepted{waited}: the {what} is full ({used} of {limit}; policy {policy}). "
+            "The broker is unreachable or slower than the kernel; raise GOVBUS_PRODUCER__SPOOL_MAX_BYTES "
+            "or restore the broker."
+        )
+        self.policy = policy
+        self.what = what
+        self.used = used
+        self.limit = limit
+
+
+class ProducerFatalError(ProducerError):
+    """librdkafka reported a fatal error: this producer instance cannot publish any more.
+
+    Accepted events are kept in the spool (in memory mode, written there on close) and are
+    replayed by the next Bus on the same spool directory.
+    """
+
+    def __init__(self, code: str, reason: str) -> None:
+        super().__init__(f"fatal producer error {code}: {reason}; close this Bus and create a new one")
+        self.code = code
+        self.reason = reason
+
+
+class SpoolError(ProducerError):
+    """The spool directory cannot be used (permissions, disk full, held by another process)."""
+
+    def __init__(self, path: Path, message: str) -> None:
+        super().__init__(f"spool {path}: {message}")
+        self.path = path
+        self.message = message
+
+
+class SpoolLockedError(SpoolError):
+    """Another live process holds the spool directory; each producer process needs its own."""

@@ -1,0 +1,62 @@
+"""Snapshots a kernel (and the policy gate) can read at any time, without I/O."""
+
+from __future__ import annotations
+
+import dataclasses
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class BusCounters:
+    """Event counts since the bus started.
+
+    ``submitted``: accepted by ``emit()``. ``delivered``: acknowledged by the broker (acks=all).
+    ``spooled``: written to the on-disk spool (every event in disk mode; overflow in memory mode).
+    ``failed``: permanently refused by Kafka or unreadable on replay; kept in ``<spool>/dead``.
+    ``rejected``: refused by ``emit()`` with :class:`SpoolFullError` (never accepted, never lost
+    silently). ``recovered``: found in the spool at start-up, left by an earlier process.
+
+    Once everything is delivered: ``delivered + failed == submitted + recovered``.
+    """
+
+    submitted: int
+    delivered: int
+    spooled: int
+    failed: int
+    rejected: int
+    recovered: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class BusHealth:
+    """The bus as last seen. ``ok`` means it accepts events without loss; ``reason`` says why not.
+
+    ``state``: ``starting`` (no metadata yet), ``connected`` (publishing directly), ``spooling``
+    (broker away, or catching up from the spool), ``failed`` (fatal producer error), ``closed``.
+    ``admission_blocked`` is set only with ``on_spool_full=deny-admission``, from
+    ``admission_high_water`` until the spool is 10 % below it: the gate must deny new work.
+    """
+
+    ok: bool
+    reason: str
+    state: str
+    durability: str
+    topic: str
+    partitions: int | None
+    broker_reachable: bool | None
+    last_broker_contact: float | None  # Unix time of the last metadata answer or delivery report
+    fatal_error: str | None
+    last_error: str | None
+    queue_depth: int  # events emitted, not yet taken by the sender thread
+    kafka_queue_depth: int  # messages in librdkafka (queued or in flight)
+    in_flight: int  # spooled records handed over and not yet acknowledged
+    spool_bytes: int
+    spool_max_bytes: int
+    spool_high_water_bytes: int
+    spool_segments: int
+    spool_damage: tuple[str, ...]
+    admission_blocked: bool
+    counters: BusCounters
+
+    @property
+    def spool_fraction(self) -> float:
+        return self.spool_bytes / self.spool_max_bytes if self.spool_max_bytes else 0.0

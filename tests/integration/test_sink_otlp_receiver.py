@@ -1,0 +1,136 @@
+"""The OTLP sink against a real OTLP/HTTP receiver on 127.0.0.1 that decodes the exporter's protobuf.
+
+The receiver parses every request as ``ExportLogsServiceRequest`` (opentelemetry-proto) and
+answers per a script, so acknowledgement can be checked against what the receiver accepted.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from collections.abc import Iterator
+
+import pytest
+from _sink_receivers import Answer, OtlpReceiver, attributes, delivered
+from opentelemetry.metrics import get_meter
+
+from govbus.consumers._spi import OK, Batch, RetryLater, SinkContext
+from govbus.consumers.sinks._severity import severity
+from govbus.consumers.sinks.otlp import ATTRIBUTE_PREFIX, ATTRIBUTES, OtlpSink
+from govbus.sample import sample_events
+
+# The exporter and opentelemetry-proto are not (yet) dependencies of govbus itself.
+pytest.importorskip("opentelemetry.exporter.otlp.proto.http", reason="needs opentelemetry-exporter-otlp-proto-http")
+
+CTX = SinkContext("otlp", "govbus.sink.otlp", "govbus.events", get_meter("test"), logging.getLogger("test"))
+TRACE, SPAN = "0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331"
+
+
+@pytest.fixture
+def receiver() -> Iterator[OtlpReceiver]:
+    with OtlpReceiver() as r:
+        yield r  # type: ignore[misc]
+
+
+def _sink(receiver: OtlpReceiver, **options: str) -> OtlpSink:
+    sink = OtlpSink(endpoint=receiver.endpoint, timeout_s="2", **options)
+    sink.open(CTX)
+    return sink
+
+
+def test_receiver_finds_every_mapped_attribute(receiver: OtlpReceiver) -> None:
+    evs = [
+        e.replace(
+            agent_did="did:web:agents.example.com:a", resource="db://crm", policy_name="pii",
+            trace_id=TRACE, span_id=SPAN, parent_span_id="1" * 16, attributes={"tool": "shell", "tags": ["x"]},
+        )
+        for e in sample_events(24)
+    ]  # fmt: skip
+    records = delivered(evs=evs)
+    sink = _sink(receiver, service_name="audit-svc", resource_attributes="deployment.environment=test")
+    try:
+        assert sink.write(Batch(records)) is OK
+    finally:
+        sink.close()
+    got = receiver.log_records()
+    assert len(got) == len(records)
+    by_id = {attributes(lr.attributes)["cloudevents.event_id"]: (res, lr) for res, lr in got}
+    for record in records:
+        resource, lr = by_id[record.event.event_id]
+        attrs = attributes(lr.attributes)
+        # Every documented attribute except those only set on flagged records.
+        assert set(ATTRIBUTES.values()) - {"governance.flagged"} <= set(attrs), record.event.event_id
+        e = record.event
+        assert attrs["gen_ai.agent.id"] == e.agent_id
+        assert attrs["governance.kind"] == e.kind.value
+        assert attrs["governance.decision"] == e.decision
+        assert attrs["governance.resource"] == "db://crm"
+        assert attrs["cloudevents.event_type"] == e.ce_type
+        assert attrs["messaging.kafka.offset"] == record.offset
+        assert attrs[ATTRIBUTE_PREFIX + "tool"] == "shell"
+        assert attrs[ATTRIBUTE_PREFIX + "tags"] == '["x"]'
+        assert lr.severity_text == e.severity
+        assert lr.severity_number == severity(e.severity).otel
+        assert lr.event_name == e.ce_type
+        assert lr.body.string_value == e.reason
+        assert lr.time_unix_nano == int(e.occurred_at.timestamp() * 1_000_000) * 1000
+        assert lr.observed_time_unix_nano == record.timestamp_ms * 1_000_000  # type: ignore[operator]
+        # The event's trace context is on the record itself.
+        assert lr.trace_id.hex() == TRACE
+        assert lr.span_id.hex() == SPAN
+        res = attributes(resource.attributes)
+        assert res["service.name"] == "audit-svc"
+        assert res["deployment.environment"] == "test"
+
+
+def test_gzip_requests_decode(receiver: OtlpReceiver) -> None:
+    sink = _sink(receiver, compression="gzip")
+    try:
+        assert sink.write(Batch(delivered(5))) is OK
+    finally:
+        sink.close()
+    assert receiver.requests[0].headers.get("Content-Encoding") == "gzip"
+    assert len(receiver.log_records()) == 5
+
+
+def test_no_acknowledgement_until_the_exporter_succeeded(receiver: OtlpReceiver) -> None:
+    records = delivered(10)
+    sink = _sink(receiver)
+    try:
+        receiver.script.append(Answer(500))
+        result = sink.write(Batch(records))
+        assert isinstance(result, RetryLater)
+        assert "500" in result.reason
+        assert receiver.log_records() == []
+        # The same batch again (what the runtime does after its backoff) is accepted.
+        assert sink.write(Batch(records, attempt=2)) is OK
+        assert len(receiver.log_records()) == 10
+    finally:
+        sink.close()
+
+
+def test_rate_limit_hands_retry_after_to_the_runtime(receiver: OtlpReceiver) -> None:
+    sink = _sink(receiver)
+    try:
+        # Longer than the exporter's timeout, so the exporter gives up at once and reports it.
+        receiver.script.append(Answer(429, {"Retry-After": "30"}))
+        result = sink.write(Batch(delivered(3)))
+    finally:
+        sink.close()
+    assert isinstance(result, RetryLater)
+    assert result.delay == 30.0
+    assert len(receiver.requests) == 1
+
+
+def test_unreachable_collector_is_retried_not_acknowledged() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # bound but not listening: connections are refused
+        sink = OtlpSink(endpoint=f"http://127.0.0.1:{port}/v1/logs", timeout_s="0.3")
+        sink.open(CTX)
+        try:
+            result = sink.write(Batch(delivered(2)))
+        finally:
+            sink.close()
+    assert isinstance(result, RetryLater)
+    assert "no response" in result.reason
