@@ -47,8 +47,10 @@ def _say(msg: str) -> None:
 def _run(args: argparse.Namespace) -> int:
     if not getattr(args, "verbose", False):
         logging.getLogger().setLevel(logging.WARNING)  # the live view and the report say what matters
-    if args.events < 12:
-        raise GovbusError("--events must be at least 12 so every event kind is emitted")
+    from govbus.sample import KINDS
+
+    if args.events < len(KINDS):
+        raise GovbusError(f"--events must be at least {len(KINDS)} so every event kind is emitted")
     with contextlib.ExitStack() as stack:
         interrupted = threading.Event()
         previous = signal.signal(signal.SIGINT, lambda *_: interrupted.set())

@@ -41,7 +41,7 @@ def sample_events(count: int, *, agents: int = 8, seed: int = 7, session_size: i
             agent_did=f"did:web:agents.example.com:{agent}" if i % 3 else None,
             session_id=f"{agent}-s{seed}-{i // session_size}",
             kind=kind,
-            severity=_SEVERITY[kind],
+            severity=_SEVERITY.get(kind, "high"),
             action=tool,
             resource=rng.choice(_RESOURCES),
             decision="deny" if denied else ("escalate" if kind is EventKind.ESCALATION_REQUESTED else "allow"),

@@ -58,11 +58,16 @@ def validate_kid(kid: str) -> str:
 
 
 def kid_for(public_key: bytes) -> str:
-    """Default kid: the first 16 characters (96 bits) of the RFC 7638 JWK thumbprint."""
+    """Default kid: the first 16 characters (96 bits) of the RFC 7638 JWK thumbprint.
+
+    A kid must start with a letter or digit (a leading ``-`` reads as a command-line flag); when
+    the thumbprint starts with ``-`` or ``_`` the kid is ``k`` + its first 15 characters.
+    """
     members = json.dumps(
         {"crv": "Ed25519", "kty": "OKP", "x": b64url_encode(public_key)}, separators=(",", ":"), sort_keys=True
     )
-    return b64url_encode(hashlib.sha256(members.encode("ascii")).digest())[:16]
+    thumbprint = b64url_encode(hashlib.sha256(members.encode("ascii")).digest())
+    return thumbprint[:16] if thumbprint[0].isalnum() else "k" + thumbprint[:15]
 
 
 def _raw_public(key: Ed25519PublicKey) -> bytes:

@@ -239,3 +239,27 @@ def test_b64url_is_strict() -> None:
     for bad in ("ab=", "a+b", "a/b", "abcde"):
         with pytest.raises(ValueError, match="base64url"):
             b64url_decode(bad)
+
+
+def test_default_kid_is_always_valid_even_when_the_thumbprint_starts_with_dash_or_underscore() -> None:
+    """Regression: ~1 key in 32 has a thumbprint starting with - or _, which is not a valid kid."""
+    import hashlib
+    import json
+
+    from govbus.signing._keys import b64url_encode, kid_for, validate_kid
+
+    seen_odd = 0
+    for i in range(400):
+        public = hashlib.sha256(i.to_bytes(4, "big")).digest()  # any 32 bytes stand in for a public key
+        members = json.dumps(
+            {"crv": "Ed25519", "kty": "OKP", "x": b64url_encode(public)}, separators=(",", ":"), sort_keys=True
+        )
+        thumbprint = b64url_encode(hashlib.sha256(members.encode()).digest())
+        kid = kid_for(public)
+        assert validate_kid(kid) == kid
+        if thumbprint[0] in "-_":
+            seen_odd += 1
+            assert kid == "k" + thumbprint[:15]
+        else:
+            assert kid == thumbprint[:16]
+    assert seen_odd > 0  # the input range does exercise the odd case
