@@ -265,9 +265,12 @@ def _components(events: Sequence[GovernanceEvent], where: str) -> list[Row]:
 
     def per_event(fn: Callable[[], None]) -> float:
         fn()
-        started = time.perf_counter()
-        fn()
-        return (time.perf_counter() - started) / len(events) * 1e6
+        best = float("inf")
+        for _ in range(3):  # best of 3: the machine is shared
+            started = time.perf_counter()
+            fn()
+            best = min(best, time.perf_counter() - started)
+        return best / len(events) * 1e6
 
     def fastavro() -> None:
         for e in events:
@@ -293,10 +296,12 @@ def _components(events: Sequence[GovernanceEvent], where: str) -> list[Row]:
         for r in records:
             raw.produce("t", r.value, r.key, 0, sink.append, headers=r.headers)
 
-    conditions = f"{len(events)} sample events, one thread, no I/O; {where}"
+    conditions = (
+        f"{len(events)} sample events, schema v{encoder.schema.version}, one thread, no I/O, best of 3; {where}"
+    )
     out = [
         Row("encode value (fastavro, before)", per_event(fastavro), "us", None, conditions),
-        Row("encode value (hand-written v1)", per_event(fast), "us", per_event(fastavro), conditions),
+        Row("encode value (hand-written)", per_event(fast), "us", per_event(fastavro), conditions),
         Row("to_record (value + CE headers)", per_event(whole), "us", None, conditions),
         Row("disk journal entry (emit side)", per_event(journal), "us", None, conditions),
         Row("librdkafka produce() call", per_event(produce), "us", None, conditions + "; queued, not sent"),

@@ -37,6 +37,7 @@ from govbus.consumers._tracing import default_tracer_provider
 from govbus.consumers._verify import Verification, build_verification
 from govbus.consumers._worker import DeliveryWorker, FlushRequest, Ownership, Report, RevokeRequest, StopRequest
 from govbus.contract import Decoder
+from govbus.registry import client_for
 
 if TYPE_CHECKING:
     from govbus.settings import GovbusSettings
@@ -48,6 +49,9 @@ log = logging.getLogger("govbus.consumers.runtime")
 TP = tuple[str, int]
 _UNSET: Any = object()
 _BREAKER_GAUGE = {BreakerState.CLOSED: 0, BreakerState.HALF_OPEN: 1, BreakerState.OPEN: 2}
+# A decode failure that says nothing about the record: re-read it later, never dead-letter it.
+_TRANSIENT_DECODE = frozenset({"decode:registry-unavailable"})
+_HOLD_MAX_S = 30.0
 
 
 class SinkRuntime:
@@ -91,7 +95,8 @@ class SinkRuntime:
         self.metrics = metrics or SinkMetrics(self.name)
         self._tracer = (tracer_provider or default_tracer_provider()).get_tracer("govbus.consumers")
         self._intake = Intake(
-            Decoder(),
+            # Confluent-framed records resolve their schema ids through GOVBUS_REGISTRY__URL.
+            Decoder(registry=client_for(root)),
             verification=verification,
             max_record_bytes=s.max_record_bytes,
             replay_topic=self.replay_topic,
@@ -107,6 +112,9 @@ class SinkRuntime:
         self._committed: dict[TP, int] = {}
         self._paused: set[TP] = set()
         self._paused_all = False
+        # Partitions held back while the schema registry is unreachable: when to resume them.
+        self._held: dict[TP, float] = {}
+        self._hold_streak = 0
         self._flush_token: int | None = None
         self._progress = False
         self._revoke_replies: dict[int, Report] = {}
@@ -178,6 +186,8 @@ class SinkRuntime:
                 if self._worker is not None and not self._worker.is_alive():
                     raise SinkError(f"sink {self.name}: delivery worker stopped: {self._worker.error!r}")
                 self._backpressure()
+                if self._held:
+                    self._release_held()
                 self._poll()
         finally:
             try:
@@ -315,16 +325,26 @@ class SinkRuntime:
         intake = self._intake
         epoch_of = self._ownership.epoch
         items: list[Work] = []
+        held: set[TP] = set()
         for m in msgs:
             err = m.error()
             if err is not None:
                 self._consume_error(err)
                 continue
-            epoch = epoch_of((m.topic(), m.partition()))
+            tp = (m.topic(), m.partition())
+            epoch = epoch_of(tp)
             if epoch is None:
                 continue  # fetched just before its partition was revoked; the new owner reads it
+            if tp in held:
+                continue  # behind a held record: re-read after it
             try:
-                items.append(intake(m, epoch))
+                work = intake(m, epoch)
+                if work.failure is not None and work.failure.reason in _TRANSIENT_DECODE and self._hold(m, work):
+                    held.add(tp)
+                    continue
+                if work.failure is None and self._hold_streak:
+                    self._hold_streak = 0
+                items.append(work)
             except Exception as exc:  # a bug in a stage must not wedge the partition: dead-letter it
                 log.exception("sink %s: intake failed on %s[%d]@%d", self.name, m.topic(), m.partition(), m.offset())
                 value = m.value()
@@ -341,6 +361,47 @@ class SinkRuntime:
         self._inflight_bytes += size
         self._work.put_many(items)
         self.metrics.consumed.add(n, self.metrics.attrs())
+
+    def _hold(self, m: Any, work: Work) -> bool:
+        """The schema registry cannot be reached: rewind the partition to this record and pause it
+        for a backoff, instead of dead-lettering a record that is fine. False if it cannot be
+        rewound (the record is then dead-lettered: never skipped silently)."""
+        consumer = self._consumer
+        assert consumer is not None
+        tp = TopicPartition(m.topic(), m.partition(), m.offset())
+        try:
+            consumer.pause([tp])
+            consumer.seek(tp)
+        except KafkaException as exc:
+            log.error("sink %s: cannot rewind %s[%d] to %d (%s); dead-lettering it", self.name, tp.topic,
+                      tp.partition, tp.offset, exc.args[0] if exc.args else exc)  # fmt: skip
+            with contextlib.suppress(KafkaException):
+                consumer.resume([tp])
+            return False
+        self._hold_streak += 1
+        delay = min(_HOLD_MAX_S, 0.5 * 2 ** min(self._hold_streak - 1, 6))
+        self._held[(tp.topic, tp.partition)] = time.monotonic() + delay
+        failure = work.failure
+        log.warning(
+            "sink %s: %s; %s[%d] re-reads from offset %d in %.1f s",
+            self.name, failure.message if failure else "schema registry unavailable", tp.topic, tp.partition,
+            tp.offset, delay,
+        )  # fmt: skip
+        return True
+
+    def _release_held(self) -> None:
+        """Resumes held partitions whose backoff is over (unless back-pressure pauses them too)."""
+        consumer = self._consumer
+        if consumer is None:
+            return
+        now = time.monotonic()
+        due = [tp for tp, until in self._held.items() if until <= now]
+        for tp in due:
+            del self._held[tp]
+        owned = self._ownership.owned()
+        resume = [TopicPartition(t, p) for t, p in due if (t, p) in owned and (t, p) not in self._paused]
+        if resume:
+            consumer.resume(resume)
 
     def _consume_error(self, err: KafkaError) -> None:
         if err.fatal():
@@ -453,7 +514,7 @@ class SinkRuntime:
                 and self._inflight_bytes <= inf.max_bytes * inf.resume_ratio
             )
             if low:
-                paused = [TopicPartition(t, p) for t, p in self._paused]
+                paused = [TopicPartition(t, p) for t, p in self._paused if (t, p) not in self._held]
                 if paused:
                     consumer.resume(paused)
                 self._paused.clear()
@@ -526,6 +587,7 @@ class SinkRuntime:
             self._flushed.pop(tp, None)
             self._committed.pop(tp, None)
             self._paused.discard(tp)
+            self._held.pop(tp, None)
             if self.verification is not None and tp[0] == self.topic:
                 self.verification.forget(tp[1])
         if not self._ownership.owned():

@@ -6,11 +6,15 @@ A record value is Avro binary in one of two framings, told apart by the first by
   writer schema's Parsing Canonical Form + the Avro body. The writer schema is found by
   fingerprint among the schemas shipped in ``govbus.schemas``; no registry is needed.
 * Confluent wire format: ``00`` + 4-byte big-endian schema id + the Avro body; the writer schema
-  comes from a schema registry.
+  comes from a schema registry (:mod:`govbus.registry` assigns and resolves the ids).
+
+Every version a writer may use is shipped (``schemas/governance_event.v<N>.avsc``); a reader of any
+version reads every other version through Avro schema resolution (:mod:`govbus.compat` checks it).
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import io
 import json
@@ -21,13 +25,13 @@ from datetime import UTC, datetime, timedelta
 from enum import Enum
 from functools import cache, lru_cache
 from importlib import resources
-from typing import Any
+from typing import Any, cast
 
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 
 from govbus.errors import DecodeError, InvalidEventError
-from govbus.event import EventKind, GovernanceEvent, ProducerInfo
+from govbus.event import V2_FIELDS, EventKind, GovernanceEvent, ProducerInfo
 
 SINGLE_OBJECT_MAGIC = b"\xc3\x01"
 CONFLUENT_MAGIC = b"\x00"
@@ -50,10 +54,28 @@ class SchemaVersion:
     parsed: Any  # fastavro's parsed form
     canonical: str  # Parsing Canonical Form
     fingerprint: bytes  # CRC-64-AVRO, 8 bytes little-endian as on the wire
+    schema_id: int | None = None  # set on writer schemas a decoder resolved through a registry
 
     @property
     def prefix(self) -> bytes:
         return SINGLE_OBJECT_MAGIC + self.fingerprint
+
+    @property
+    def label(self) -> str:
+        """``v2``, or ``registry schema 7`` for a writer schema this package does not ship."""
+        return f"v{self.version}" if self.version else f"registry schema {self.schema_id}"
+
+    @property
+    def field_names(self) -> frozenset[str]:
+        return frozenset(f["name"] for f in self.schema.get("fields", ()))
+
+    @property
+    def kinds(self) -> frozenset[str]:
+        """The ``EventKind`` symbols this version can carry."""
+        for f in self.schema.get("fields", ()):
+            if f["name"] == "kind" and isinstance(f["type"], dict):
+                return frozenset(f["type"].get("symbols", ()))
+        return frozenset()
 
 
 @cache
@@ -64,16 +86,25 @@ def schema_versions() -> tuple[SchemaVersion, ...]:
         m = _SCHEMA_FILE.fullmatch(entry.name)
         if not m:
             continue
-        schema = json.loads(entry.read_text(encoding="utf-8"))
-        # Each version parses in a fresh name space: v1 and v2 define the same named types.
-        parsed = parse_schema(schema, named_schemas={})
-        canonical = to_parsing_canonical_form(parsed)
-        fp = int(fingerprint(canonical, "CRC-64-AVRO"), 16).to_bytes(8, "big")
-        # fastavro prints the fingerprint big-endian; the single-object header is little-endian.
-        found.append(SchemaVersion(int(m.group(1)), schema, parsed, canonical, fp[::-1]))
+        found.append(load_schema(int(m.group(1)), json.loads(entry.read_text(encoding="utf-8"))))
     if not found:
         raise RuntimeError("no governance_event.v*.avsc shipped in govbus.schemas")
     return tuple(sorted(found, key=lambda s: s.version))
+
+
+def load_schema(version: int, schema: dict[str, Any], schema_id: int | None = None) -> SchemaVersion:
+    """A :class:`SchemaVersion` of a schema in its JSON form (fastavro's parse errors propagate)."""
+    # Each version parses in a fresh name space: v1 and v2 define the same named types.
+    parsed = parse_schema(schema, named_schemas={})
+    canonical = to_parsing_canonical_form(parsed)
+    fp = int(fingerprint(canonical, "CRC-64-AVRO"), 16).to_bytes(8, "big")
+    # fastavro prints the fingerprint big-endian; the single-object header is little-endian.
+    return SchemaVersion(version, schema, parsed, canonical, fp[::-1], schema_id)
+
+
+def shipped_by_fingerprint(fp: bytes) -> SchemaVersion | None:
+    """The shipped version whose fingerprint (wire order) is ``fp``, if any."""
+    return _by_fingerprint().get(fp)
 
 
 def schema_version(version: int | None = None) -> SchemaVersion:
@@ -136,6 +167,10 @@ def to_datum(event: GovernanceEvent, producer: ProducerInfo, contract_version: i
         "schema_version": event.schema_version,
         "producer": _producer_datum(producer),
         "contract_version": contract_version,
+        # v2. fastavro skips what a v1 schema lacks, so Encoder.check refuses such events first.
+        "tenant_id": event.tenant_id,
+        "policy_version": event.policy_version,
+        "risk_score": event.risk_score,
     }
 
 
@@ -157,7 +192,8 @@ def _json(value: object, key: str) -> str:
 
 
 def from_datum(datum: Mapping[str, Any]) -> GovernanceEvent:
-    """The event model for a decoded Avro datum (fields unknown to this version are ignored)."""
+    """The event model for a decoded Avro datum (fields unknown to this version are ignored;
+    fields the reader's version lacks are None)."""
     attrs: dict[str, Any] = {}
     for key, value in datum["attributes"].items():
         attrs[key] = json.loads(value["json"]) if isinstance(value, dict) else value
@@ -186,6 +222,9 @@ def from_datum(datum: Mapping[str, Any]) -> GovernanceEvent:
         attributes=attrs,
         schema_version=datum["schema_version"],
         producer=ProducerInfo(**producer),
+        tenant_id=datum.get("tenant_id"),
+        policy_version=datum.get("policy_version"),
+        risk_score=datum.get("risk_score"),
     )
 
 
@@ -195,24 +234,64 @@ def from_datum(datum: Mapping[str, Any]) -> GovernanceEvent:
 class Encoder:
     """Encodes events in single-object encoding with one shipped writer schema (the newest by default).
 
-    Schema v1 has a hand-written writer (:func:`_encode_v1`, ~4x faster than fastavro's generic
-    one, byte-identical to it); any other version, and any event the fast writer cannot take,
-    goes through fastavro.
+    Schemas laid out like v1 (v1 itself, and v2: v1 plus more kinds and three optional fields at
+    the end) have a hand-written writer (:func:`_encode_fast`, ~4x faster than fastavro's generic
+    one, byte-identical to it); any other layout, and any event the fast writer cannot take (one
+    the schema cannot carry, strings over 4 KiB), goes through fastavro.
+
+    Framing: single-object encoding, or the Confluent wire format when ``schema_id`` (the writer
+    schema's id in a registry: :func:`govbus.registry.writer_schema_id`) is given.
+
+    A writer pinned to an older version refuses an event that version cannot carry (a newer
+    ``kind``, a newer field set) with :class:`InvalidEventError` naming the field, rather than
+    dropping data; :meth:`check` is that test alone (the producer runs it in ``emit()``).
     """
 
-    def __init__(self, version: int | None = None) -> None:
+    def __init__(self, version: int | None = None, *, schema_id: int | None = None) -> None:
         self.schema = schema_version(version)
-        self._prefix = self.schema.prefix
+        self.schema_id = schema_id
+        if schema_id is None:
+            self.framing = Framing.SINGLE_OBJECT
+            self._prefix = self.schema.prefix
+        elif 0 <= schema_id < 2**32:
+            self.framing = Framing.CONFLUENT
+            self._prefix = CONFLUENT_MAGIC + schema_id.to_bytes(4, "big")
+        else:
+            raise ValueError(f"a Confluent schema id is an unsigned 32-bit integer, got {schema_id}")
         self._parsed = self.schema.parsed
-        self._fast = self.schema.fingerprint == _V1_FINGERPRINT
+        self._layout = _fast_layout(self.schema.schema)
         self._producers: dict[ProducerInfo, bytes] = {}
+        kinds = self.schema.kinds
+        self._missing_kinds = frozenset(k for k in EventKind if k.name not in kinds)
+        self._missing_fields = tuple(f for f in V2_FIELDS if f not in self.schema.field_names)
+        # Only a writer that cannot carry every event pays for check() in encode().
+        self.restricted = bool(self._missing_kinds or self._missing_fields)
+
+    @property
+    def prefix(self) -> bytes:
+        """What precedes every Avro body: ``C3 01`` + fingerprint, or ``00`` + schema id."""
+        return self._prefix
+
+    def check(self, event: GovernanceEvent) -> None:
+        """:class:`InvalidEventError` if this writer's schema version cannot carry ``event``."""
+        pinned = f"schema v{self.schema.version} (the writer's version, GOVBUS_PRODUCER__SCHEMA_VERSION)"
+        if event.kind in self._missing_kinds:
+            raise InvalidEventError("kind", f"{event.kind.name} does not exist in {pinned}; write with a newer version")
+        for name in self._missing_fields:
+            if getattr(event, name) is not None:
+                raise InvalidEventError(
+                    name, f"does not exist in {pinned}; leave it unset or write with a newer version"
+                )
 
     def encode(self, event: GovernanceEvent, producer: ProducerInfo) -> bytes:
-        if self._fast:
+        if self.restricted:
+            self.check(event)
+        layout = self._layout
+        if layout is not None:
             tail = self._producers.get(producer)
             if tail is None:
                 tail = self._producer_tail(producer)
-            encoded = _encode_v1(self._prefix, event, tail)
+            encoded = _encode_fast(self._prefix, event, tail, layout)
             if encoded is not None:
                 return encoded
         return self.encode_datum(to_datum(event, producer, self.schema.version))
@@ -234,7 +313,7 @@ class Encoder:
         try:
             tail = b"".join(_utf8(part) for part in dataclasses.astuple(producer)) + _zigzag(self.schema.version)
         except UnicodeEncodeError:
-            tail = b""  # _encode_v1 then falls back to fastavro, which reports the error
+            tail = b""  # _encode_fast then falls back to fastavro, which reports the error
         self._producers[producer] = tail
         return tail
 
@@ -245,7 +324,6 @@ class Encoder:
 # (item count, then key/value pairs) ended by a zero count; doubles are 8 bytes little-endian.
 # Branch choice for attribute values follows fastavro's: the first branch whose type validates.
 
-_V1_FINGERPRINT = bytes.fromhex("61f25237e90cc3fd")
 _pack_double = struct.Struct("<d").pack
 
 
@@ -292,7 +370,82 @@ def _utf8(text: str) -> bytes:
     return (_LENGTHS[n] if n < 4096 else _varint(n << 1)) + data
 
 
-_KIND_INDEX = {kind: _zigzag(index) for index, kind in enumerate(EventKind)}
+_OPTIONAL_STRING = ["null", "string"]
+_ATTRIBUTE_VALUES = [
+    "null",
+    "boolean",
+    "long",
+    "double",
+    "string",
+    "bytes",
+    {"type": "record", "name": "JsonValue", "fields": [{"name": "json", "type": "string"}]},
+]
+_PRODUCER_RECORD = {
+    "type": "record",
+    "name": "Producer",
+    "fields": [{"name": n, "type": "string"} for n in ("name", "instance_id", "host", "library")],
+}
+# The layout the hand-written writer produces: (field, type) in order, "kind" checked on its own.
+_V1_LAYOUT: tuple[tuple[str, Any], ...] = (
+    ("event_id", "string"),
+    ("occurred_at", {"type": "long", "logicalType": "timestamp-micros"}),
+    ("kind", None),
+    ("severity", "string"),
+    ("agent_id", "string"),
+    ("agent_did", _OPTIONAL_STRING),
+    ("session_id", _OPTIONAL_STRING),
+    ("action", "string"),
+    ("resource", _OPTIONAL_STRING),
+    ("decision", "string"),
+    ("reason", "string"),
+    ("policy_name", _OPTIONAL_STRING),
+    ("latency_ms", "double"),
+    ("trace_id", _OPTIONAL_STRING),
+    ("span_id", _OPTIONAL_STRING),
+    ("parent_span_id", _OPTIONAL_STRING),
+    ("attributes", {"type": "map", "values": _ATTRIBUTE_VALUES}),
+    ("schema_version", "string"),
+    ("producer", _PRODUCER_RECORD),
+    ("contract_version", "int"),
+)
+_V2_LAYOUT = (
+    *_V1_LAYOUT,
+    ("tenant_id", _OPTIONAL_STRING),
+    ("policy_version", _OPTIONAL_STRING),
+    ("risk_score", ["null", "double"]),
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Layout:
+    kinds: dict[EventKind, bytes]  # the kinds this schema's enum has, with their encoded index
+    extras: bool  # the three optional v2 fields follow contract_version
+
+
+def _fast_layout(schema: Mapping[str, Any]) -> _Layout | None:
+    """The hand-written writer's layout if ``schema`` (an .avsc as loaded) has it exactly, else None."""
+    fields = schema.get("fields", [])
+    for layout, extras in ((_V1_LAYOUT, False), (_V2_LAYOUT, True)):
+        if len(fields) != len(layout) or [f["name"] for f in fields] != [name for name, _ in layout]:
+            continue
+        if any(_bare(f["type"]) != expected for f, (_, expected) in zip(fields, layout, strict=True) if expected):
+            return None
+        kind = fields[2]["type"]
+        if not isinstance(kind, dict) or kind.get("type") != "enum":
+            return None
+        names = {k.name: k for k in EventKind}
+        kinds = {names[symbol]: _zigzag(index) for index, symbol in enumerate(kind["symbols"]) if symbol in names}
+        return _Layout(kinds, extras)
+    return None
+
+
+def _bare(schema: Any) -> Any:
+    """A field type without documentation, defaults and namespaces (what the binary layout ignores)."""
+    if isinstance(schema, dict):
+        return {k: _bare(v) for k, v in schema.items() if k not in ("doc", "default", "namespace", "aliases")}
+    if isinstance(schema, list):
+        return [_bare(v) for v in schema]
+    return schema
 
 
 def _attribute_value(key: str, value: object) -> bytes | None:
@@ -369,10 +522,25 @@ def _key(key: str) -> bytes:
     return encoded
 
 
-def _encode_v1(prefix: bytes, e: GovernanceEvent, tail: bytes) -> bytes | None:
-    """``prefix`` + the v1 body of ``e`` + ``tail`` (producer, contract_version); None: use fastavro."""
+def _encode_fast(prefix: bytes, e: GovernanceEvent, tail: bytes, layout: _Layout) -> bytes | None:
+    """``prefix`` + the body of ``e`` + ``tail`` (producer, contract_version) [+ the v2 fields];
+    None: let fastavro's path encode it (or say why it cannot)."""
     if not tail:
         return None
+    tenant, policy_version, risk = e.tenant_id, e.policy_version, e.risk_score
+    if layout.extras:
+        if tenant is None and policy_version is None and risk is None:
+            tail += b"\x00\x00\x00"  # the common case: three nulls
+        else:
+            tail += b"".join(
+                (
+                    b"\x00" if tenant is None else b"\x02" + _utf8(tenant),
+                    b"\x00" if policy_version is None else b"\x02" + _utf8(policy_version),
+                    b"\x00" if risk is None else b"\x02" + _pack_double(risk),
+                )
+            )
+    elif tenant is not None or policy_version is not None or risk is not None:
+        return None  # a v1 writer cannot carry these: fastavro's path refuses it with the reason
     attributes = e.attributes
     if attributes:
         parts = [_zigzag(len(attributes))]
@@ -405,7 +573,6 @@ def _encode_v1(prefix: bytes, e: GovernanceEvent, tail: bytes) -> bytes | None:
     lengths = _LENGTHS
     try:
         # Required strings inline: this runs for every event on the bus, and calls are the cost.
-        # A string of 4 KiB or more overflows the length table: IndexError, then fastavro's path.
         event_id = e.event_id.encode()
         severity = e.severity.encode()
         agent_id = e.agent_id.encode()
@@ -419,19 +586,19 @@ def _encode_v1(prefix: bytes, e: GovernanceEvent, tail: bytes) -> bytes | None:
                 lengths[len(event_id)],
                 event_id,
                 _timestamp((delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds),
-                _KIND_INDEX[e.kind],
+                layout.kinds[e.kind],
                 lengths[len(severity)],
                 severity,
                 lengths[len(agent_id)],
                 agent_id,
                 b"\x00" if (did := e.agent_did) is None else b"\x02" + lengths[len(b := did.encode())] + b,
                 b"\x00" if (sid := e.session_id) is None else b"\x02" + lengths[len(b := sid.encode())] + b,
-                lengths[len(action)],
+                lengths[n] if (n := len(action)) < 4096 else _varint(n << 1),
                 action,
-                b"\x00" if (res := e.resource) is None else b"\x02" + lengths[len(b := res.encode())] + b,
-                lengths[len(decision)],
+                b"\x00" if (res := e.resource) is None else b"\x02" + _utf8(res),
+                lengths[n] if (n := len(decision)) < 4096 else _varint(n << 1),
                 decision,
-                lengths[len(reason)],
+                lengths[n] if (n := len(reason)) < 4096 else _varint(n << 1),
                 reason,
                 b"\x00" if (pol := e.policy_name) is None else b"\x02" + lengths[len(b := pol.encode())] + b,
                 _pack_double(e.latency_ms),
@@ -445,23 +612,44 @@ def _encode_v1(prefix: bytes, e: GovernanceEvent, tail: bytes) -> bytes | None:
             )
         )
     except (UnicodeEncodeError, IndexError, KeyError, TypeError, AttributeError, struct.error):
+        # An id over 4 KiB (the model allows 256), a kind this schema lacks, a value fastavro must judge.
         return None
 
 
 class Decoder:
-    """Decodes record values of any shipped writer version into one reader version (the newest by default)."""
+    """Decodes record values of any writer version into one reader version (the newest by default).
 
-    def __init__(self, reader_version: int | None = None) -> None:
+    The framing is detected per record, so one topic may carry both during a migration.
+    Single-object values name a shipped writer schema by fingerprint. Confluent-framed values name
+    it by schema id, resolved through ``registry`` (a ``confluent_kafka.schema_registry``
+    client, or a :class:`govbus.registry.SchemaIds`; cached); without one they fail with reason
+    ``no-registry``. A writer schema the registry has but this package does not ship (a newer
+    version) is read through schema resolution like any other.
+    """
+
+    def __init__(self, reader_version: int | None = None, *, registry: Any = None) -> None:
         self.reader = schema_version(reader_version)
+        self._plans: dict[bytes, _Projection] = {}  # per writer fingerprint
+        self.ids: Any = None  # govbus.registry.SchemaIds; imported lazily, most decoders never need it
+        if registry is not None:
+            from govbus.registry import SchemaIds
+
+            self.ids = registry if isinstance(registry, SchemaIds) else SchemaIds(registry)
 
     def decode_datum(self, value: bytes | None) -> tuple[dict[str, Any], SchemaVersion]:
         framing = framing_of(value)
         assert value is not None
         if framing is Framing.CONFLUENT:
-            schema_id = struct.unpack(">I", value[1:5])[0] if len(value) >= 5 else None
-            raise DecodeError(
-                "no-registry", f"Confluent-framed record (schema id {schema_id}) needs a schema registry decoder"
-            )
+            if len(value) < 5:
+                raise DecodeError("truncated", f"Confluent header needs 5 bytes, record has {len(value)}")
+            schema_id = struct.unpack(">I", value[1:5])[0]
+            if self.ids is None:
+                raise DecodeError(
+                    "no-registry",
+                    f"Confluent-framed record (schema id {schema_id}) needs a schema registry (GOVBUS_REGISTRY__URL)",
+                )
+            registered: SchemaVersion = self.ids.writer(schema_id)
+            return self._read(value, 5, registered), registered
         if len(value) < 10:
             raise DecodeError("truncated", f"single-object header needs 10 bytes, record has {len(value)}")
         writer = _by_fingerprint().get(value[2:10])
@@ -481,13 +669,79 @@ class Decoder:
     def _read(self, value: bytes, offset: int, writer: SchemaVersion) -> dict[str, Any]:
         buf = io.BytesIO(value)
         buf.seek(offset)
-        reader = None if writer is self.reader else self.reader.parsed
+        plan = self._plans.get(writer.fingerprint)
+        if plan is None:
+            plan = self._plans[writer.fingerprint] = _Projection.between(writer, self.reader)
         try:
-            datum: dict[str, Any] = schemaless_reader(buf, writer.parsed, reader)
+            datum = cast(
+                dict[str, Any], schemaless_reader(buf, writer.parsed, self.reader.parsed if plan.resolve else None)
+            )
         except Exception as exc:  # fastavro raises many types on garbage; all mean the same here
-            raise DecodeError(
-                "corrupt-body", f"Avro body does not decode with schema v{writer.version}: {exc}"
-            ) from None
+            raise DecodeError("corrupt-body", f"Avro body does not decode with schema {writer.label}: {exc}") from None
         if buf.tell() != len(value):
             raise DecodeError("corrupt-body", f"{len(value) - buf.tell()} trailing bytes after the Avro body")
-        return datum
+        return plan.apply(datum) if plan.steps is not None else datum
+
+
+class _Projection:
+    """How a datum read with its writer schema becomes the reader version's datum.
+
+    Not fastavro's resolving reader: in a union it takes the first reader branch a writer branch
+    *promotes* to, so a ``bytes`` attribute written by one version is read as ``string`` by
+    another (and fails on non-UTF-8 bytes). Versions evolve by adding fields with defaults and
+    enum symbols, so reading with the writer schema alone and then applying the reader's view
+    of the top-level fields (copy, default, unknown symbol -> enum default) resolves exactly.
+    A field whose type changed in any other way falls back to fastavro's resolution (``resolve``).
+    """
+
+    def __init__(self, steps: list[tuple[str, str, Any]] | None, resolve: bool) -> None:
+        self.steps = steps  # (field, "copy" | "default" | "enum", default or (symbols, default)); None: as read
+        self.resolve = resolve
+
+    @classmethod
+    def between(cls, writer: SchemaVersion, reader: SchemaVersion) -> _Projection:
+        if writer.fingerprint == reader.fingerprint:
+            return cls(None, False)
+        written = {f["name"]: f for f in writer.schema.get("fields", ())}
+        steps: list[tuple[str, str, Any]] = []
+        for field in reader.schema.get("fields", ()):
+            name = field["name"]
+            source = next((written[n] for n in (name, *field.get("aliases", ())) if n in written), None)
+            if source is None:
+                if "default" not in field:
+                    return cls(None, True)  # fastavro says why it cannot be read
+                steps.append((name, "default", field["default"]))
+            elif _same_type(source["type"], field["type"]):
+                steps.append((name, "copy", source["name"]))
+            elif _enum_widened(source["type"], field["type"]):
+                steps.append((name, "enum", (frozenset(field["type"]["symbols"]), field["type"]["default"])))
+            else:
+                return cls(None, True)
+        return cls(steps, False)
+
+    def apply(self, datum: dict[str, Any]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for name, how, arg in self.steps or ():
+            if how == "copy":
+                out[name] = datum[arg]
+            elif how == "default":
+                out[name] = copy.deepcopy(arg)  # defaults are JSON: a map default must not be shared
+            else:
+                symbols, default = arg
+                value = datum[name]
+                out[name] = value if value in symbols else default
+        return out
+
+
+def _same_type(a: Any, b: Any) -> bool:
+    """Whether two field types read identically (documentation aside)."""
+    return bool(_bare(a) == _bare(b))
+
+
+def _enum_widened(writer: Any, reader: Any) -> bool:
+    """The same enum, where symbols the reader lacks read as its default."""
+    if not (isinstance(writer, dict) and isinstance(reader, dict)):
+        return False
+    if writer.get("type") != "enum" or reader.get("type") != "enum" or "default" not in reader:
+        return False
+    return bool(writer.get("name") == reader.get("name") and writer.get("namespace") == reader.get("namespace"))

@@ -29,7 +29,11 @@ class DecodeError(GovbusError):
     """A record could not be decoded. ``reason`` is a stable, machine-readable code.
 
     Reasons: ``empty``, ``unknown-framing``, ``truncated``, ``unknown-fingerprint``,
-    ``unknown-schema-id``, ``registry-unavailable``, ``corrupt-body``, ``bad-headers``.
+    ``unknown-schema-id``, ``no-registry`` (a Confluent-framed record and no registry configured),
+    ``incompatible-schema`` (the schema id names something other than a govbus event schema),
+    ``corrupt-body``, ``bad-headers``, ``invalid-event``: the record is bad, and stays bad.
+    ``registry-unavailable``: the registry could not be asked; transient (the sink runtime re-reads
+    the record later instead of dead-lettering it).
     """
 
     def __init__(self, reason: str, message: str) -> None:

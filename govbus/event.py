@@ -41,6 +41,8 @@ class EventKind(StrEnum):
     ANOMALY_DETECTED = "anomaly_detected"
     MCP_TOOL_POISONING = "mcp_tool_poisoning"
     CONTENT_VIOLATION = "content_violation"
+    # Since contract v2. Writers pinned to v1 refuse it; v1 readers read it as UNKNOWN.
+    DATA_EXFILTRATION_DETECTED = "data_exfiltration_detected"
 
     @property
     def ce_type(self) -> str:
@@ -61,8 +63,13 @@ _CE_TYPES: dict[EventKind, str] = {
     EventKind.ANOMALY_DETECTED: "ai.agentos.anomaly.detected",
     EventKind.MCP_TOOL_POISONING: "ai.agentos.mcp.tool_poisoning",
     EventKind.CONTENT_VIOLATION: "ai.agentos.content.violation",
+    EventKind.DATA_EXFILTRATION_DETECTED: "ai.agentos.data_exfiltration.detected",
 }
 KIND_BY_CE_TYPE: dict[str, EventKind] = {v: k for k, v in _CE_TYPES.items()}
+
+# Optional fields that contract v1 does not have, in schema order. A v1 writer refuses an event
+# that sets one (it cannot carry it); a v1 reader leaves them None.
+V2_FIELDS = ("tenant_id", "policy_version", "risk_score")
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -88,6 +95,8 @@ class GovernanceEvent:
     """One governance event. Construct with keyword arguments; invalid input raises at once.
 
     ``producer`` is None on events a kernel builds and is set on events read from the bus.
+    ``tenant_id``, ``policy_version`` and ``risk_score`` exist since contract v2 (see
+    :data:`V2_FIELDS`): they read as None from v1 records, and a writer pinned to v1 refuses them.
     """
 
     agent_id: str
@@ -109,6 +118,10 @@ class GovernanceEvent:
     attributes: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     schema_version: str = "1"
     producer: ProducerInfo | None = None
+    # Contract v2. Appended, so positional construction of v1 fields is unchanged.
+    tenant_id: str | None = None
+    policy_version: str | None = None
+    risk_score: float | None = None
 
     def __post_init__(self) -> None:
         _text(self.event_id, "event_id", _MAX_ID, required=True)
@@ -117,7 +130,7 @@ class GovernanceEvent:
         _text(self.schema_version, "schema_version", _MAX_ID, required=True)
         for name in ("action", "decision", "reason"):
             _text(getattr(self, name), name, _MAX_TEXT)
-        for name in ("agent_did", "session_id", "resource", "policy_name"):
+        for name in ("agent_did", "session_id", "resource", "policy_name", "tenant_id", "policy_version"):
             value = getattr(self, name)
             if value is not None:
                 _text(value, name, _MAX_TEXT if name == "resource" else _MAX_ID, required=True)
@@ -140,6 +153,8 @@ class GovernanceEvent:
             raise InvalidEventError("latency_ms", f"must be a finite number >= 0, got {latency!r}")
         if isinstance(latency, int):
             object.__setattr__(self, "latency_ms", float(latency))
+        if self.risk_score is not None:
+            _risk(self)
         _hex_id(self.trace_id, "trace_id", _TRACE_ID, 32)
         _hex_id(self.span_id, "span_id", _SPAN_ID, 16)
         _hex_id(self.parent_span_id, "parent_span_id", _SPAN_ID, 16)
@@ -164,6 +179,16 @@ class GovernanceEvent:
     def replace(self, **changes: Any) -> GovernanceEvent:
         """A copy with some fields changed (validated like a new event)."""
         return dataclasses.replace(self, **changes)
+
+
+def _risk(event: GovernanceEvent) -> None:
+    score = event.risk_score
+    if isinstance(score, bool) or not isinstance(score, int | float):
+        raise InvalidEventError("risk_score", f"must be a number, got {type(score).__name__}")
+    if not 0.0 <= score <= 1.0:  # also refuses NaN
+        raise InvalidEventError("risk_score", f"must be between 0.0 and 1.0, got {score!r}")
+    if isinstance(score, int):
+        object.__setattr__(event, "risk_score", float(score))
 
 
 def _text(value: object, field: str, limit: int, *, required: bool = False) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from govbus.consumers._settings import SinkRuntimeSettings
@@ -71,6 +71,79 @@ class KafkaSettings(BaseModel):
         return conf
 
 
+class RegistrySettings(BaseModel):
+    """A Confluent-compatible schema registry (``GOVBUS_REGISTRY__*``): needed by the Confluent
+    framing (``GOVBUS_PRODUCER__FRAMING=confluent``; consumers decode such records with it) and by
+    ``govbus schemas``. Unset URL: no registry; single-object records need none."""
+
+    # Comma-separated base URLs, e.g. http://registry:8081 or Apicurio's .../apis/ccompat/v7;
+    # mock://<name> is confluent-kafka's in-process mock (tests).
+    url: str | None = None
+    basic_auth_user_info: SecretStr | None = None  # "user:password"
+    bearer_token: SecretStr | None = None
+    # Sent as target-sr-cluster with a bearer token (Confluent Cloud: the registry's lsrc-… id).
+    bearer_logical_cluster: str = ""
+    ssl_ca_location: str | None = None
+    ssl_certificate_location: str | None = None
+    ssl_key_location: str | None = None
+    ssl_key_password: SecretStr | None = None
+    timeout_s: float = Field(default=10.0, gt=0, le=300)
+    # Retries inside the client. Few: a consumer treats an unreachable registry as transient and
+    # retries the record later itself, without holding its consume loop meanwhile.
+    max_retries: int = Field(default=2, ge=0, le=10)
+    subject: str | None = None  # default <GOVBUS_TOPIC>-value (TopicNameStrategy)
+    # Producers register their writer schema (idempotent); false: only look it up (registries
+    # where `govbus schemas register` is the only writer).
+    auto_register: bool = True
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        for one in value.split(","):
+            scheme = one.strip().partition("://")[0]
+            if scheme not in ("http", "https", "mock") or "://" not in one:
+                from govbus.registry import redact_url  # a URL may carry credentials: never echo them
+
+                raise ValueError(
+                    f"expected http(s)://host[:port][/path][,...] (or mock://name in tests); got {redact_url(value)!r}"
+                )
+        return value.strip()
+
+    @model_validator(mode="after")
+    def _one_auth(self) -> RegistrySettings:
+        if self.basic_auth_user_info is not None and self.bearer_token is not None:
+            raise ValueError("set basic_auth_user_info or bearer_token, not both")
+        return self
+
+    @field_validator("basic_auth_user_info")
+    @classmethod
+    def _user_info(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and ":" not in value.get_secret_value():
+            raise ValueError("expected user:password")
+        return value
+
+    def client_config(self) -> dict[str, Any]:
+        """The configuration of confluent-kafka's ``SchemaRegistryClient``."""
+        conf: dict[str, Any] = {"url": self.url, "timeout": self.timeout_s, "max.retries": self.max_retries}
+        optional: dict[str, Any] = {
+            "basic.auth.user.info": self.basic_auth_user_info,
+            "ssl.ca.location": self.ssl_ca_location,
+            "ssl.certificate.location": self.ssl_certificate_location,
+            "ssl.key.location": self.ssl_key_location,
+            "ssl.key.password": self.ssl_key_password,
+        }
+        if self.bearer_token is not None:
+            conf["bearer.auth.credentials.source"] = "STATIC_TOKEN"
+            conf["bearer.auth.token"] = self.bearer_token.get_secret_value()
+            conf["bearer.auth.logical.cluster"] = self.bearer_logical_cluster
+        for key, value in optional.items():
+            if value is not None:
+                conf[key] = value.get_secret_value() if isinstance(value, SecretStr) else value
+        return conf
+
+
 class GovbusSettings(BaseSettings):
     """The root of govbus's configuration."""
 
@@ -86,6 +159,7 @@ class GovbusSettings(BaseSettings):
     producer: ProducerSettings = Field(default_factory=ProducerSettings)
     sink: SinkRuntimeSettings = Field(default_factory=SinkRuntimeSettings)
     signing: SigningSettings = Field(default_factory=SigningSettings)
+    registry: RegistrySettings = Field(default_factory=RegistrySettings)
     topic: str = "govbus.events"
 
     @field_validator("topic")
@@ -109,7 +183,7 @@ def load_settings(**overrides: Any) -> GovbusSettings:
         raise config_error(exc) from None
 
 
-_SECRET = re.compile(r"password|secret|token|private|key_location", re.IGNORECASE)
+_SECRET = re.compile(r"password|secret|token|private|key_location|user_info", re.IGNORECASE)
 
 
 def config_error(exc: ValidationError) -> ConfigError:

@@ -19,6 +19,7 @@ later event goes through the spool until the replay has caught up.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import dataclasses
 import json
@@ -28,6 +29,7 @@ import socket
 import threading
 import time
 import uuid
+import weakref
 from collections import deque
 from collections.abc import Callable, Sequence
 from importlib import metadata
@@ -58,6 +60,7 @@ from govbus.producer._spool import (
     unpack_record,
 )
 from govbus.record import record_key, to_record
+from govbus.registry import configured_schema_id
 
 if TYPE_CHECKING:
     from govbus.settings import GovbusSettings
@@ -91,12 +94,27 @@ _ACK_SAVE_S = 0.1  # a hint for restarts: fewer duplicates after a crash
 _RETRY_METADATA_S = 0.5
 _PURGED = (KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT)
 _capture_context = _tracing.capture_context
+# What encoding an accepted event can raise: the writer schema cannot carry it (InvalidEventError
+# is a ValueError), or something the model let through that the encoder refuses.
+_UNENCODABLE = (ValueError, TypeError, OverflowError)
 _EMPTY_CONTEXT = _capture_context()  # the context of a thread with no span: the common case
 
 try:
     _VERSION = metadata.version("govbus")
 except metadata.PackageNotFoundError:  # running from a source tree
     _VERSION = "0"
+
+
+_OPEN: weakref.WeakSet[Bus] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_open_buses() -> None:
+    for bus in list(_OPEN):
+        try:
+            bus.close()
+        except Exception:  # at exit: report, and go on with the others
+            log.exception("closing a govbus producer at exit failed")
 
 
 def producer_config(settings: GovbusSettings) -> dict[str, Any]:
@@ -167,6 +185,7 @@ class Bus:
         *,
         tracer_provider: Any = None,
         batch_hook: BatchHook | None = None,
+        schema_id: int | None = None,
         **overrides: Any,
     ) -> None:
         if settings is None:
@@ -181,7 +200,13 @@ class Bus:
         self.producer_info = ProducerInfo(
             name=p.name, instance_id=uuid.uuid4().hex, host=socket.gethostname(), library=f"govbus-python/{_VERSION}"
         )
-        self._encoder = Encoder()
+        # schema_id: the writer schema's id in a schema registry (Confluent framing), else
+        # single-object encoding.
+        if schema_id is None:  # GOVBUS_PRODUCER__FRAMING=confluent: the id from the registry
+            schema_id = configured_schema_id(settings)
+        self._encoder = Encoder(p.schema_version, schema_id=schema_id)
+        # A writer pinned to an older contract refuses, in emit(), events it could not carry.
+        self._check = self._encoder.check if self._encoder.restricted else None
         self._key_by = p.key_by
         self._source = p.source
         self._tracing = _tracing.Tracing(self.topic, tracer_provider, _VERSION)
@@ -242,6 +267,7 @@ class Bus:
         self._poller.start()
         self._sender.start()
         self._syncer.start()
+        _OPEN.add(self)  # closed at interpreter exit if the kernel forgets: nothing left in memory
         log.info(
             "govbus producer %s (%s) publishing to %s: durability %s, spool %s%s",
             self.producer_info.name,
@@ -263,7 +289,8 @@ class Bus:
         """Hand ``event`` to the bus. Returns at once; the event is then the bus's to deliver.
 
         Raises :class:`SpoolFullError` (event NOT accepted) when full, per ``on_spool_full``;
-        :class:`BusClosedError`; :class:`ProducerFatalError`; ``TypeError`` for a non-event.
+        :class:`BusClosedError`; :class:`ProducerFatalError`; ``TypeError`` for a non-event;
+        :class:`InvalidEventError` for an event the pinned ``schema_version`` cannot carry.
         """
         if self._closed:
             raise BusClosedError()
@@ -271,6 +298,8 @@ class Bus:
             raise self._fatal_error()
         if not isinstance(event, GovernanceEvent):
             raise TypeError(f"emit() takes a govbus GovernanceEvent, got {type(event).__name__}")
+        if self._check is not None:
+            self._check(event)  # InvalidEventError: the pinned schema version cannot carry it
         if self._disk:
             self._emit_disk(event)
             return
@@ -379,6 +408,7 @@ class Bus:
         if self._closed:
             return
         self._closed = True
+        _OPEN.discard(self)
         if timeout is None:
             timeout = self._p.close_timeout_ms / 1000
         delivered = False
@@ -640,12 +670,15 @@ class Bus:
                 event, captured = popleft()
             except IndexError:
                 break
-            if tracer is None and captured is _EMPTY_CONTEXT and event.trace_id is None:
-                # _outgoing's common case, inline: this loop is the producer's hot path.
-                out = to_record(event, producer, encoder, key_by=key_by, source=source)
-                append(OutgoingRecord(seq, out.key, out.value, out.headers, True, None, report))
-            else:
-                append(outgoing(event, captured, tracer, producer, seq, keep=True))
+            try:
+                if tracer is None and captured is _EMPTY_CONTEXT and event.trace_id is None:
+                    # _outgoing's common case, inline: this loop is the producer's hot path.
+                    out = to_record(event, producer, encoder, key_by=key_by, source=source)
+                    append(OutgoingRecord(seq, out.key, out.value, out.headers, True, None, report))
+                else:
+                    append(outgoing(event, captured, tracer, producer, seq, keep=True))
+            except _UNENCODABLE as exc:
+                self._unencodable(event, seq, exc)
             seq += 1
         self._seq = seq
         self._tracker.unsent = seq  # nothing below it waits in the spool
@@ -676,11 +709,15 @@ class Bus:
                 self._enter_spooling("hand-off queue overflowed")
                 return batch
             taking(seq)
-            if tracer is None and captured is None and event.trace_id is None:
-                out = to_record(event, producer, encoder, key_by=key_by, source=source)
-                append(OutgoingRecord(seq, out.key, out.value, out.headers, False, None, report))
-            else:
-                append(self._outgoing(event, captured, tracer, producer, seq, keep=False))
+            try:
+                if tracer is None and captured is None and event.trace_id is None:
+                    out = to_record(event, producer, encoder, key_by=key_by, source=source)
+                    append(OutgoingRecord(seq, out.key, out.value, out.headers, False, None, report))
+                else:
+                    append(self._outgoing(event, captured, tracer, producer, seq, keep=False))
+            except _UNENCODABLE as exc:
+                self._unencodable(event, seq, exc)
+                tracker.resolve(seq)
             cursor += 1
         self._cursor = cursor
         tracker.unsent = cursor
@@ -751,7 +788,12 @@ class Bus:
             except IndexError:
                 break
             event, captured = item
-            record = self._outgoing(event, captured, tracer, self.producer_info, self._seq, keep=False)
+            try:
+                record = self._outgoing(event, captured, tracer, self.producer_info, self._seq, keep=False)
+            except _UNENCODABLE as exc:
+                self._unencodable(event, self._seq, exc)
+                self._seq += 1
+                continue
             payload = pack_record(record.key, record.value, record._base)
             with spool.lock:
                 try:
@@ -782,6 +824,7 @@ class Bus:
                 record = self._outgoing(event, trace, tracer, producer, entry.seq, keep=False)
         except ValueError as exc:
             self._tracker.failed += 1  # this thread also serves the delivery reports: one writer
+            self._tracker.wake_waiters()
             self._last_error = f"spooled record {entry.seq} is unreadable: {exc}"
             log.error("spool record %d cannot be replayed (%s); kept in %s/dead", entry.seq, exc, self._spool.directory)
             self._spool.dead_letter(entry.seq, entry.type, entry.payload)
@@ -818,6 +861,16 @@ class Bus:
         return OutgoingRecord(
             seq, out.key, out.value, out.headers, keep, publication if tracer is not None else None, self._on_delivery
         )
+
+    def _unencodable(self, event: GovernanceEvent, seq: int, exc: Exception) -> None:
+        """An accepted event the writer schema cannot carry: counted as failed, kept in dead/."""
+        self._tracker.failed += 1  # this thread also serves the delivery reports: one writer
+        self._tracker.wake_waiters()
+        self._failed_once(f"event {event.event_id} cannot be encoded: {exc}")
+        try:
+            self._spool.dead_letter(seq, TYPE_EVENT, pack_event(event, None))
+        except (ValueError, TypeError) as error:  # pragma: no cover - a validated event always packs
+            log.error("event %s could not be kept either: %s", event.event_id, error)
 
     @staticmethod
     def _end_span(record: OutgoingRecord, outcome: str) -> None:
@@ -910,7 +963,7 @@ class Bus:
                     self._rescue.append(record)  # in memory only: written to the spool by close()
                 return  # a spooled record stays in the spool for the next start
             self._refused(record, err, msg.key(), msg.value(), msg.headers() or [])
-        if tracker._waiters:
+        if tracker.delivered + tracker.failed >= tracker.next_target:
             tracker.wake_waiters()
 
     def _refused(
@@ -922,6 +975,7 @@ class Bus:
         self._tracker.failed += 1
         if not record._keep:
             self._tracker.resolve(record.seq)
+        self._tracker.wake_waiters()
 
     def _failed_once(self, message: str) -> None:
         self._last_error = message

@@ -10,6 +10,7 @@ only when someone flushes, have a lock.
 from __future__ import annotations
 
 import itertools
+import math
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -32,6 +33,8 @@ class DeliveryTracker:
         self.unsent = first_unsent
         self._lock = threading.Lock()
         self._waiters: list[tuple[int, threading.Event]] = []
+        # The lowest target a flush waits for: a delivery report only takes the lock when reached.
+        self.next_target: float = math.inf
 
     # -- counting -------------------------------------------------------------------------------
 
@@ -91,6 +94,7 @@ class DeliveryTracker:
         entry = (target, event)
         with self._lock:
             self._waiters.append(entry)
+            self.next_target = min(self.next_target, target)
         try:
             if self.resolved() >= target:
                 return True
@@ -99,16 +103,18 @@ class DeliveryTracker:
         finally:
             with self._lock:
                 self._waiters.remove(entry)
+                self.next_target = min((t for t, _ in self._waiters), default=math.inf)
 
     def wake_waiters(self) -> None:
         """After resolving records: release the flushes whose target is reached."""
-        if not self._waiters:
-            return
         resolved = self.resolved()
+        if resolved < self.next_target:
+            return
         with self._lock:
             for target, event in self._waiters:
                 if resolved >= target:
                     event.set()
+            self.next_target = min((t for t, _ in self._waiters if t > resolved), default=math.inf)
 
     def wake_all(self) -> None:
         with self._lock:

@@ -33,6 +33,12 @@ class ProducerSettings(BaseModel):
     name: str = Field(default="govbus-kernel", min_length=1, max_length=256)
     source: str | None = None
     key_by: KeyBy = "agent_id"
+    # The writer schema (contract version) to encode with; None: the newest shipped. Pin an older
+    # one while consumers are not all upgraded; emit() then refuses events it cannot carry.
+    schema_version: int | None = None
+    # How record values are framed: Avro single-object encoding (no registry needed), or the
+    # Confluent wire format (00 + schema id), which needs GOVBUS_REGISTRY__URL. Consumers read both.
+    framing: Literal["single-object", "confluent"] = "single-object"
 
     # Durability: "memory" keeps events in memory until the broker acknowledges them (spooling to
     # disk only while the broker is away or librdkafka's queue is full); "disk" writes every event
@@ -68,6 +74,16 @@ class ProducerSettings(BaseModel):
 
     # Any other librdkafka producer property (GOVBUS_PRODUCER__LIBRDKAFKA='{"socket.nagle.disable": true}').
     librdkafka: dict[str, str | int | float | bool] = Field(default_factory=dict)
+
+    @field_validator("schema_version")
+    @classmethod
+    def _shipped(cls, value: int | None) -> int | None:
+        from govbus.contract import schema_versions
+
+        shipped = [v.version for v in schema_versions()]
+        if value is not None and value not in shipped:
+            raise ValueError(f"no shipped schema version {value}; shipped: {shipped}")
+        return value
 
     @field_validator("spool_dir", mode="before")
     @classmethod

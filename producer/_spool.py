@@ -13,7 +13,8 @@ producer identity) followed by records::
     u32 body length | u32 CRC-32 of body | body = u64 seq | u8 type | payload      (little-endian)
 
 ``type`` 1 is an encoded Kafka record, unsigned (key, value, headers: what ``to_record`` built); type
-2 is an event journaled by ``emit()`` in disk mode (fields + trace context, ``marshal`` format 4),
+2 is an event journaled by ``emit()`` in disk mode (fields + trace context, ``marshal`` format 4,
+see :func:`pack_event`),
 encoded by the sender like any other event. Seqs increase across the whole spool, so replaying
 segments in name order and records in file order replays in emit order.
 
@@ -161,11 +162,41 @@ def unpack_record(payload: bytes) -> tuple[bytes, bytes, Headers]:
     return key, value, headers
 
 
+_JOURNALED = (
+    "event_id",
+    "occurred_at",
+    "kind",
+    "severity",
+    "agent_id",
+    "agent_did",
+    "session_id",
+    "action",
+    "resource",
+    "decision",
+    "reason",
+    "policy_name",
+    "latency_ms",
+    "trace_id",
+    "span_id",
+    "parent_span_id",
+    "attributes",
+    "schema_version",
+)
+# Model fields added since (contract v2's tenant_id, policy_version, risk_score...): journaled by
+# name when set, so a newer field never needs a new journal format.
+_EXTRA = tuple(name for name in GovernanceEvent.__dataclass_fields__ if name not in (*_JOURNALED, "producer"))
+
+
 def pack_event(event: GovernanceEvent, trace: Trace | None) -> bytes:
-    """An event as journaled by ``emit()`` in disk mode (type 2). Cheap: no Avro, no headers."""
+    """An event as journaled by ``emit()`` in disk mode (type 2). Cheap: no Avro, no headers.
+
+    Format 2: ``(2, <the 18 fields of _JOURNALED, occurred_at as µs since the epoch and kind as its
+    value>, trace, {name: value of every newer field that is set})``. Format 1 lacks the dict.
+    """
     delta = event.occurred_at - _EPOCH
+    extras = {name: value for name in _EXTRA if (value := getattr(event, name)) is not None}
     fields = (
-        1,
+        2,
         event.event_id,
         (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds,
         event.kind.value,
@@ -185,13 +216,14 @@ def pack_event(event: GovernanceEvent, trace: Trace | None) -> bytes:
         event.attributes,
         event.schema_version,
         trace,
+        extras,
     )
     try:
         return marshal.dumps(fields, 4)  # type: ignore[arg-type]  # typeshed lacks Mapping; values are checked
     except ValueError:
         # marshal takes exact built-in types only; an attribute of a subclass (an IntEnum, a str
         # subclass...) is written as its base type, which encodes to the same Avro bytes.
-        return marshal.dumps((*fields[:17], _plain(event.attributes), *fields[18:]), 4)
+        return marshal.dumps((*fields[:17], _plain(event.attributes), *fields[18:20], _plain(extras)), 4)
 
 
 def unpack_event(payload: bytes) -> tuple[GovernanceEvent, Trace | None]:
@@ -200,33 +232,16 @@ def unpack_event(payload: bytes) -> tuple[GovernanceEvent, Trace | None]:
         fields = marshal.loads(payload)  # noqa: S302 - our own spool, CRC-checked, owner-only directory
     except (EOFError, ValueError, TypeError) as exc:
         raise ValueError(f"malformed event payload: {exc}") from None
-    if not isinstance(fields, tuple) or len(fields) != 20 or fields[0] != 1:
-        raise ValueError("malformed event payload: not a format-1 event tuple")
-    (_, event_id, micros, kind, severity, agent_id, did, session, action, resource, decision, reason) = fields[:12]
-    (policy, latency, trace_id, span_id, parent, attributes, schema_version, trace) = fields[12:]
-    if not isinstance(micros, int) or not isinstance(attributes, dict):
+    if not isinstance(fields, tuple) or (fields[:1], len(fields)) not in (((1,), 20), ((2,), 21)):
+        raise ValueError("malformed event payload: not a format-1 or format-2 event tuple")
+    values = dict(zip(_JOURNALED, fields[1:19], strict=True))
+    micros, trace = values["occurred_at"], fields[19]
+    extras = fields[20] if len(fields) == 21 else {}
+    if not isinstance(micros, int) or not isinstance(values["attributes"], dict) or not isinstance(extras, dict):
         raise ValueError("malformed event payload: wrong field types")
+    values["occurred_at"] = _EPOCH + timedelta(microseconds=micros)
     try:
-        event = GovernanceEvent(
-            event_id=event_id,
-            occurred_at=_EPOCH + timedelta(microseconds=micros),
-            kind=kind,
-            severity=severity,
-            agent_id=agent_id,
-            agent_did=did,
-            session_id=session,
-            action=action,
-            resource=resource,
-            decision=decision,
-            reason=reason,
-            policy_name=policy,
-            latency_ms=latency,
-            trace_id=trace_id,
-            span_id=span_id,
-            parent_span_id=parent,
-            attributes=attributes,
-            schema_version=schema_version,
-        )
+        event = GovernanceEvent(**values, **extras)
     except (ValueError, TypeError, OverflowError) as exc:
         raise ValueError(f"journaled event does not validate: {exc}") from None
     if trace is not None and not (isinstance(trace, tuple) and len(trace) == 4):

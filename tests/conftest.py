@@ -132,3 +132,38 @@ def _uncaptured(config: pytest.Config) -> contextlib.AbstractContextManager[Any]
         return contextlib.nullcontext()
     disabled: contextlib.AbstractContextManager[Any] = capture.global_and_fixture_disabled()
     return disabled
+
+
+@pytest.fixture(scope="session")
+def schema_registry_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    """A Confluent-compatible schema registry's URL (see tests/_registry.py for which and why):
+    ``GOVBUS_TEST_REGISTRY_URL``, else a local Apicurio Registry built from Maven Central, else
+    confluent-kafka's in-process mock (``mock://…``, shared per process through
+    ``govbus.registry.connect``), with the reason the local one is not used printed."""
+    import _registry
+
+    say = _terminal_writer(request.config)
+    kind = _registry.choice()
+    if kind == "external":
+        yield _registry.external_url()
+        return
+    reason = "GOVBUS_TEST_REGISTRY=mock"
+    local = None
+    if kind == "local":
+        with _uncaptured(request.config):
+            say(f"govbus: starting the session's schema registry: Apicurio Registry {_registry.VERSION} (ccompat API)")
+            try:
+                local = _registry.start()
+            except _registry.RegistryUnavailable as exc:
+                reason = f"the local Apicurio Registry is unavailable: {exc}"
+            else:
+                say(
+                    f"govbus: schema registry at {local.url} (started in {local.startup_seconds:.1f} s; log {local.log_path})"
+                )
+    if local is not None:
+        yield local.url
+        local.close()
+        return
+    with _uncaptured(request.config):
+        say(f"govbus: schema registry: confluent-kafka's in-process mock ({reason})")
+    yield "mock://govbus-tests"

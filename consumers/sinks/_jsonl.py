@@ -63,6 +63,9 @@ def event_data(event: GovernanceEvent) -> dict[str, Any]:
         "parent_span_id": event.parent_span_id,
         "attributes": attrs,
         "schema_version": event.schema_version,
+        "tenant_id": event.tenant_id,
+        "policy_version": event.policy_version,
+        "risk_score": event.risk_score,
         "producer": None
         if p is None
         else {"name": p.name, "instance_id": p.instance_id, "host": p.host, "library": p.library},

@@ -37,7 +37,7 @@ from govbus.consumers._errors import SinkError
 from govbus.consumers._spi import DeliveredRecord
 from govbus.contract import Decoder
 from govbus.errors import DecodeError
-from govbus.event import GovernanceEvent
+from govbus.event import V2_FIELDS, GovernanceEvent
 from govbus.record import from_record
 from govbus.signing import SIGNATURE_HEADERS, Keyring, SigningKey, VerdictCode, Verifier
 from govbus.signing._keyring import parse_time
@@ -217,7 +217,7 @@ _OWN_ATTRIBUTES = frozenset({"specversion", "id", "source", "type", "time", "sub
 
 def _event_data(event: GovernanceEvent) -> dict[str, Any]:
     producer = event.producer
-    return {
+    data: dict[str, Any] = {
         "agent_id": event.agent_id,
         "agent_did": event.agent_did,
         "session_id": event.session_id,
@@ -243,6 +243,13 @@ def _event_data(event: GovernanceEvent) -> dict[str, Any]:
             "library": producer.library,
         },
     }
+    # Contract v2 fields join the entry only when set, so entries written before v2 existed
+    # re-render byte for byte and old ledgers keep verifying.
+    for name in V2_FIELDS:
+        value = getattr(event, name)
+        if value is not None:
+            data[name] = _json_value(value)
+    return data
 
 
 def _json_value(value: Any) -> Any:

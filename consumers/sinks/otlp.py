@@ -69,6 +69,9 @@ ATTRIBUTES: Mapping[str, str] = {
     "latency_ms": "governance.latency_ms",
     "parent_span_id": "governance.parent_span_id",
     "schema_version": "governance.schema_version",
+    "tenant_id": "governance.tenant_id",
+    "policy_version": "governance.policy.version",
+    "risk_score": "governance.risk_score",
     "producer.name": "governance.producer.name",
     "producer.instance_id": "governance.producer.instance_id",
     "producer.host": "governance.producer.host",
@@ -350,6 +353,9 @@ def log_attributes(record: DeliveredRecord) -> dict[str, Any]:
         "governance.resource": e.resource,
         "governance.policy.name": e.policy_name,
         "governance.parent_span_id": e.parent_span_id,
+        "governance.tenant_id": e.tenant_id,
+        "governance.policy.version": e.policy_version,
+        "governance.risk_score": e.risk_score,
     }
     attrs.update({k: v for k, v in optional.items() if v is not None})
     if record.flagged:

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import pytest
 
 from govbus import cloudevents as ce
-from govbus.contract import Decoder, Encoder
+from govbus.contract import Decoder, Encoder, schema_version
 from govbus.errors import DecodeError
 from govbus.event import EventKind, GovernanceEvent, ProducerInfo
 from govbus.record import from_record, record_key, to_record
@@ -60,7 +60,7 @@ def test_record_round_trip() -> None:
     assert back.event == e.replace(producer=PRODUCER)
     assert back.attributes.type == "ai.agentos.tool.blocked"
     assert back.attributes.extensions == {"sessionid": "s-1"}
-    assert back.writer.version == 1
+    assert back.writer.version == schema_version().version  # the newest, by default
 
 
 @pytest.mark.parametrize(

@@ -14,7 +14,7 @@ import pytest
 from confluent_kafka import KafkaError
 
 from govbus.errors import ConfigError
-from govbus.event import GovernanceEvent
+from govbus.event import GovernanceEvent, ProducerInfo
 from govbus.producer import (
     Bus,
     BusClosedError,
@@ -359,3 +359,73 @@ def test_defaults() -> None:
     p = ProducerSettings()
     assert (p.durability, p.on_spool_full, p.key_by, p.compression) == ("memory", "block", "agent_id", "lz4")
     assert p.spool_dir.parts[-2:] == ("govbus", "spool")
+
+
+def test_interpreter_exit_without_close_keeps_the_events(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent(
+        f"""
+        from govbus.event import GovernanceEvent
+        from govbus.producer import Bus
+        bus = Bus(topic="t", kafka={{"bootstrap_servers": "{closed_port()}"}},
+                  producer={{"spool_dir": "{tmp_path}", "close_timeout_ms": 100}})
+        for i in range(50):
+            bus.emit(GovernanceEvent(agent_id="a"))
+        # no close(): the kernel just exits
+        """
+    )
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=60, capture_output=True)
+    spool = Spool(tmp_path, max_bytes=MIB, segment_bytes=64 * KIB, producer=ProducerInfo("t", "t", "t", "t"))
+    assert spool.recovered == 50
+    spool.close()
+
+
+def test_a_writer_pinned_to_an_older_contract_refuses_what_it_cannot_carry(make_bus: Callable[..., Bus]) -> None:
+    from govbus.contract import schema_versions
+    from govbus.errors import InvalidEventError
+    from govbus.event import EventKind
+
+    if len(schema_versions()) < 2 or "tenant_id" not in GovernanceEvent.__dataclass_fields__:
+        pytest.skip("only one contract version is shipped")
+    newer_kinds = [k for k in EventKind if k.name not in schema_versions()[0].schema["fields"][2]["type"]["symbols"]]
+    bus = make_bus(schema_version=1)
+    with pytest.raises(InvalidEventError, match="kind"):
+        bus.emit(GovernanceEvent(agent_id="a", kind=newer_kinds[0]))
+    with pytest.raises(InvalidEventError, match="tenant_id"):
+        bus.emit(GovernanceEvent(agent_id="a", tenant_id="t-1"))
+    bus.emit(GovernanceEvent(agent_id="a"))
+    assert bus.counters().submitted == 1
+
+
+def test_an_unknown_schema_version_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GOVBUS_PRODUCER__SCHEMA_VERSION", "99")
+    with pytest.raises(ConfigError) as error:
+        load_settings()
+    assert error.value.setting == "GOVBUS_PRODUCER__SCHEMA_VERSION"
+
+
+def test_an_event_the_encoder_refuses_is_counted_and_kept_not_fatal(
+    make_bus: Callable[..., Bus], tmp_path: Path
+) -> None:
+    from govbus.errors import InvalidEventError
+
+    bus = make_bus()
+    real = bus._encoder.encode
+
+    def encode(event: GovernanceEvent, producer: ProducerInfo) -> bytes:
+        if event.agent_id == "poison":
+            raise InvalidEventError("attributes", "cannot be encoded (test)")
+        return real(event, producer)
+
+    bus._encoder.encode = encode  # type: ignore[method-assign]
+    for i in range(20):
+        bus.emit(GovernanceEvent(agent_id="poison" if i == 7 else "ok"))
+    until(lambda: bus.counters().spooled == 19 and bus.counters().failed == 1)
+    health = bus.health()
+    assert health.state == "spooling"  # the sender thread goes on
+    assert health.last_error is not None
+    assert "cannot be encoded" in health.last_error
+    assert list((tmp_path / "spool" / "dead").glob("*.seg"))

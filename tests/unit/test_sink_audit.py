@@ -379,3 +379,15 @@ def test_cli_unreadable_inputs_exit_2(tmp_path: Path, capsys: pytest.CaptureFixt
     (tmp_path / "bad.json").write_text("{")
     assert main(["audit", "verify", str(tmp_path / "l.jsonl"), "--keyring", str(tmp_path / "bad.json")]) == 2
     assert "--keyring" in capsys.readouterr().err
+
+
+def test_v2_fields_are_in_the_hash_chain_and_v1_entries_render_as_before() -> None:
+    """Contract v2 fields are covered by the ledger; a v1 event's rendering is unchanged by v2."""
+    from govbus.consumers.sinks._ledger import _event_data
+    from govbus.event import GovernanceEvent
+
+    v1_like = GovernanceEvent(agent_id="a")
+    assert not {"tenant_id", "policy_version", "risk_score"} & _event_data(v1_like).keys()
+    v2 = GovernanceEvent(agent_id="a", tenant_id="acme", policy_version="7", risk_score=0.5)
+    data = _event_data(v2)
+    assert (data["tenant_id"], data["policy_version"], data["risk_score"]) == ("acme", "7", 0.5)

@@ -173,3 +173,11 @@ def test_stdout_sink_writes_the_same_lines(tmp_path: Path) -> None:
     sink.write(Batch(recs))
     out.close()
     assert (tmp_path / "stdout").read_bytes() == b"".join(encode_line(r) for r in recs)
+
+
+def test_v2_fields_are_written() -> None:
+    from govbus.consumers.sinks._jsonl import event_data
+    from govbus.event import GovernanceEvent
+
+    data = event_data(GovernanceEvent(agent_id="a", tenant_id="acme", policy_version="7", risk_score=0.25))
+    assert (data["tenant_id"], data["policy_version"], data["risk_score"]) == ("acme", "7", 0.25)

@@ -30,6 +30,7 @@ def _one(**changes: object) -> object:
 def test_every_mapped_field_becomes_its_attribute() -> None:
     event: GovernanceEvent = next(iter(sample_events(2))).replace(
         agent_did="did:web:x", resource="db://crm", policy_name="pii", parent_span_id="1" * 16,
+        tenant_id="acme", policy_version="7", risk_score=0.75,
         attributes={"tool": "shell", "n": 3, "nested": {"b": [1, 2], "a": None}, "raw": b"\x00\x01", "none": None},
     )  # fmt: skip
     record = delivered(evs=[event])[0]
@@ -42,6 +43,8 @@ def test_every_mapped_field_becomes_its_attribute() -> None:
     assert attrs["gen_ai.agent.id"] == event.agent_id
     assert attrs["governance.decision"] == event.decision
     assert attrs["governance.latency_ms"] == event.latency_ms
+    assert (attrs["governance.tenant_id"], attrs["governance.policy.version"], attrs["governance.risk_score"]) == (
+        "acme", "7", 0.75)  # fmt: skip
     assert attrs["governance.flagged"] is True
     assert attrs["governance.verdict"] == "gap"
     assert attrs["governance.verdict_detail"] == "missing 3..4"

@@ -315,3 +315,23 @@ def test_events_journaled_in_the_spool_replay_equal(tmp_path: Path) -> None:
     assert replayed == originals
     reader.close()
     again.close()
+
+
+def test_newer_model_fields_are_journaled_by_name() -> None:
+    extras = {"tenant_id": "tenant-1", "policy_version": "bundle-7", "risk_score": 0.25}
+    present = {k: v for k, v in extras.items() if k in GovernanceEvent.__dataclass_fields__}
+    event = GovernanceEvent(agent_id="a", **present)
+    back, _ = unpack_event(pack_event(event, None))
+    assert back == event
+
+
+def test_format_1_journal_entries_still_replay() -> None:
+    import marshal
+
+    event = GovernanceEvent(agent_id="a", reason="from an older producer")
+    delta = event.occurred_at - datetime(1970, 1, 1, tzinfo=UTC)
+    micros = (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+    fields = (1, event.event_id, micros, event.kind.value, event.severity, event.agent_id, None, None, "", None, "")
+    fields += (event.reason, None, 0.0, None, None, None, {}, "1", None)
+    back, trace = unpack_event(marshal.dumps(fields, 4))
+    assert (back, trace) == (event, None)
