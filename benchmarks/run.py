@@ -19,7 +19,7 @@ from types import ModuleType
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from _harness import Row, table, write  # noqa: E402
+from _harness import Row, table, write
 
 
 class Context:
@@ -45,7 +45,8 @@ class Context:
 
 def _load(path: Path) -> ModuleType:
     spec = importlib.util.spec_from_file_location(path.stem, path)
-    assert spec is not None and spec.loader is not None
+    assert spec is not None
+    assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
