@@ -31,7 +31,7 @@ from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 
 from govbus.errors import DecodeError, InvalidEventError
-from govbus.event import V2_FIELDS, EventKind, GovernanceEvent, ProducerInfo
+from govbus.event import V2_FIELDS, EventKind, GovernanceEvent, ProducerInfo, decoded_event
 
 SINGLE_OBJECT_MAGIC = b"\xc3\x01"
 CONFLUENT_MAGIC = b"\x00"
@@ -196,36 +196,50 @@ def from_datum(datum: Mapping[str, Any]) -> GovernanceEvent:
     fields the reader's version lacks are None)."""
     attrs: dict[str, Any] = {}
     for key, value in datum["attributes"].items():
-        attrs[key] = json.loads(value["json"]) if isinstance(value, dict) else value
+        # NaN/Infinity are not JSON (RFC 8259); a foreign writer that sends them sent a bad event.
+        attrs[key] = _JSON_IN.decode(value["json"]) if isinstance(value, dict) else value
     occurred = datum["occurred_at"]
     if not isinstance(occurred, datetime):  # fastavro converts timestamp-micros, but be explicit
         occurred = _EPOCH + timedelta(microseconds=occurred)
     kind = datum["kind"]
     producer = datum["producer"]
-    return GovernanceEvent(
-        event_id=datum["event_id"],
-        occurred_at=occurred,
-        kind=EventKind[kind] if kind in EventKind.__members__ else EventKind.UNKNOWN,
-        severity=datum["severity"],
-        agent_id=datum["agent_id"],
-        agent_did=datum["agent_did"],
-        session_id=datum["session_id"],
-        action=datum["action"],
-        resource=datum["resource"],
-        decision=datum["decision"],
-        reason=datum["reason"],
-        policy_name=datum["policy_name"],
-        latency_ms=datum["latency_ms"],
-        trace_id=datum["trace_id"],
-        span_id=datum["span_id"],
-        parent_span_id=datum["parent_span_id"],
-        attributes=attrs,
-        schema_version=datum["schema_version"],
-        producer=ProducerInfo(**producer),
-        tenant_id=datum.get("tenant_id"),
-        policy_version=datum.get("policy_version"),
-        risk_score=datum.get("risk_score"),
+    return decoded_event(
+        {
+            "event_id": datum["event_id"],
+            "occurred_at": occurred,
+            "kind": _KINDS.get(kind, EventKind.UNKNOWN),
+            "severity": datum["severity"],
+            "agent_id": datum["agent_id"],
+            "agent_did": datum["agent_did"],
+            "session_id": datum["session_id"],
+            "action": datum["action"],
+            "resource": datum["resource"],
+            "decision": datum["decision"],
+            "reason": datum["reason"],
+            "policy_name": datum["policy_name"],
+            "latency_ms": datum["latency_ms"],
+            "trace_id": datum["trace_id"],
+            "span_id": datum["span_id"],
+            "parent_span_id": datum["parent_span_id"],
+            "attributes": attrs,
+            "schema_version": datum["schema_version"],
+            "producer": ProducerInfo(**producer),
+            "tenant_id": datum.get("tenant_id"),
+            "policy_version": datum.get("policy_version"),
+            "risk_score": datum.get("risk_score"),
+        }
     )
+
+
+_KINDS: dict[str, EventKind] = {k.name: k for k in EventKind}
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+# One decoder: json.loads with options builds a new one per call.
+_JSON_IN = json.JSONDecoder(parse_constant=_no_constant)
 
 
 # --- encoding and decoding -------------------------------------------------------------------

@@ -181,6 +181,57 @@ class GovernanceEvent:
         return dataclasses.replace(self, **changes)
 
 
+# The slots' own setters: they bypass the frozen dataclass's __setattr__ without a name lookup.
+_SLOTS = tuple((f.name, getattr(GovernanceEvent, f.name).__set__) for f in dataclasses.fields(GovernanceEvent))
+# (field, length limit, required non-empty) for every text field; None values are skipped.
+_TEXTS = (
+    ("event_id", _MAX_ID, True),
+    ("agent_id", _MAX_ID, True),
+    ("severity", _MAX_ID, True),
+    ("schema_version", _MAX_ID, True),
+    ("action", _MAX_TEXT, False),
+    ("decision", _MAX_TEXT, False),
+    ("reason", _MAX_TEXT, False),
+    ("agent_did", _MAX_ID, True),
+    ("session_id", _MAX_ID, True),
+    ("resource", _MAX_TEXT, True),
+    ("policy_name", _MAX_ID, True),
+    ("tenant_id", _MAX_ID, True),
+    ("policy_version", _MAX_ID, True),
+)
+
+
+def decoded_event(fields: Mapping[str, Any]) -> GovernanceEvent:
+    """An event from a decoded Avro datum, with every field of the model given.
+
+    Avro has already guaranteed each field's type (and that strings are UTF-8), so only the
+    contract's semantic rules are checked: the full validation of a kernel-built event costs more
+    than decoding the record, and a consumer pays it for every event it reads.
+    """
+    event = object.__new__(GovernanceEvent)
+    for name, slot in _SLOTS:
+        slot(event, fields[name])
+    for name, limit, required in _TEXTS:
+        value = fields[name]
+        if value is None:
+            continue
+        if required and not value:
+            raise InvalidEventError(name, "must not be empty")
+        if len(value) > limit:
+            raise InvalidEventError(name, f"is {len(value)} characters long; the limit is {limit}")
+        if "\x00" in value:
+            raise InvalidEventError(name, "must not contain NUL characters")
+    latency = event.latency_ms
+    if not math.isfinite(latency) or latency < 0:
+        raise InvalidEventError("latency_ms", f"must be a finite number >= 0, got {latency!r}")
+    if event.risk_score is not None:
+        _risk(event)
+    _hex_id(event.trace_id, "trace_id", _TRACE_ID, 32)
+    _hex_id(event.span_id, "span_id", _SPAN_ID, 16)
+    _hex_id(event.parent_span_id, "parent_span_id", _SPAN_ID, 16)
+    return event
+
+
 def _risk(event: GovernanceEvent) -> None:
     score = event.risk_score
     if isinstance(score, bool) or not isinstance(score, int | float):

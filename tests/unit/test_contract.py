@@ -134,3 +134,39 @@ def test_unknown_enum_symbol_reads_as_unknown() -> None:
 def test_confluent_framing_is_told_apart() -> None:
     value = b"\x00" + struct.pack(">I", 42) + b"body"
     assert framing_of(value) is Framing.CONFLUENT
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("event_id", ""),
+        ("agent_id", ""),
+        ("severity", ""),
+        ("session_id", ""),
+        ("action", "a\x00b"),
+        ("agent_id", "x" * 257),
+        ("latency_ms", -1.0),
+        ("latency_ms", float("inf")),
+        ("trace_id", "Z" * 32),
+        ("span_id", "0" * 16),
+        ("risk_score", 1.5),
+    ],
+)
+def test_decoding_checks_the_contract_rules_avro_cannot(field: str, value: object) -> None:
+    """Decoding skips re-checking types Avro guarantees, but not the contract's semantic rules."""
+    enc = Encoder()
+    datum = contract.to_datum(GovernanceEvent(agent_id="a", session_id="s"), PRODUCER, enc.schema.version)
+    datum[field] = value
+    with pytest.raises(DecodeError) as info:
+        Decoder().decode(enc.encode_datum(datum))
+    assert info.value.reason == "invalid-event"
+    assert field in str(info.value)
+
+
+def test_nested_json_with_nan_is_an_invalid_event() -> None:
+    enc = Encoder()
+    datum = contract.to_datum(GovernanceEvent(agent_id="a"), PRODUCER, enc.schema.version)
+    datum["attributes"] = {"n": ("ai.govbus.JsonValue", {"json": "[NaN]"})}
+    with pytest.raises(DecodeError) as info:
+        Decoder().decode(enc.encode_datum(datum))
+    assert info.value.reason == "invalid-event"
