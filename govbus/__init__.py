@@ -1,22 +1,77 @@
 """govbus: a Kafka-backed bus for governance events emitted by AI-agent kernels.
 
-What a kernel imports lives here; everything else is an implementation detail.
+What a kernel imports lives here::
+
+    from govbus import Bus, GovernanceEvent, EventKind
+
+    with Bus() as bus:                       # GOVBUS_* settings
+        bus.emit(GovernanceEvent(agent_id="a-1", kind=EventKind.TOOL_CALL_BLOCKED, action="shell.exec"))
+
+Everything else is an implementation detail. The producer and gate names load on first use, so
+``import govbus`` stays cheap for code that only builds events.
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from govbus.errors import ConfigError, DecodeError, GovbusError, InvalidEventError
 from govbus.event import EventKind, GovernanceEvent
 from govbus.settings import GovbusSettings, load_settings
 
+if TYPE_CHECKING:
+    from govbus.gate import Decision, Gate
+    from govbus.producer import (
+        Bus,
+        BusClosedError,
+        BusCounters,
+        BusHealth,
+        GovbusSink,
+        ProducerFatalError,
+        SpoolFullError,
+    )
+
 __version__ = "0.1.0"
 
+_LAZY = {
+    "Bus": "govbus.producer",
+    "BusClosedError": "govbus.producer",
+    "BusCounters": "govbus.producer",
+    "BusHealth": "govbus.producer",
+    "GovbusSink": "govbus.producer",
+    "ProducerFatalError": "govbus.producer",
+    "SpoolFullError": "govbus.producer",
+    "Decision": "govbus.gate",
+    "Gate": "govbus.gate",
+}
+
 __all__ = [
+    "Bus",
+    "BusClosedError",
+    "BusCounters",
+    "BusHealth",
     "ConfigError",
+    "Decision",
     "DecodeError",
     "EventKind",
+    "Gate",
     "GovbusError",
     "GovbusSettings",
+    "GovbusSink",
     "GovernanceEvent",
     "InvalidEventError",
+    "ProducerFatalError",
+    "SpoolFullError",
     "__version__",
     "load_settings",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'govbus' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value

@@ -90,7 +90,6 @@ class _Demo:
         from govbus.gate.cli import signing_status
         from govbus.kernel import producer_status, run_kernel
         from govbus.producer import Bus
-        from govbus.producer._signing import SigningHook
         from govbus.settings import load_settings
 
         settings = load_settings(
@@ -110,7 +109,7 @@ class _Demo:
             }
         )
         decisions: list[str] = []
-        bus = self.stack.enter_context(Bus(settings, batch_hook=SigningHook.from_settings(settings.signing)))
+        bus = self.stack.enter_context(Bus(settings))  # signs: GOVBUS_SIGNING__PRIVATE_KEY_PATH is set
 
         def record(event: Any) -> None:
             decisions.append(event.event_id)

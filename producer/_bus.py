@@ -174,7 +174,8 @@ class Bus:
     """Publishes governance events to Kafka without making the caller wait, and without losing them.
 
     ``Bus()`` reads ``GOVBUS_*`` settings (keyword overrides as for ``load_settings``); or pass a
-    ``GovbusSettings``. ``emit(event)`` is thread-safe and returns in about a microsecond
+    ``GovbusSettings``. With ``GOVBUS_SIGNING__PRIVATE_KEY_PATH`` set, every event is signed
+    (Merkle-batched Ed25519, see docs/signing.md). ``emit(event)`` is thread-safe and returns in about a microsecond
     (memory mode) or a few (disk mode); ``flush()`` waits for acknowledgements; ``close()`` flushes
     and keeps whatever could not be delivered in the spool for the next Bus on the same directory.
     """
@@ -210,6 +211,12 @@ class Bus:
         self._key_by = p.key_by
         self._source = p.source
         self._tracing = _tracing.Tracing(self.topic, tracer_provider, _VERSION)
+        if batch_hook is None and settings.signing.private_key_path is not None:
+            # GOVBUS_SIGNING__PRIVATE_KEY_PATH set: every event is signed. A key verifiers would
+            # reject fails here, at start-up, rather than dead-lettering everything downstream.
+            from govbus.producer._signing import SigningHook
+
+            batch_hook = SigningHook.from_settings(settings.signing)
         self._hook = batch_hook
         self._queue_max = p.queue_max_events
         self._spool = Spool(

@@ -88,3 +88,13 @@ def test_aware_non_utc_time_is_accepted() -> None:
 
     t = datetime(2026, 1, 1, 12, tzinfo=timezone(timedelta(hours=2)))
     assert GovernanceEvent(agent_id="a", occurred_at=t).occurred_at == datetime(2026, 1, 1, 10, tzinfo=UTC)
+
+
+def test_kernel_facing_names_are_exported_from_govbus() -> None:
+    import govbus
+
+    for name in govbus.__all__:
+        assert getattr(govbus, name) is not None
+    from govbus.producer import Bus
+
+    assert govbus.Bus is Bus
