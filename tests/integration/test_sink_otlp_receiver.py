@@ -43,6 +43,7 @@ def test_receiver_finds_every_mapped_attribute(receiver: OtlpReceiver) -> None:
         e.replace(
             agent_did="did:web:agents.example.com:a", resource="db://crm", policy_name="pii",
             trace_id=TRACE, span_id=SPAN, parent_span_id="1" * 16, attributes={"tool": "shell", "tags": ["x"]},
+            tenant_id="acme", policy_version="7", risk_score=0.5,
         )
         for e in sample_events(24)
     ]  # fmt: skip
@@ -63,6 +64,7 @@ def test_receiver_finds_every_mapped_attribute(receiver: OtlpReceiver) -> None:
         e = record.event
         assert attrs["gen_ai.agent.id"] == e.agent_id
         assert attrs["governance.kind"] == e.kind.value
+        assert (attrs["governance.tenant_id"], attrs["governance.risk_score"]) == ("acme", 0.5)
         assert attrs["governance.decision"] == e.decision
         assert attrs["governance.resource"] == "db://crm"
         assert attrs["cloudevents.event_type"] == e.ce_type
