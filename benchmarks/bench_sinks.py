@@ -86,13 +86,13 @@ def run(ctx: object) -> list[Row]:
     rows: list[Row] = []
 
     with open(os.devnull, "wb") as devnull:
-        rows.append(Row("sink.stdout.write", _measure(lambda: StdoutSink(devnull), batches), "ev/s",
+        rows.append(Row("stdout sink throughput", _measure(lambda: StdoutSink(devnull), batches), "ev/s",
                         conditions=f"to /dev/null; {base}"))  # fmt: skip
 
     proc, port = _receiver("OtlpReceiver")
     try:
         endpoint = f"http://127.0.0.1:{port}/v1/logs"
-        rows.append(Row("sink.otlp.write", _measure(lambda: OtlpSink(endpoint=endpoint), batches), "ev/s",
+        rows.append(Row("otlp sink throughput", _measure(lambda: OtlpSink(endpoint=endpoint), batches), "ev/s",
                         conditions=f"OTLP/HTTP protobuf, receiver decodes each request (http.server, own process); {base}"))  # fmt: skip
     finally:
         proc.kill()
@@ -101,9 +101,9 @@ def run(ctx: object) -> list[Row]:
     proc, port = _receiver("HttpReceiver")
     try:
         url = f"http://127.0.0.1:{port}/events"
-        rows.append(Row("sink.http.write", _measure(lambda: HttpSink(url=url, token="t"), batches), "ev/s",
+        rows.append(Row("http sink throughput", _measure(lambda: HttpSink(url=url, token="t"), batches), "ev/s",
                         conditions=f"CloudEvents JSON batch POST, keep-alive, http.server (own process); {base}"))  # fmt: skip
-        rows.append(Row("sink.http.write.hec+hmac+gzip",
+        rows.append(Row("http sink throughput (HEC, HMAC, gzip)",
                         _measure(lambda: HttpSink(url=url, token="t", format="splunk-hec", hmac_secret="k", gzip="true"), batches),
                         "ev/s", conditions=f"Splunk HEC shape, HMAC-SHA256 header, gzip; same receiver; {base}"))  # fmt: skip
     finally:
@@ -117,7 +117,7 @@ def run(ctx: object) -> list[Row]:
             server = None
         if server is not None:
             try:
-                rows.append(Row("sink.syslog.write", _measure(lambda: SyslogSink(port=str(server.port)), batches),
+                rows.append(Row("syslog sink throughput", _measure(lambda: SyslogSink(port=str(server.port)), batches),
                                 "ev/s", conditions=f"RFC 5424 over TCP, octet counting, rsyslogd imtcp -> omfile; {base}"))  # fmt: skip
             finally:
                 server.stop()
@@ -131,7 +131,7 @@ def run(ctx: object) -> list[Row]:
             return FileSink(str(Path(tmp) / f"file-{next(counter)}.jsonl"), fsync="batch")
 
         file_rate = _measure(file, batches)
-        rows.append(Row("sink.audit.write", _measure(audit, batches), "ev/s", baseline=file_rate,
+        rows.append(Row("audit sink throughput", _measure(audit, batches), "ev/s", baseline=file_rate,
                         conditions=f"hash chain + fsync per batch, tmp dir ({_fs(tmp)}); baseline: file sink, "
                         f"fsync=batch; {base}"))  # fmt: skip
     return rows
