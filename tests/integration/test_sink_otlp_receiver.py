@@ -19,9 +19,6 @@ from govbus.consumers.sinks._severity import severity
 from govbus.consumers.sinks.otlp import ATTRIBUTE_PREFIX, ATTRIBUTES, OtlpSink
 from govbus.sample import sample_events
 
-# The exporter and opentelemetry-proto are not (yet) dependencies of govbus itself.
-pytest.importorskip("opentelemetry.exporter.otlp.proto.http", reason="needs opentelemetry-exporter-otlp-proto-http")
-
 CTX = SinkContext("otlp", "govbus.sink.otlp", "govbus.events", get_meter("test"), logging.getLogger("test"))
 TRACE, SPAN = "0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331"
 
