@@ -8,6 +8,7 @@ that event; then ``done`` and waits (to be killed).
 
 from __future__ import annotations
 
+import signal
 import sys
 import time
 
@@ -35,7 +36,7 @@ def main() -> None:
             time.sleep(0.0005)  # ~20k events/s: the kill lands in the middle of the stream
     out.write("done\n")
     out.flush()
-    time.sleep(3600)
+    signal.pause()  # alive until the test's SIGKILL
 
 
 if __name__ == "__main__":

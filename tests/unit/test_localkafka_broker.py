@@ -20,7 +20,7 @@ from govbus.localkafka._broker import running_pid
 from govbus.localkafka._fetch import ensure_kafka
 
 FAKE_JAVA = f"""#!{sys.executable}
-import os, pathlib, sys, time
+import os, pathlib, signal, sys
 args, mode = sys.argv[1:], os.environ.get("FAKE_JAVA_MODE", "")
 if "-version" in args:
     sys.stderr.write('openjdk version "17.0.99" 2099-01-01\\n')
@@ -36,7 +36,7 @@ elif "kafka.Kafka" in args:
     if mode == "crash":
         sys.stderr.write("Error: Could not reserve enough space for object heap\\n")
         sys.exit(3)
-    time.sleep(3600)  # "hang": alive, but never answers
+    signal.pause()  # "hang": alive, but never answers, until stopped
 """
 
 
