@@ -36,6 +36,7 @@ from govbus.consumers.sinks.file import FileSink
 from govbus.consumers.sinks.null import NullSink
 from govbus.contract import Encoder
 from govbus.event import ProducerInfo
+from govbus.producer._signing import sign_input
 from govbus.record import to_record
 from govbus.sample import sample_events
 from govbus.settings import load_settings
@@ -59,27 +60,13 @@ def _producer(bootstrap: str) -> Producer:
 
 
 def _produce_signed(bootstrap: str, topic: str, count: int, signer: Any) -> None:
-    from govbus.signing import SignInput
 
     enc = Encoder()
     p = _producer(bootstrap)
     batch: list[tuple[Any, int]] = []
 
     def flush_batch() -> None:
-        inputs = []
-        for r, part in batch:
-            h = dict(r.headers)
-            inputs.append(
-                SignInput(
-                    r.value,
-                    r.key,
-                    h["ce_id"].decode(),
-                    h["ce_type"].decode(),
-                    h["ce_source"].decode(),
-                    h["ce_time"].decode(),
-                    part,
-                )
-            )
+        inputs = [sign_input(r.value, r.key, r.headers, part) for r, part in batch]
         for (r, part), extra in zip(batch, signer.sign_batch(inputs), strict=True):
             while True:
                 try:
@@ -414,7 +401,7 @@ def _breakdown() -> list[Row]:
     from govbus.consumers.sinks._jsonl import encode_line
     from govbus.contract import Decoder
     from govbus.record import from_record
-    from govbus.signing import KeyEntry, Keyring, Signer, SigningKey, SignInput, Verifier
+    from govbus.signing import KeyEntry, Keyring, Signer, SigningKey, Verifier
 
     n = 10_240
     key = SigningKey.generate("bench-k2")
@@ -425,20 +412,7 @@ def _breakdown() -> list[Row]:
     recs = [to_record(e, PRODUCER, enc) for e in sample_events(n, seed=9)]
     for start in range(0, n, 512):
         chunk = recs[start : start + 512]
-        inputs = []
-        for r in chunk:
-            h = dict(r.headers)
-            inputs.append(
-                SignInput(
-                    r.value,
-                    r.key,
-                    h["ce_id"].decode(),
-                    h["ce_type"].decode(),
-                    h["ce_source"].decode(),
-                    h["ce_time"].decode(),
-                    0,
-                )
-            )
+        inputs = [sign_input(r.value, r.key, r.headers, 0) for r in chunk]
         for i, (r, extra) in enumerate(zip(chunk, signer.sign_batch(inputs), strict=True)):
             msgs.append(_Msg(r.value, r.key, [*r.headers, *extra], 0, start + i))
 

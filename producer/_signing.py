@@ -34,22 +34,24 @@ class SigningHook:
     def __call__(self, topic: str, records: Sequence[OutgoingRecord]) -> None:
         for start in range(0, len(records), self._chunk):
             chunk = records[start : start + self._chunk]
-            signed = self.signer.sign_batch([_sign_input(r) for r in chunk])
+            signed = self.signer.sign_batch([sign_input(r.value, r.key, r.headers, r.partition) for r in chunk])
             for record, extra in zip(chunk, signed, strict=True):
                 record.headers = [*record.headers, *extra]
 
 
-def _sign_input(record: OutgoingRecord) -> SignInput:
+def sign_input(value: bytes, key: bytes | None, headers: Sequence[tuple[str, bytes]], partition: int) -> SignInput:
+    """What the signer needs of a record about to be produced to ``partition``: its value, key and
+    the signed CloudEvents headers, read from the headers it will carry."""
     found: dict[str, str] = {}
-    for name, value in record.headers:
+    for name, raw in headers:
         if name in _CE:
-            found[name] = value.decode("utf-8")
+            found[name] = raw.decode("utf-8")
     return SignInput(
-        record.value,
-        record.key,
+        value,
+        key,
         found.get("ce_id", ""),
         found.get("ce_type", ""),
         found.get("ce_source", ""),
         found.get("ce_time"),
-        record.partition,
+        partition,
     )
