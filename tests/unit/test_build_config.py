@@ -12,6 +12,7 @@ import importlib.util
 import re
 import tomllib
 import warnings
+from importlib import metadata
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -58,6 +59,34 @@ def test_every_declared_dependency_is_pinned_within_its_range() -> None:
         if not r.specifier.contains(pins[canonicalize_name(r.name)], prereleases=True)
     ]
     assert not outside, f"pins outside pyproject's ranges: {outside}; run `make constraints`"
+
+
+def _closure(requirements: list[Requirement]) -> set[str]:
+    """Every distribution ``requirements`` pull in here, transitively (markers and extras as installed)."""
+    seen: set[str] = set()
+    todo = [(r, frozenset(r.extras)) for r in requirements if r.marker is None or r.marker.evaluate({"extra": ""})]
+    while todo:
+        req, extras = todo.pop()
+        name = canonicalize_name(req.name)
+        if name in seen and not extras:
+            continue
+        seen.add(name)
+        for line in metadata.requires(req.name) or []:
+            sub = Requirement(line)
+            wanted = [""] + sorted(extras)
+            if sub.marker is None or any(sub.marker.evaluate({"extra": e}) for e in wanted):
+                todo.append((sub, frozenset(sub.extras)))
+    return seen
+
+
+def test_everything_the_dependencies_pull_in_is_pinned() -> None:
+    # Without a pin, a transitive dependency resolves to whatever is newest on the day of the install.
+    try:
+        needed = _closure(_declared())
+    except metadata.PackageNotFoundError as exc:
+        pytest.fail(f"{exc} is not installed: run `make install`")
+    missing = sorted(needed - set(_pins()))
+    assert not missing, f"pulled in but not in constraints.txt: {missing}; run `make constraints`"
 
 
 def test_constraints_pin_the_installer_and_not_govbus_itself() -> None:
