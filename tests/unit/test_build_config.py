@@ -71,9 +71,9 @@ def _closure(requirements: list[Requirement]) -> set[str]:
         if name in seen and not extras:
             continue
         seen.add(name)
+        wanted = ["", *sorted(extras)]
         for line in metadata.requires(req.name) or []:
             sub = Requirement(line)
-            wanted = [""] + sorted(extras)
             if sub.marker is None or any(sub.marker.evaluate({"extra": e}) for e in wanted):
                 todo.append((sub, frozenset(sub.extras)))
     return seen
