@@ -63,20 +63,20 @@ def test_every_declared_dependency_is_pinned_within_its_range() -> None:
 
 def _closure(requirements: list[Requirement]) -> set[str]:
     """Every distribution ``requirements`` pull in here, transitively (markers and extras as installed)."""
-    seen: set[str] = set()
+    seen: set[tuple[str, frozenset[str]]] = set()
     todo = [(r, frozenset(r.extras)) for r in requirements if r.marker is None or r.marker.evaluate({"extra": ""})]
     while todo:
         req, extras = todo.pop()
-        name = canonicalize_name(req.name)
-        if name in seen and not extras:
+        key = (canonicalize_name(req.name), extras)
+        if key in seen:
             continue
-        seen.add(name)
+        seen.add(key)
         wanted = ["", *sorted(extras)]
         for line in metadata.requires(req.name) or []:
             sub = Requirement(line)
             if sub.marker is None or any(sub.marker.evaluate({"extra": e}) for e in wanted):
                 todo.append((sub, frozenset(sub.extras)))
-    return seen
+    return {name for name, _ in seen}
 
 
 def test_everything_the_dependencies_pull_in_is_pinned() -> None:
