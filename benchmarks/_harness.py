@@ -58,8 +58,16 @@ def machine() -> str:
     return f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
 
 
-def write(rows: Sequence[Row]) -> None:
-    RESULTS.write_text(json.dumps([r.as_json() for r in rows], indent=2) + "\n")
+def write(rows: Sequence[Row], *, keep_others: bool = False) -> None:
+    """Writes ``rows``; ``keep_others``: over the rows already there, by name (a run of some benchmarks
+    replaces their rows in place and keeps every other benchmark's)."""
+    out = [r.as_json() for r in rows]
+    if keep_others and RESULTS.exists():
+        new = {row["name"]: row for row in out}
+        old = json.loads(RESULTS.read_text())
+        kept = [new.pop(row["name"], row) for row in old]
+        out = kept + [row for row in out if row["name"] in new]
+    RESULTS.write_text(json.dumps(out, indent=2) + "\n")
 
 
 def table(rows: Sequence[Row]) -> str:

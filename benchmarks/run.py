@@ -4,7 +4,8 @@ Each benchmark module exposes ``run(ctx: Context) -> list[Row]``. Benchmarks tha
 ``ctx.bootstrap()``, which starts one local Apache Kafka broker for the whole run (or uses
 ``GOVBUS_TEST_BOOTSTRAP``) so every figure and its baseline share a broker.
 
-Usage: python benchmarks/run.py [name-filter ...]
+Usage: python benchmarks/run.py [name-filter ...]   (with filters, only the rows of the benchmarks
+that ran are replaced in results.json)
 """
 
 from __future__ import annotations
@@ -71,7 +72,8 @@ def main(argv: list[str]) -> int:
             print(f"#   {time.monotonic() - started:.1f} s", flush=True)
     finally:
         ctx.close()
-    write(rows)
+    # A filtered run updates its own rows and keeps the others' figures.
+    write(rows, keep_others=bool(wanted))
     print(table(rows))
     if failed:
         print(f"failed: {', '.join(failed)}", file=sys.stderr)

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
         SpoolFullError,
     )
 
-__version__ = "0.1.0"
+    __version__: str
 
 _LAZY = {
     "Bus": "govbus.producer",
@@ -69,9 +69,24 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
+    if name == "__version__":
+        value = _version()
+        globals()[name] = value
+        return value
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'govbus' has no attribute {name!r}")
     value = getattr(importlib.import_module(module), name)
     globals()[name] = value
     return value
+
+
+def _version() -> str:
+    """The installed distribution's version: pyproject.toml's ``[project] version`` is the one
+    place it is written. Read on first use, as the lookup scans ``sys.path`` (~20 ms)."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("govbus")
+    except metadata.PackageNotFoundError:  # imported from a source tree that was never installed
+        return "0+unknown"

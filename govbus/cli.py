@@ -31,10 +31,17 @@ _COMMAND_MODULES = (
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="govbus", description="Kafka bus for AI-agent governance events.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in _COMMAND_MODULES:
         importlib.import_module(name).register(sub)
     return parser
+
+
+def _version() -> str:
+    import govbus
+
+    return govbus.__version__
 
 
 def main(argv: Sequence[str] | None = None) -> int:

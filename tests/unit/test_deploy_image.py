@@ -172,8 +172,21 @@ def _copied_sources() -> set[str]:
 
 def test_the_builder_copies_every_input_of_the_wheel() -> None:
     setuptools = PYPROJECT["tool"]["setuptools"]
-    needed = {"pyproject.toml", PYPROJECT["project"]["readme"], *setuptools["package-dir"].values()}
+    project = PYPROJECT["project"]
+    needed = {
+        "pyproject.toml",
+        project["readme"],
+        *project.get("license-files", []),
+        *setuptools["package-dir"].values(),
+    }
     assert needed <= _copied_sources()
+
+
+def test_the_builder_installs_the_tested_versions() -> None:
+    builder_runs = " ".join(i.value for i in dockerfile() if i.stage == 0 and i.keyword == "RUN")
+    assert "constraints.txt" in _copied_sources()
+    assert re.search(r"pip wheel [^&]*-c constraints\.txt", builder_runs)
+    assert re.search(r"pip wheel [^&]*--build-constraint constraints\.txt", builder_runs)
 
 
 def test_dockerignore_lets_in_exactly_what_is_copied() -> None:

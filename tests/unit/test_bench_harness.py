@@ -1,0 +1,43 @@
+"""benchmarks/_harness.write: a filtered run (`run.py NAME`) replaces its rows and keeps the others'."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def harness(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    spec = importlib.util.spec_from_file_location("_bench_harness", ROOT / "benchmarks" / "_harness.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "_bench_harness", module)  # dataclasses look the module up
+    spec.loader.exec_module(module)
+    monkeypatch.setattr(module, "RESULTS", tmp_path / "results.json")
+    return module
+
+
+def _names_values(path: Path) -> list[tuple[str, float]]:
+    return [(row["name"], row["value"]) for row in json.loads(path.read_text())]
+
+
+def test_filtered_run_replaces_its_rows_in_place_and_keeps_the_rest(harness: ModuleType) -> None:
+    row = harness.Row
+    harness.write([row("a", 1.0, "us"), row("b", 2.0, "us"), row("c", 3.0, "us")])
+    harness.write([row("b", 20.0, "us"), row("d", 4.0, "us")], keep_others=True)
+    assert _names_values(harness.RESULTS) == [("a", 1.0), ("b", 20.0), ("c", 3.0), ("d", 4.0)]
+
+
+def test_full_run_writes_only_its_rows(harness: ModuleType) -> None:
+    row = harness.Row
+    harness.write([row("a", 1.0, "us"), row("b", 2.0, "us")])
+    harness.write([row("b", 5.0, "us")])
+    assert _names_values(harness.RESULTS) == [("b", 5.0)]
