@@ -17,12 +17,13 @@ help:
 	@echo "make lint   - ruff and mypy"
 	@echo "make constraints - re-pin constraints.txt to the newest versions pyproject.toml allows"
 
-# Java 17 and Maven run the real Apache Kafka broker the tests and the demo use; rsyslog is the
-# real receiver of the syslog sink's tests.
+# Java 17 and Maven run the real Apache Kafka broker the tests and the demo use (javac, from the
+# JDK, compiles the Avro-for-Java interop test's program); rsyslog is the real receiver of the
+# syslog sink's tests.
 system-deps:
-	@if ! command -v java >/dev/null || ! command -v mvn >/dev/null || ! command -v rsyslogd >/dev/null; then \
-	  echo "installing Java 17, Maven and rsyslog from Debian"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openjdk-17-jre-headless maven rsyslog >/dev/null; \
+	@if ! command -v java >/dev/null || ! command -v javac >/dev/null || ! command -v mvn >/dev/null || ! command -v rsyslogd >/dev/null; then \
+	  echo "installing Java 17 (JDK), Maven and rsyslog from Debian"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openjdk-17-jdk-headless maven rsyslog >/dev/null; \
 	fi
 
 # The versions the tests ran with: pip first (--build-constraint needs pip >= 25.3), then the

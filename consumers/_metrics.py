@@ -27,9 +27,10 @@ from opentelemetry.sdk.metrics.export import (
 )
 from opentelemetry.sdk.resources import Resource
 
-__all__ = ["SinkMetrics", "render_prometheus"]
+__all__ = ["LEGACY_FINGERPRINT", "SinkMetrics", "render_prometheus"]
 
 _SCOPE = "govbus.consumers"
+LEGACY_FINGERPRINT = "govbus.sink.records.legacy_fingerprint"
 # Bounds for the per-batch latency histograms, in seconds (1 ms … 60 s).
 _LATENCY_BOUNDS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
@@ -105,6 +106,13 @@ class SinkMetrics:
             ("govbus.sink.breaker.state", "1", "Circuit breaker: 0 closed, 1 half-open, 2 open"),
         ):
             m.create_observable_gauge(name, [self._gauge_callback(name)], unit, desc)
+        # Cumulative and kept by the decoder (a plain int per record); the runtime copies it into gauges.
+        m.create_observable_counter(
+            LEGACY_FINGERPRINT,
+            [self._gauge_callback(LEGACY_FINGERPRINT)],
+            "{record}",
+            "Records read whose single-object header has the legacy byte-reversed fingerprint (govbus 0.1.0)",
+        )
 
     def attrs(self, **extra: str) -> Mapping[str, str]:
         return {**self._attrs, **extra} if extra else self._attrs

@@ -28,7 +28,7 @@ from govbus.consumers._dlq import DeadLetterer, prepare_topics
 from govbus.consumers._errors import SinkError
 from govbus.consumers._health import HealthServer, HealthStatus
 from govbus.consumers._intake import Intake
-from govbus.consumers._metrics import SinkMetrics
+from govbus.consumers._metrics import LEGACY_FINGERPRINT, SinkMetrics
 from govbus.consumers._pipeline import Failure, Work, WorkQueue
 from govbus.consumers._retry import BreakerState
 from govbus.consumers._settings import SinkRuntimeSettings
@@ -528,6 +528,7 @@ class SinkRuntime:
         m.set_gauge("govbus.sink.inflight.bytes", self._inflight_bytes)
         m.set_gauge("govbus.sink.partitions.assigned", len(self._ownership.owned()))
         m.set_gauge("govbus.sink.partitions.paused", len(self._paused))
+        m.set_gauge(LEGACY_FINGERPRINT, self._intake.decoder.legacy_fingerprints)
         if worker is not None:
             m.set_gauge("govbus.sink.breaker.state", _BREAKER_GAUGE[worker.breaker.state])
         if self.verification is not None:

@@ -61,6 +61,11 @@ class SchemaVersion:
         return SINGLE_OBJECT_MAGIC + self.fingerprint
 
     @property
+    def legacy_fingerprint(self) -> bytes:
+        """The byte-reversed fingerprint govbus 0.1.0 wrote (read and counted, never written)."""
+        return self.fingerprint[::-1]
+
+    @property
     def label(self) -> str:
         """``v2``, or ``registry schema 7`` for a writer schema this package does not ship."""
         return f"v{self.version}" if self.version else f"registry schema {self.schema_id}"
@@ -97,9 +102,10 @@ def load_schema(version: int, schema: dict[str, Any], schema_id: int | None = No
     # Each version parses in a fresh name space: v1 and v2 define the same named types.
     parsed = parse_schema(schema, named_schemas={})
     canonical = to_parsing_canonical_form(parsed)
-    fp = int(fingerprint(canonical, "CRC-64-AVRO"), 16).to_bytes(8, "big")
-    # fastavro prints the fingerprint big-endian; the single-object header is little-endian.
-    return SchemaVersion(version, schema, parsed, canonical, fp[::-1], schema_id)
+    # fastavro's hex is already the specification's byte string (the 64-bit value little-endian:
+    # "null" gives 8a8f25cce724dd63 for 0x63dd24e7cc258f8a), which is what the header carries.
+    fp = bytes.fromhex(fingerprint(canonical, "CRC-64-AVRO"))
+    return SchemaVersion(version, schema, parsed, canonical, fp, schema_id)
 
 
 def shipped_by_fingerprint(fp: bytes) -> SchemaVersion | None:
@@ -121,6 +127,13 @@ def schema_version(version: int | None = None) -> SchemaVersion:
 @cache
 def _by_fingerprint() -> dict[bytes, SchemaVersion]:
     return {v.fingerprint: v for v in schema_versions()}
+
+
+@cache
+def _by_legacy_fingerprint() -> dict[bytes, SchemaVersion]:
+    # A legacy form equal to some version's correct form would be ambiguous: the correct form wins.
+    correct = _by_fingerprint()
+    return {v.legacy_fingerprint: v for v in schema_versions() if v.legacy_fingerprint not in correct}
 
 
 def framing_of(value: bytes | None) -> Framing:
@@ -634,7 +647,9 @@ class Decoder:
     """Decodes record values of any writer version into one reader version (the newest by default).
 
     The framing is detected per record, so one topic may carry both during a migration.
-    Single-object values name a shipped writer schema by fingerprint. Confluent-framed values name
+    Single-object values name a shipped writer schema by fingerprint; values in the legacy
+    byte-reversed order (govbus 0.1.0) are read too and counted in :attr:`legacy_fingerprints`
+    (docs/wire-contract.md says until when). Confluent-framed values name
     it by schema id, resolved through ``registry`` (a ``confluent_kafka.schema_registry``
     client, or a :class:`govbus.registry.SchemaIds`; cached); without one they fail with reason
     ``no-registry``. A writer schema the registry has but this package does not ship (a newer
@@ -645,6 +660,9 @@ class Decoder:
         self.reader = schema_version(reader_version)
         self._plans: dict[bytes, _Projection] = {}  # per writer fingerprint
         self.ids: Any = None  # govbus.registry.SchemaIds; imported lazily, most decoders never need it
+        # Single-object values read with the legacy (byte-reversed) fingerprint: the sink runtime
+        # exports it as govbus.sink.records.legacy_fingerprint.
+        self.legacy_fingerprints = 0
         if registry is not None:
             from govbus.registry import SchemaIds
 
@@ -668,6 +686,10 @@ class Decoder:
             raise DecodeError("truncated", f"single-object header needs 10 bytes, record has {len(value)}")
         writer = _by_fingerprint().get(value[2:10])
         if writer is None:
+            writer = _by_legacy_fingerprint().get(value[2:10])
+            if writer is not None:
+                self.legacy_fingerprints += 1
+                return self._read(value, 10, writer), writer
             raise DecodeError(
                 "unknown-fingerprint", f"writer schema fingerprint {value[2:10].hex()} is not among the shipped schemas"
             )

@@ -50,10 +50,16 @@ def delivered(
     signer: Any = None,
     first_offset: int = 0,
     traceparent: str | None = None,
+    legacy_fingerprint: bool = False,
 ) -> list[DeliveredRecord]:
-    """``n`` sample events (or ``evs``) as delivered records; signed when ``signer`` is given."""
+    """``n`` sample events (or ``evs``) as delivered records; signed when ``signer`` is given;
+    ``legacy_fingerprint``: values as govbus 0.1.0 wrote them (byte-reversed fingerprint)."""
     evs = list(evs) if evs is not None else events(n)
     recs = records(evs, traceparent=traceparent)
+    if legacy_fingerprint:
+        for r in recs:
+            assert r.value is not None
+            r.value = r.value[:2] + r.value[2:10][::-1] + r.value[10:]
     if signer is not None:
         recs = sign(recs, signer, partitions)
     out = []

@@ -145,8 +145,11 @@ def _fetch_into(staging: Path, version: str, progress: TextIO | None) -> None:
     pom.unlink()
 
 
-def _run_mvn(command: list[str], cwd: Path, progress: TextIO | None) -> tuple[deque[str], int, float]:
-    """Run mvn, echo a compact account of it, return (last lines, downloads, bytes downloaded)."""
+def _run_mvn(
+    command: list[str], cwd: Path, progress: TextIO | None, what: str = "Apache Kafka"
+) -> tuple[deque[str], int, float]:
+    """Run mvn, echo a compact account of it, return (last lines, downloads, bytes downloaded).
+    Also used by the tests to fetch Apache Avro for Java (``what`` names it in errors)."""
     tail: deque[str] = deque(maxlen=_TAIL_LINES)
     downloads, downloaded_bytes, last_report = 0, 0.0, float("-inf")
     live = progress is not None and progress.isatty()
@@ -204,7 +207,7 @@ def _run_mvn(command: list[str], cwd: Path, progress: TextIO | None) -> tuple[de
     if code != 0:
         why = f"was killed after {_FETCH_TIMEOUT:.0f} s" if timed_out.is_set() else f"exited with code {code}"
         raise BrokerError(
-            f"fetching Apache Kafka with mvn failed: mvn {why}.\ncommand: {shlex.join(command)}\n"
+            f"fetching {what} with mvn failed: mvn {why}.\ncommand: {shlex.join(command)}\n"
             "last mvn output:\n" + "\n".join(tail)
         )
     return tail, downloads, downloaded_bytes

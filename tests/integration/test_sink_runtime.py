@@ -180,6 +180,28 @@ def test_poison_records_are_dead_lettered_and_a_replay_after_the_fix_is_delivere
     r2.stop()
 
 
+def test_legacy_fingerprint_order_is_delivered_and_counted(
+    start: Callable[..., Running], new_topic: Callable[..., str], kafka_bootstrap: str
+) -> None:
+    # govbus 0.1.0 wrote the single-object fingerprint byte-reversed; such records still deliver,
+    # and /metrics counts them so an operator knows when none are left (docs/wire-contract.md).
+    topic = new_topic(partitions=1)
+    good = records(events(20))
+    legacy = [
+        Rec(r.key, r.value[:2] + r.value[2:10][::-1] + r.value[10:], r.headers, r.event_id)
+        for r in records(events(7, seed=11))
+        if r.value is not None
+    ]
+    produce(kafka_bootstrap, topic, good[:10] + legacy + good[10:])
+    sink = CollectingSink()
+    r = start(sink, topic, name="it-legacy-fp")
+    wait_for(lambda: len(sink.records) >= 27, 60, what="all records delivered")
+    wait_for(lambda: r.metric("govbus_sink_records_legacy_fingerprint_total") == 7, 20, what="legacy records counted")
+    assert r.metric("govbus_sink_records_dead_lettered_total") == 0
+    r.stop()
+    assert sorted(sink.ids()) == sorted(x.event_id or "" for x in good + legacy)
+
+
 def test_signatures_are_verified_and_a_fixed_keyring_lets_a_replay_through(
     start: Callable[..., Running], new_topic: Callable[..., str], kafka_bootstrap: str, tmp_path: Path
 ) -> None:

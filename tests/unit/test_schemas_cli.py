@@ -85,7 +85,7 @@ def test_diff_between_versions_and_files(tmp_path: Path, capsys: pytest.CaptureF
 def test_list_without_a_registry_shows_the_shipped_versions(capsys: pytest.CaptureFixture[str]) -> None:
     code, out = run(capsys, "list")
     assert code == 0
-    assert "v1  fingerprint 61f25237e90cc3fd" in out
+    assert "v1  fingerprint fdc30ce93752f261" in out
     assert f"v2  fingerprint {schema_version(2).fingerprint.hex()}" in out
 
 

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from _sink_receivers import delivered, signed_batch
+from _sinks import signing_pair
 from opentelemetry.metrics import get_meter
 
 from govbus.cli import main
@@ -112,6 +113,22 @@ def test_entry_holds_event_record_and_signature_material(ledger: Any) -> None:
         "govbus_sig_kid", "govbus_sig_alg", "govbus_sig_stream", "govbus_sig_seq", "govbus_sig_proof", "govbus_sig",
     }  # fmt: skip
     assert first["verdict"] == "valid"
+
+
+def test_a_ledger_of_legacy_fingerprint_values_still_verifies(
+    tmp_path: Path, open_sink: Callable[..., AuditSink], checkpoint_key: tuple[Path, SigningKey]
+) -> None:
+    # Ledgers keep record values forever: those govbus 0.1.0 wrote (byte-reversed fingerprint) must
+    # still decode, or verify would call every such entry edited.
+    signer, keyring = signing_pair("k1")
+    keyring.add(KeyEntry(checkpoint_key[1].kid, checkpoint_key[1].public_bytes))
+    records = delivered(6, signer=signer, legacy_fingerprint=True)
+    sink = open_sink(checkpoint_every="5")
+    assert sink.write(Batch(records)) is OK
+    sink.close()
+    report = verify_ledger(tmp_path / "ledger.jsonl", keyring=keyring)
+    assert report.ok, report.problem
+    assert (report.events, report.signatures_verified, report.events_undecodable) == (6, 6, 0)
 
 
 def test_restart_in_the_middle_writes_no_duplicates(
