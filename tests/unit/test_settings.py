@@ -108,7 +108,8 @@ def test_the_check_knows_every_setting() -> None:
     names = list(setting_names())
     assert len(names) > 50
     assert [n for n in names if not is_setting(n)] == []
-    assert "GOVBUS_SINK__OPTIONS" in names and "GOVBUS_SIGNING__KEYRING" in names
+    assert "GOVBUS_SINK__OPTIONS" in names
+    assert "GOVBUS_SIGNING__KEYRING" in names
 
 
 @pytest.mark.parametrize(
