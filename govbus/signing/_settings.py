@@ -65,8 +65,9 @@ class SigningSettings(BaseModel):
             given = ", ".join(f"GOVBUS_SIGNING__{_ENV.get(name, name).upper()}" for name in configured)
             raise ConfigError(
                 "GOVBUS_SIGNING__PRIVATE_KEY_PATH",
-                f"not set, but {given} is: a producer configured for signing refuses to publish unsigned "
-                "events. Set it to the private key file, or unset the signing settings to publish unsigned",
+                f"not set, but {given} {'are' if len(configured) > 1 else 'is'}: a producer configured for "
+                "signing refuses to publish unsigned events. Set it to the private key file, or unset "
+                "the signing settings to publish unsigned",
             )
         return False
 

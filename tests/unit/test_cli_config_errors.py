@@ -145,3 +145,32 @@ def test_config_variable_names_where_a_property_came_from(
     prop: str | None, kind: str, environ: dict[str, str], variable: str
 ) -> None:
     assert config_variable(prop, kind, environ) == variable  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        pytest.param(["sink", "run", "null"], id="sink-run"),
+        pytest.param(["topics", "create"], id="topics-create"),
+        pytest.param(["lag"], id="lag"),
+        pytest.param(["dlq", "inspect", "file"], id="dlq-inspect"),
+        pytest.param(["dlq", "replay", "file"], id="dlq-replay"),
+        pytest.param(["schemas", "list"], id="schemas-list"),
+    ],
+)
+def test_every_command_refuses_a_misspelt_variable(
+    argv: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert _main(argv, {"GOVBUS_KAFKA__BOOTSTRAP_SERVER": "kafka:9092"}, monkeypatch) == 2
+    line = _one_line_error(capsys.readouterr().err)
+    assert (
+        "GOVBUS_KAFKA__BOOTSTRAP_SERVER: not a govbus setting (did you mean GOVBUS_KAFKA__BOOTSTRAP_SERVERS?)" in line
+    )
+
+
+def test_the_bus_refuses_a_misspelt_variable(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from govbus.producer import Bus
+
+    monkeypatch.setenv("GOVBUS_PRODUCER__DURABILTY", "disk")
+    with pytest.raises(ConfigError, match="did you mean GOVBUS_PRODUCER__DURABILITY"):
+        Bus(kafka={"bootstrap_servers": "127.0.0.1:1"}, producer={"spool_dir": str(tmp_path)}).close(timeout=0.1)
