@@ -185,6 +185,11 @@ class GovbusSettings(BaseSettings):
     registry: RegistrySettings = Field(default_factory=RegistrySettings)
     topic: str = "govbus.events"
 
+    def __init__(self, **values: Any) -> None:
+        # Here rather than in load_settings() so that no way of building the root settings skips it.
+        check_environment(os.environ)
+        super().__init__(**values)
+
     @field_validator("topic")
     @classmethod
     def _topic(cls, value: str) -> str:
@@ -202,9 +207,9 @@ def load_settings(**overrides: Any) -> GovbusSettings:
     """Settings from the environment (and keyword overrides); :class:`ConfigError` names what was wrong.
 
     Every process entry point (``Bus()``, the sink runtime, the gate, every CLI command) loads its
-    settings here, so every one of them refuses unknown ``GOVBUS_*`` variables and malformed JSON.
+    settings here; building :class:`GovbusSettings` runs :func:`check_environment` first, so every
+    one of them refuses unknown ``GOVBUS_*`` variables and malformed JSON.
     """
-    check_environment(os.environ)
     try:
         return GovbusSettings(**overrides)
     except ValidationError as exc:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from govbus.errors import ConfigError
-from govbus.settings import is_setting, load_settings, setting_names
+from govbus.settings import GovbusSettings, is_setting, load_settings, setting_names
 
 
 def test_nested_env_and_passthrough(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -130,3 +130,9 @@ def test_invalid_json_in_a_whole_section_names_it(monkeypatch: pytest.MonkeyPatc
     with pytest.raises(ConfigError) as info:
         load_settings()
     assert info.value.setting == "GOVBUS_PRODUCER"
+
+
+def test_building_the_root_settings_directly_checks_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GOVBUS_PRODUCER__DURABILTY", "disk")
+    with pytest.raises(ConfigError, match="did you mean GOVBUS_PRODUCER__DURABILITY"):
+        GovbusSettings()
