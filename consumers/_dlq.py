@@ -17,8 +17,9 @@ from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
+from govbus._librdkafka import new_consumer, new_producer
 from govbus.admin import ensure_topic
 from govbus.cloudevents import format_time
 from govbus.consumers._errors import DeadLetterError
@@ -149,7 +150,7 @@ class DeadLetterer:
         self.sink = sink
         self.group = group
         self.topic_for = topic_for
-        self._producer = Producer(
+        self._producer = new_producer(
             {
                 **conf,
                 "enable.idempotence": True,
@@ -245,7 +246,7 @@ class DeadLetter:
 
 
 def _reader(conf: dict[str, Any], group: str) -> Consumer:
-    return Consumer(
+    return new_consumer(
         {
             **conf,
             "logger": log,
@@ -364,7 +365,7 @@ def replay_dead_letters(
     as history), plus ``govbus.replay.time``.
     """
     consumer = _reader(conf, group)
-    producer = Producer({**conf, "enable.idempotence": True, "acks": "all", "linger.ms": 5, "logger": log})
+    producer = new_producer({**conf, "enable.idempotence": True, "acks": "all", "linger.ms": 5, "logger": log})
     replayed = passed = 0
     errors: list[str] = []
     next_offsets: dict[int, int] = {}

@@ -13,6 +13,7 @@ from typing import Any
 from confluent_kafka import ConsumerGroupTopicPartitions, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec
 
+from govbus._librdkafka import new_admin
 from govbus.consumers._errors import SinkError
 
 __all__ = ["SINK_GROUP_PREFIX", "GroupLag", "PartitionLag", "sink_lag"]
@@ -53,7 +54,7 @@ def sink_lag(
 ) -> list[GroupLag]:
     """Lag of the named groups, or of every group whose id starts with ``prefix``."""
     admin_conf: dict[str, Any] = {**conf, "logger": log}
-    admin = AdminClient(admin_conf)
+    admin = new_admin(admin_conf)
     try:
         if groups is None:
             listing = admin.list_consumer_groups(request_timeout=timeout).result(timeout)

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from opentelemetry.trace import TracerProvider
 
+from govbus._librdkafka import new_consumer
 from govbus.consumers._dlq import DeadLetterer, prepare_topics
 from govbus.consumers._errors import SinkError
 from govbus.consumers._health import HealthServer, HealthStatus
@@ -235,7 +236,7 @@ class SinkRuntime:
             consumer_conf["statistics.interval.ms"] = s.stats_interval_ms
             consumer_conf["stats_cb"] = self._on_stats
         consumer_conf.update(s.consumer)
-        self._consumer = Consumer(consumer_conf)
+        self._consumer = new_consumer(consumer_conf)
         context = SinkContext(
             name=self.name,
             group_id=self.group_id,

@@ -8,8 +8,9 @@ import time
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import NewTopic
 
+from govbus._librdkafka import new_admin
 from govbus.errors import GovbusError
 
 log = logging.getLogger(__name__)
@@ -34,7 +35,7 @@ def ensure_topic(
     ``replication_factor=-1`` takes the broker's default.
     """
     admin_conf: dict[str, Any] = {**conf, "logger": log}
-    admin = AdminClient(admin_conf)
+    admin = new_admin(admin_conf)
     new = NewTopic(topic, num_partitions=partitions, replication_factor=replication_factor, config=config or {})
     future = admin.create_topics([new], operation_timeout=timeout, request_timeout=timeout)[topic]
     try:

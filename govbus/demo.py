@@ -369,9 +369,11 @@ def _lines(path: Path) -> Iterator[str]:
 
 def _topic_size(conf: dict[str, Any], topic: str) -> int:
     from confluent_kafka import TopicPartition
-    from confluent_kafka.admin import AdminClient, OffsetSpec
+    from confluent_kafka.admin import OffsetSpec
 
-    admin = AdminClient({**conf})
+    from govbus._librdkafka import new_admin
+
+    admin = new_admin(conf)
     md = admin.list_topics(topic=topic, timeout=10)
     meta = md.topics.get(topic)
     if meta is None or meta.error is not None:

@@ -2,15 +2,34 @@
 
 ``GOVBUS_KAFKA__BOOTSTRAP_SERVERS=broker:9092`` sets ``settings.kafka.bootstrap_servers``.
 Validation errors are re-raised as :class:`ConfigError` naming the environment variable.
+
+Every ``GOVBUS_*`` variable must be a setting (:func:`check_environment`): a misspelt name fails
+start-up naming the closest valid one instead of silently leaving a default in place. The only
+exceptions are :data:`NOT_SETTINGS` and the reserved prefixes :data:`RESERVED_PREFIXES`.
 """
 
 from __future__ import annotations
 
+import collections.abc
+import difflib
+import json
+import os
 import re
-from typing import Any, Literal
+import types
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
-from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from govbus.consumers._settings import SinkRuntimeSettings
 from govbus.errors import ConfigError
@@ -19,6 +38,10 @@ from govbus.producer._settings import ProducerSettings
 from govbus.signing._settings import SigningSettings
 
 ENV_PREFIX = "GOVBUS_"
+# GOVBUS_ variables that are not settings, so the start-up check lets them pass: the local broker's
+# download cache (`govbus broker`), and the test suite's and benchmarks' own knobs.
+NOT_SETTINGS = frozenset({"GOVBUS_CACHE_DIR"})
+RESERVED_PREFIXES = ("GOVBUS_TEST_", "GOVBUS_BENCH_")
 _TOPIC = re.compile(r"[A-Za-z0-9._-]{1,249}")
 
 
@@ -162,6 +185,11 @@ class GovbusSettings(BaseSettings):
     registry: RegistrySettings = Field(default_factory=RegistrySettings)
     topic: str = "govbus.events"
 
+    def __init__(self, **values: Any) -> None:
+        # Here rather than in load_settings() so that no way of building the root settings skips it.
+        check_environment(os.environ)
+        super().__init__(**values)
+
     @field_validator("topic")
     @classmethod
     def _topic(cls, value: str) -> str:
@@ -176,11 +204,145 @@ def env_name(loc: tuple[str | int, ...]) -> str:
 
 
 def load_settings(**overrides: Any) -> GovbusSettings:
-    """Settings from the environment (and keyword overrides); :class:`ConfigError` names what was wrong."""
+    """Settings from the environment (and keyword overrides); :class:`ConfigError` names what was wrong.
+
+    Every process entry point (``Bus()``, the sink runtime, the gate, every CLI command) loads its
+    settings here; building :class:`GovbusSettings` runs :func:`check_environment` first, so every
+    one of them refuses unknown ``GOVBUS_*`` variables and malformed JSON.
+    """
     try:
         return GovbusSettings(**overrides)
     except ValidationError as exc:
         raise config_error(exc) from None
+    except SettingsError as exc:
+        # Raised before validation (e.g. a JSON value check_environment could not attribute, such as
+        # a whole section as JSON): name the section's variable, never the value.
+        match = re.search(r'field "([^"]+)"', str(exc))
+        cause = f": {exc.__cause__}" if isinstance(exc.__cause__, ValueError) else ""
+        raise ConfigError(env_name((match.group(1),)) if match else ENV_PREFIX + "*", f"unreadable{cause}") from None
+
+
+# ---- the names the environment may use -------------------------------------------------------
+
+
+def _candidates(annotation: Any) -> list[Any]:
+    """The types a field accepts: ``X | None`` and ``Annotated[X, ...]`` unwrapped."""
+    origin = get_origin(annotation)
+    if origin is Annotated:
+        return _candidates(get_args(annotation)[0])
+    if origin in (Union, types.UnionType):
+        return [t for arg in get_args(annotation) if arg is not type(None) for t in _candidates(arg)]
+    return [annotation]
+
+
+def _is_model(annotation: Any) -> bool:
+    return isinstance(annotation, type) and issubclass(annotation, BaseModel)
+
+
+def _is_dict(annotation: Any) -> bool:
+    return get_origin(annotation) in (dict, collections.abc.Mapping)
+
+
+def _env_names(name: str, field: FieldInfo) -> list[str]:
+    """Every name a field answers to in the environment (its name and validation aliases), lower case."""
+    names = [name]
+    alias = field.validation_alias
+    if isinstance(alias, str):
+        names.append(alias)
+    elif isinstance(alias, AliasChoices):
+        names += [choice for choice in alias.choices if isinstance(choice, str)]
+    return list(dict.fromkeys(n.lower() for n in names))
+
+
+def _target(annotations: Sequence[Any], rest: Sequence[str]) -> list[Any] | None:
+    """The types found at the path ``rest`` below a value of one of ``annotations``; None: nothing is there."""
+    if not rest:
+        return list(annotations)
+    found: list[Any] = []
+    for annotation in annotations:
+        if _is_model(annotation):
+            head = rest[0]
+            for name, field in annotation.model_fields.items():
+                if head in _env_names(name, field):
+                    below = _target(_candidates(field.annotation), rest[1:])
+                    found += below or []
+                    break
+        elif _is_dict(annotation):
+            # One level below a dict is a key (GOVBUS_SINK__OPTIONS__PATH); deeper needs a dict of dicts.
+            args = get_args(annotation)
+            below = _target(_candidates(args[1] if len(args) == 2 else Any), rest[1:])
+            found += below or []
+    return found or None
+
+
+def _setting_types(name: str) -> list[Any] | None:
+    """The types of the setting ``GOVBUS_A__B__C`` names (``settings.a.b.c``), None if it is no setting."""
+    if not name.upper().startswith(ENV_PREFIX):
+        return None
+    parts = name[len(ENV_PREFIX) :].lower().split("__")
+    if not all(parts):
+        return None
+    return _target([GovbusSettings], parts)
+
+
+def is_setting(name: str) -> bool:
+    """Whether the environment variable ``name`` is read as a setting (case-insensitively, like pydantic-settings).
+
+    ``GOVBUS_KAFKA__EXTRA`` (a dict, as JSON), ``GOVBUS_SINK__OPTIONS__PATH`` (a key of a dict) and
+    ``GOVBUS_SINK`` (a whole section, as JSON) are settings; ``GOVBUS_KAFKA__BOOTSTRAP_SERVER`` is not.
+    """
+    return _setting_types(name) is not None
+
+
+def setting_names(model: type[BaseModel] = GovbusSettings, prefix: str = ENV_PREFIX) -> Iterator[str]:
+    """The variable of every field of the tree, sections included (for suggestions and docs)."""
+    for name, field in model.model_fields.items():
+        for env in _env_names(name, field):
+            var = f"{prefix}{env.upper()}"
+            yield var
+            for sub in (t for t in _candidates(field.annotation) if _is_model(t)):
+                yield from setting_names(sub, f"{var}__")
+
+
+def _is_json(types_: Sequence[Any]) -> bool:
+    """pydantic-settings parses the value as JSON when every type the setting takes is a model or a dict."""
+    return bool(types_) and all(_is_model(t) or _is_dict(t) for t in types_)
+
+
+def check_environment(environ: Mapping[str, str]) -> None:
+    """Refuse what pydantic-settings would silently ignore or report without naming the variable.
+
+    - A ``GOVBUS_*`` variable that is no setting (``GOVBUS_PRODUCER__DURABILTY``): :class:`ConfigError`
+      naming it and the closest setting. Exempt: :data:`NOT_SETTINGS` and :data:`RESERVED_PREFIXES`.
+    - A dict- or section-valued setting whose value is not JSON (``GOVBUS_PRODUCER__LIBRDKAFKA='{bad'``):
+      :class:`ConfigError` naming it (the value is not echoed: it may hold credentials).
+    """
+    unknown: list[str] = []
+    for name in sorted(environ):
+        upper = name.upper()
+        if not upper.startswith(ENV_PREFIX) or upper in NOT_SETTINGS or upper.startswith(RESERVED_PREFIXES):
+            continue
+        types_ = _setting_types(name)
+        if types_ is None:
+            unknown.append(name)
+        elif _is_json(types_):
+            try:
+                json.loads(environ[name])
+            except ValueError as exc:
+                raise ConfigError(name, f"not valid JSON ({exc.args[0] if exc.args else exc})") from None
+    if unknown:
+        first = unknown[0]
+        # Compared without the prefix every name shares, so that only the part that differs counts.
+        names = {n.removeprefix(ENV_PREFIX): n for n in setting_names()}
+        close = difflib.get_close_matches(first.upper().removeprefix(ENV_PREFIX), sorted(names), n=1, cutoff=0.6)
+        hint = f"did you mean {names[close[0]]}?" if close else "no setting has a similar name"
+        also = f"; also unknown: {', '.join(unknown[1:])}" if len(unknown) > 1 else ""
+        exempt = [*sorted(NOT_SETTINGS), *(p + "*" for p in RESERVED_PREFIXES)]
+        raise ConfigError(
+            first,
+            f"not a govbus setting ({hint}){also}. Every {ENV_PREFIX}* variable must be a setting, "
+            f"except {', '.join(exempt[:-1])} and {exempt[-1]}",
+        )
 
 
 _SECRET = re.compile(r"password|secret|token|private|key_location|user_info", re.IGNORECASE)

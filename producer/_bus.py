@@ -211,7 +211,7 @@ class Bus:
         self._key_by = p.key_by
         self._source = p.source
         self._tracing = _tracing.Tracing(self.topic, tracer_provider, _VERSION)
-        if batch_hook is None and settings.signing.private_key_path is not None:
+        if batch_hook is None and settings.signing.producer_signs():
             # GOVBUS_SIGNING__PRIVATE_KEY_PATH set: every event is signed. A key verifiers would
             # reject fails here, at start-up, rather than dead-lettering everything downstream.
             from govbus.producer._signing import SigningHook

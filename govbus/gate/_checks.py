@@ -14,8 +14,9 @@ from collections.abc import Callable
 from typing import Any
 
 from confluent_kafka import ConsumerGroupTopicPartitions, KafkaError, KafkaException, TopicPartition
-from confluent_kafka.admin import AdminClient, ConfigResource, OffsetSpec
+from confluent_kafka.admin import ConfigResource, OffsetSpec
 
+from govbus._librdkafka import new_admin
 from govbus.gate._policy import GatePolicy, SinkRequirement
 
 log = logging.getLogger(__name__)
@@ -57,7 +58,7 @@ class BusProbe:
         signing: StatusSource | None = None,
     ) -> None:
         admin_conf: dict[str, Any] = {**kafka_conf, "logger": log}
-        self._admin = AdminClient(admin_conf)
+        self._admin = new_admin(admin_conf)
         self._topic = topic
         self._producer = producer
         self._signing = signing

@@ -7,6 +7,7 @@ from typing import Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
 
+from govbus.errors import ConfigError
 from govbus.signing._canonical import MAX_TREE_SIZE
 from govbus.signing._errors import SigningError
 from govbus.signing._keys import validate_kid
@@ -18,6 +19,9 @@ class SigningSettings(BaseModel):
     ``keyring_path`` and ``key_dir`` also answer to ``keyring`` / ``key_dir`` so that the
     variables the CLI reads (``GOVBUS_SIGNING__KEYRING``, ``GOVBUS_SIGNING__KEY_DIR``) mean the
     same thing to the producer and consumers.
+
+    A producer signs with ``private_key_path``; configured for signing without it, it refuses to
+    start (:meth:`producer_signs`). Verify-only processes (sinks, the gate) never ask.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -44,3 +48,31 @@ class SigningSettings(BaseModel):
             return validate_kid(kid)
         except SigningError as exc:
             raise ValueError(str(exc)) from None
+
+    def producer_signs(self) -> bool:
+        """Whether a producer with these settings signs its events (fail closed).
+
+        True with ``private_key_path``; False when no signing setting is set at all. Any other
+        signer setting without a private key raises :class:`ConfigError`: that producer would
+        publish unsigned events while its operator believes them signed, and every verifier with
+        the keyring would dead-letter them.
+        """
+        if self.private_key_path is not None:
+            return True
+        configured = [name for name in _SIGNER_FIELDS if name in self.model_fields_set]
+        configured = [name for name in configured if getattr(self, name) is not None]
+        if configured:
+            given = ", ".join(f"GOVBUS_SIGNING__{_ENV.get(name, name).upper()}" for name in configured)
+            raise ConfigError(
+                "GOVBUS_SIGNING__PRIVATE_KEY_PATH",
+                f"not set, but {given} {'are' if len(configured) > 1 else 'is'}: a producer configured for "
+                "signing refuses to publish unsigned events. Set it to the private key file, or unset "
+                "the signing settings to publish unsigned",
+            )
+        return False
+
+
+# What only a signer reads; the verifier's settings (replay_window, root_cache_size, max_streams)
+# are not here, so verify-only configuration never makes a producer refuse to start.
+_SIGNER_FIELDS = ("kid", "key_dir", "keyring_path", "mode", "batch_max_records", "batch_max_delay_ms")
+_ENV = {"keyring_path": "keyring"}

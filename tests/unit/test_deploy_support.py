@@ -17,7 +17,6 @@ engine), so every name and command in them is checked against the installed pack
 from __future__ import annotations
 
 import argparse
-import collections.abc
 import functools
 import io
 import json
@@ -35,15 +34,14 @@ from pathlib import Path
 from typing import Annotated, Any, Union, get_args, get_origin
 
 import pytest
-from pydantic import AliasChoices, BaseModel
-from pydantic.fields import FieldInfo
+from pydantic import BaseModel
 
 from govbus.cli import build_parser
 from govbus.consumers._registry import create_sink, load_factory
 from govbus.consumers._verify import build_verification
 from govbus.errors import ConfigError
 from govbus.gate.cli import build_policy
-from govbus.settings import ENV_PREFIX, GovbusSettings, load_settings
+from govbus.settings import ENV_PREFIX, GovbusSettings, is_setting, load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "deploy" / "Dockerfile"
@@ -69,49 +67,14 @@ def _candidates(annotation: Any) -> list[Any]:
     return [annotation]
 
 
-def _env_names(name: str, field: FieldInfo) -> set[str]:
-    """Every name the field answers to in the environment (its name and validation aliases)."""
-    names = {name}
-    alias = field.validation_alias
-    if isinstance(alias, str):
-        names.add(alias)
-    elif isinstance(alias, AliasChoices):
-        names |= {choice for choice in alias.choices if isinstance(choice, str)}
-    return {n.lower() for n in names}
-
-
-def _takes(annotation: Any, rest: Sequence[str]) -> bool:
-    """Whether a value of this type can be set at the path ``rest`` below it."""
-    if not rest:
-        return True  # the field itself; a model or a dict takes a JSON object
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return _in_model(annotation, rest)
-    if get_origin(annotation) in (dict, collections.abc.Mapping):
-        args = get_args(annotation)
-        value = args[1] if len(args) == 2 else Any
-        # One level is a key (GOVBUS_SINK__OPTIONS__PATH); deeper needs a nested model or dict.
-        return len(rest) == 1 or any(_takes(t, rest[1:]) for t in _candidates(value))
-    return False
-
-
-def _in_model(model: type[BaseModel], path: Sequence[str]) -> bool:
-    head, rest = path[0], path[1:]
-    for name, field in model.model_fields.items():
-        if head in _env_names(name, field):
-            return any(_takes(t, rest) for t in _candidates(field.annotation))
-    return False
-
-
 def settings_field_exists(name: str) -> bool:
     """``GOVBUS_A__B__C`` names a field of :class:`GovbusSettings` (``settings.a.b.c``).
 
-    The root model ignores unknown variables and some sections do too, so without this a typo
-    (``GOVBUS_KAFKA__BOOTSTRAP_SERVER``) would silently leave the default in place.
+    pydantic-settings ignores unknown variables, so without this a typo
+    (``GOVBUS_KAFKA__BOOTSTRAP_SERVER``) would silently leave the default in place; a process refuses
+    to start with one, and these tests find it in deploy/ before a process does.
     """
-    if not name.upper().startswith(ENV_PREFIX):
-        return False
-    parts = name[len(ENV_PREFIX) :].lower().split("__")
-    return all(parts) and _in_model(GovbusSettings, parts)
+    return is_setting(name)  # the rule load_settings() enforces at start-up
 
 
 def settings_leaves(model: type[BaseModel] = GovbusSettings, prefix: str = ENV_PREFIX) -> Iterator[str]:
