@@ -38,16 +38,25 @@ def ensure_topic(
     admin = new_admin(admin_conf)
     new = NewTopic(topic, num_partitions=partitions, replication_factor=replication_factor, config=config or {})
     future = admin.create_topics([new], operation_timeout=timeout, request_timeout=timeout)[topic]
+    unanswered = TopicError(
+        f"cannot create topic {topic!r}: no broker at {conf.get('bootstrap.servers', '?')} answered within "
+        f"{timeout:g} s (is GOVBUS_KAFKA__BOOTSTRAP_SERVERS right, and the broker up?)"
+    )
     try:
         future.result(timeout=timeout)
         log.info("created topic %s with %d partitions", topic, partitions)
+    except TimeoutError:
+        raise unanswered from None
     except KafkaException as exc:
         err = exc.args[0]
         if not (isinstance(err, KafkaError) and err.code() == KafkaError.TOPIC_ALREADY_EXISTS):
             raise TopicError(f"cannot create topic {topic!r}: {err}") from None
     deadline = time.monotonic() + timeout
     while True:
-        md = admin.list_topics(topic=topic, timeout=max(0.1, deadline - time.monotonic()))
+        try:
+            md = admin.list_topics(topic=topic, timeout=max(0.1, deadline - time.monotonic()))
+        except KafkaException:
+            raise unanswered from None
         meta = md.topics.get(topic)
         if (
             meta is not None
