@@ -292,7 +292,8 @@ class SecureKafka:
     ) -> None:
         ops = [operations] if isinstance(operations, str) else operations
         pattern = ResourcePatternType.PREFIXED if prefixed else ResourcePatternType.LITERAL
-        restype = ResourceType[resource.upper()]
+        # confluent-kafka calls the cluster resource BROKER (its name is always "kafka-cluster").
+        restype = ResourceType.BROKER if resource.upper() == "CLUSTER" else ResourceType[resource.upper()]
         if action == "create":
             bindings = [
                 AclBinding(
