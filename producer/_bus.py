@@ -74,6 +74,15 @@ if TYPE_CHECKING:
 log = logging.getLogger("govbus.producer")
 
 
+def _tls_refused(err: KafkaError) -> bool:
+    """A TLS handshake that no retry can fix: the broker rejected our certificate (TLS alert), or
+    we do not trust the broker's (wrong CA)."""
+    text = err.str()
+    if err.code() == KafkaError._SSL:
+        return "certificate verify failed" in text
+    return err.code() == KafkaError._TRANSPORT and "alert" in text and "certificate" in text
+
+
 class _LibrdkafkaLog:
     """librdkafka's log, minus the connection failures it repeats on every reconnect attempt: the
     bus reports the outage itself (once, as a state change, and in health())."""
@@ -1022,7 +1031,7 @@ class Bus:
             self._on_fatal(err)
             return
         code = err.code()
-        if code in _AUTHENTICATION:
+        if code in _AUTHENTICATION or _tls_refused(err):
             if self._access is None or self._access.cause != "auth":
                 log.error("govbus producer: %s", err.str())  # once: librdkafka repeats it every reconnect
             if self._access is None or not self._access.sticky:

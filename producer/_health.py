@@ -98,7 +98,8 @@ def authentication_failed(detail: str, kafka: Any) -> AccessProblem:
         AUTH,
         f"{AUTH}: authentication failed ({detail}); the broker refuses the credentials in "
         f"GOVBUS_KAFKA__SASL_USERNAME / GOVBUS_KAFKA__SASL_PASSWORD (GOVBUS_KAFKA__SASL_MECHANISM={mechanism}) "
-        "or the client certificate GOVBUS_KAFKA__SSL_CERTIFICATE_LOCATION / GOVBUS_KAFKA__SSL_KEY_LOCATION; "
+        "or the client certificate GOVBUS_KAFKA__SSL_CERTIFICATE_LOCATION / GOVBUS_KAFKA__SSL_KEY_LOCATION "
+        "(or GOVBUS_KAFKA__SSL_CA_LOCATION does not hold the broker's CA); "
         "events are spooled until they are fixed",
     )
 

@@ -12,6 +12,7 @@ from _kafka import SecureKafka
 
 from govbus.gate import BusProbe, Gate, parse_policy
 from govbus.kernel import producer_status
+from govbus.localkafka._tls import CertificateAuthority
 from govbus.producer import Bus
 from govbus.sample import sample_events
 from govbus.settings import GovbusSettings, load_settings
@@ -182,3 +183,24 @@ def test_no_producer_id_is_authorization_not_a_crash(secure_kafka: SecureKafka, 
     assert bus.counters().failed == 0
     secure_kafka.allow(user, "TOPIC", topic, "WRITE")
     assert _replay(settings) == _EVENTS
+
+
+def test_certificate_from_another_ca_is_auth(secure_kafka: SecureKafka, tmp_path: Path) -> None:
+    topic = secure_kafka.new_topic(1)
+    stranger = CertificateAuthority(tmp_path / "other-ca").issue("kernel")
+    settings = load_settings(
+        topic=topic,
+        kafka={
+            "bootstrap_servers": secure_kafka.mtls_bootstrap,
+            "security_protocol": "SSL",
+            "ssl_ca_location": str(secure_kafka.ca),
+            "ssl_certificate_location": str(stranger.cert),
+            "ssl_key_location": str(stranger.key),
+        },
+        producer={"spool_dir": str(tmp_path / "spool"), "close_timeout_ms": 2_000},
+    )
+    with Bus(settings) as bus:
+        bus.emit(next(iter(sample_events(1, seed=6))))
+        health = _until(lambda: (h := bus.health()).cause == "auth" and h, "health to say auth")
+        assert not health.ok
+        assert "GOVBUS_KAFKA__SSL_CERTIFICATE_LOCATION" in health.reason
