@@ -9,6 +9,7 @@ checks (a record back from the dead is late by design, not a replay attack).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import time
@@ -22,7 +23,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaExcepti
 from govbus._librdkafka import new_consumer, new_producer
 from govbus.admin import ensure_topic
 from govbus.cloudevents import format_time
-from govbus.consumers._errors import DeadLetterError
+from govbus.consumers._errors import DeadLetterError, DeadLetterFatalError
 from govbus.consumers._pipeline import Failure, Work
 from govbus.consumers._spi import RawHeaders
 
@@ -66,6 +67,7 @@ ERROR_HEADERS = (
     H_COUNT,
 )
 _MAX_MESSAGE = 1024  # a header, not a log: long sink error texts are cut
+_ACL_REFUSALS = frozenset({KafkaError.CLUSTER_AUTHORIZATION_FAILED, KafkaError.TOPIC_AUTHORIZATION_FAILED})
 
 
 def _get(headers: RawHeaders | None, name: str) -> bytes | None:
@@ -136,6 +138,10 @@ class DeadLetterer:
 
     ``topic_for`` maps an original topic to its dead-letter topic. A record only counts as
     dead-lettered once the broker acknowledged it; the worker acknowledges its offset after that.
+
+    A fatal error of its producer (librdkafka cannot go on: e.g. the idempotent producer was refused
+    its id because the sink's principal may not WRITE its dead-letter topic) raises
+    :class:`DeadLetterFatalError` naming the cause; :meth:`check` finds it without a dead letter to write.
     """
 
     def __init__(
@@ -159,7 +165,45 @@ class DeadLetterer:
                 "message.max.bytes": max_message_bytes + 64 * 1024,
                 "message.timeout.ms": 30_000,
                 "logger": logging.getLogger("govbus.consumers.librdkafka"),
+                "error_cb": self._on_error,
             }
+        )
+        self._fatal: KafkaError | None = None
+
+    def _on_error(self, err: KafkaError) -> None:
+        if err.fatal():
+            self._fatal = self._fatal or err
+
+    def _poll(self, timeout: float) -> None:
+        """poll(), where confluent-kafka raises librdkafka's fatal error (with its cause)."""
+        try:
+            self._producer.poll(timeout)
+        except KafkaException as exc:
+            err = exc.args[0] if exc.args else None
+            if not (isinstance(err, KafkaError) and err.fatal()):
+                raise
+            self._fatal = self._fatal or err
+
+    def check(self) -> KafkaError | None:
+        """Serves the producer's events; the fatal error that ended it, if one did (any thread)."""
+        if self._fatal is None:
+            self._poll(0)
+        return self._fatal
+
+    def fatal_error(self, example_topic: str | None = None) -> DeadLetterFatalError:
+        err = self._fatal
+        cause = f"{err.name()}: {err.str()}" if err is not None else "Local: Fatal error (cause not reported)"
+        hint = ""
+        if err is not None and err.code() in _ACL_REFUSALS:
+            topic = example_topic or "its dead-letter topic"
+            hint = (
+                f"; the sink's principal needs the ACL operation WRITE on {topic} (its idempotent producer "
+                "gets its id only with WRITE on some topic, or IDEMPOTENT_WRITE on the cluster)"
+            )
+        return DeadLetterFatalError(
+            f"sink {self.sink}: the dead-letter producer failed fatally: {cause}{hint}. The sink stops (exit code 2) "
+            "without committing the records whose dead letter was not acknowledged; they are read again after "
+            "the restart"
         )
 
     def send(
@@ -171,7 +215,11 @@ class DeadLetterer:
         """
         failed: list[tuple[Work, Failure, str]] = []
         reported: set[int] = set()
+        fatal_reports: list[KafkaError] = []
         now = datetime.now(UTC)
+        first_topic = self.topic_for(origin(items[0][0])[0]) if items else None
+        if self.check() is not None:
+            raise self.fatal_error(first_topic)
 
         def report(index: int) -> Callable[[KafkaError | None, object], None]:
             def on_delivery(err: KafkaError | None, _msg: object) -> None:
@@ -179,6 +227,8 @@ class DeadLetterer:
                 reported.add(index)
                 if err is not None:
                     failed.append((items[index][0], items[index][1], str(err)))
+                    if err.fatal() or err.code() == KafkaError._FATAL:
+                        fatal_reports.append(err)
 
             return on_delivery
 
@@ -192,20 +242,30 @@ class DeadLetterer:
                     )
                     break
                 except BufferError:
-                    self._producer.poll(0.05)
+                    self._poll(0.05)
                 except KafkaException as exc:
+                    err = exc.args[0] if exc.args else None
+                    if isinstance(err, KafkaError) and (err.fatal() or err.code() == KafkaError._FATAL):
+                        self._poll(0.1)  # "Local: Fatal error": poll() reports the cause
+                        raise self.fatal_error(topic) from None
                     reported.add(index)
                     failed.append((work, failure, str(exc)))
                     break
         while len(reported) < len(items):
             # Delivery reports always come (message.timeout.ms bounds them); abort only at shutdown.
-            self._producer.poll(0.05)
+            self._poll(0.05)
+            if self._fatal is not None:
+                raise self.fatal_error(first_topic)
             if len(reported) < len(items) and abort():
                 return failed + [(w, f, "abandoned at shutdown") for i, (w, f) in enumerate(items) if i not in reported]
+        if self._fatal is not None or fatal_reports:
+            self._poll(0.1)
+            raise self.fatal_error(first_topic)
         return failed
 
     def close(self, timeout: float = 5.0) -> None:
-        self._producer.flush(timeout)
+        with contextlib.suppress(KafkaException):  # a fatal producer has nothing left to flush
+            self._producer.flush(timeout)
 
 
 def prepare_topics(conf: dict[str, Any], topics: Sequence[str], *, partitions: int, max_message_bytes: int) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from govbus.errors import GovbusError
 
-__all__ = ["DeadLetterError", "SinkError", "SinkNotFoundError"]
+__all__ = ["DeadLetterError", "DeadLetterFatalError", "SinkError", "SinkNotFoundError"]
 
 
 class SinkError(GovbusError):
@@ -26,3 +26,8 @@ class SinkNotFoundError(SinkError):
 
 class DeadLetterError(SinkError):
     """A record could not be written to its dead-letter topic (it is retried, never dropped)."""
+
+
+class DeadLetterFatalError(DeadLetterError):
+    """The dead-letter producer failed fatally (e.g. no WRITE ACL on the dead-letter topic): it can
+    never write again, so the sink stops (exit code 2) without committing the records concerned."""

@@ -26,7 +26,7 @@ from opentelemetry.trace import TracerProvider
 
 from govbus._librdkafka import new_consumer
 from govbus.consumers._dlq import DeadLetterer, prepare_topics
-from govbus.consumers._errors import SinkError
+from govbus.consumers._errors import DeadLetterFatalError, SinkError
 from govbus.consumers._health import HealthServer, HealthStatus
 from govbus.consumers._intake import Intake
 from govbus.consumers._metrics import LEGACY_FINGERPRINT, SinkMetrics
@@ -127,6 +127,7 @@ class SinkRuntime:
         self._worker_stopped = False
         self._last_error_log: dict[int, float] = {}
         self._fatal: KafkaError | None = None
+        self._dlq_fatal: DeadLetterFatalError | None = None
         self._consumer: Consumer | None = None
         self._dlq: DeadLetterer | None = None
         self._worker: DeliveryWorker | None = None
@@ -195,6 +196,8 @@ class SinkRuntime:
                 self._shutdown()
             finally:
                 self._restore_signals(previous)
+        if self._dlq_fatal is not None:
+            raise self._dlq_fatal
         if self._fatal is not None:
             raise SinkError(f"sink {self.name}: stopped on a fatal Kafka error: {self._fatal}")
 
@@ -534,6 +537,18 @@ class SinkRuntime:
             m.set_gauge("govbus.sink.breaker.state", _BREAKER_GAUGE[worker.breaker.state])
         if self.verification is not None:
             self.verification.maybe_reload()
+        if self._dlq is not None and self._dlq_fatal is None:
+            self._check_dead_letterer(self._dlq)
+
+    def _check_dead_letterer(self, dlq: DeadLetterer) -> None:
+        """A fatal dead-letter producer never recovers: say why at once and stop (exit code 2), so the
+        orchestrator restarts the sink with a new producer once the cause (an ACL…) is fixed. Nothing
+        waiting for a dead letter is committed meanwhile: the worker only acknowledges acknowledged ones."""
+        if dlq.check() is None:
+            return
+        self._dlq_fatal = dlq.fatal_error(self.dlq_topic)
+        log.error("%s", self._dlq_fatal)
+        self.stop()
 
     # -- rebalance callbacks (run inside consume()) ----------------------------------------------
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:

@@ -46,7 +46,13 @@ from govbus.event import GovernanceEvent, ProducerInfo
 from govbus.producer import _tracing
 from govbus.producer._delivery import DeliveryTracker
 from govbus.producer._errors import BusClosedError, ProducerFatalError, SpoolError, SpoolFullError
-from govbus.producer._health import BusCounters, BusHealth
+from govbus.producer._health import (
+    AccessProblem,
+    BusCounters,
+    BusHealth,
+    authentication_failed,
+    authorization_failed,
+)
 from govbus.producer._partition import Partitioner
 from govbus.producer._spool import (
     TYPE_EVENT,
@@ -66,6 +72,15 @@ if TYPE_CHECKING:
     from govbus.settings import GovbusSettings
 
 log = logging.getLogger("govbus.producer")
+
+
+def _tls_refused(err: KafkaError) -> bool:
+    """A TLS handshake that no retry can fix: the broker rejected our certificate (TLS alert), or
+    we do not trust the broker's (wrong CA)."""
+    text = err.str()
+    if err.code() == KafkaError._SSL:
+        return "certificate verify failed" in text
+    return err.code() == KafkaError._TRANSPORT and "alert" in text and "certificate" in text
 
 
 class _LibrdkafkaLog:
@@ -93,6 +108,9 @@ _HEALTH_FILE_S = 1.0
 _ACK_SAVE_S = 0.1  # a hint for restarts: fewer duplicates after a crash
 _RETRY_METADATA_S = 0.5
 _PURGED = (KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT)
+# Refusals no retry can cure: the credentials or the ACLs must change (see producer._health).
+_AUTHENTICATION = frozenset({KafkaError._AUTHENTICATION, KafkaError.SASL_AUTHENTICATION_FAILED})
+_AUTHORIZATION = frozenset({KafkaError.TOPIC_AUTHORIZATION_FAILED, KafkaError.CLUSTER_AUTHORIZATION_FAILED})
 _capture_context = _tracing.capture_context
 # What encoding an accepted event can raise: the writer schema cannot carry it (InvalidEventError
 # is a ValueError), or something the model let through that the encoder refuses.
@@ -256,6 +274,7 @@ class Bus:
         self._last_contact: float | None = None
         self._topic_problem: str | None = None
         self._fatal: KafkaError | None = None
+        self._access: AccessProblem | None = None  # credentials or an ACL refused: health not ok
         self._last_error: str | None = None
         self._failed_logged = 0
         self._closed = False
@@ -404,7 +423,8 @@ class Bus:
             raise self._fatal_error()
         target = self._tracker.submitted + self._spool.recovered
         self._wake.set()
-        reached = self._tracker.wait_for(target, timeout)
+        # Refused by an ACL: nothing will be acknowledged until the Bus is recreated; do not wait.
+        reached = self._tracker.wait_for(target, 0 if self._denied() else timeout)
         if self._fatal is not None:
             raise self._fatal_error()
         return reached
@@ -481,6 +501,9 @@ class Bus:
                 self._seq += 1
         else:
             self._q.clear()  # journaled: already in the spool
+        if entries:
+            # Below the watermark they would count as delivered and be released by the final housekeeping.
+            self._tracker.unsent = min(self._tracker.unsent, min(seq for seq, _, _ in entries))
         self._tracker.spooled += self._spool.rescue(entries)
 
     def __enter__(self) -> Self:
@@ -545,11 +568,14 @@ class Bus:
             spool_damage=tuple(str(d) for d in spool.damage),
             admission_blocked=self._admission_blocked,
             counters=self.counters(),
+            cause=self._access.cause if self._access is not None else None,
         )
 
     def _verdict(self, state: str, used: int, limit: int) -> tuple[bool, str]:
         if state == "closed":
             return False, "the bus is closed"
+        if self._access is not None:  # an operator must act: say what, before any symptom
+            return False, self._access.reason
         if self._fatal is not None:
             return False, f"fatal producer error {self._fatal.name()}: {self._fatal.str()}"
         if self._admission_blocked:
@@ -596,6 +622,10 @@ class Bus:
                     poll(0)
                     self._wait_for_work(stalled)
         except Exception as exc:
+            error = exc.args[0] if isinstance(exc, KafkaException) and exc.args else None
+            if isinstance(error, KafkaError) and error.fatal():
+                self._on_fatal(error)  # confluent-kafka raises librdkafka's fatal error from poll()
+                return
             log.critical("govbus sender thread failed; events stay queued/spooled", exc_info=True)
             self._last_error = f"sender thread failed: {exc!r}"
             if self._fatal is None:
@@ -640,11 +670,13 @@ class Bus:
         return self._reachable is False and time.monotonic() - self._down_since >= _DOWN_DEBOUNCE_S
 
     def _step_direct(self) -> bool:
-        if self._partitioner is None or self._broker_away():
+        if self._partitioner is None or self._broker_away() or self._denied():
             waiting = time.monotonic() - self._started < _STARTUP_GRACE_S and not self._broker_away()
             if self._partitioner is None and waiting:
                 return False  # the first metadata answer is usually a few ms away
-            if self._topic_problem:
+            if self._access is not None:
+                reason = self._access.reason
+            elif self._topic_problem:
                 reason = self._topic_problem
             elif self._partitioner is None and self._reachable is None:
                 reason = f"no answer from {self.settings.kafka.bootstrap_servers} yet"
@@ -739,7 +771,7 @@ class Bus:
                 q.popleft()
         else:
             progressed = self._spool_from_queue()
-        if self._partitioner is None or self._pending:
+        if self._partitioner is None or self._pending or self._denied():
             return progressed
         entries = self._reader.read(_BATCH)
         if entries:
@@ -943,7 +975,7 @@ class Bus:
                 return
             except KafkaException as exc:
                 error: KafkaError = exc.args[0]
-                if error.fatal():
+                if error.fatal() or error.code() == KafkaError._FATAL:  # _FATAL: this producer is done
                     self._on_fatal(error)
                     self._pending.extend(batch[i:])
                     return
@@ -963,8 +995,12 @@ class Bus:
                 tracker.resolve(record.seq)
         else:
             code = err.code()
-            if code in _PURGED or err.fatal() or self._fatal is not None:
-                if err.fatal():
+            denied = code in _AUTHORIZATION
+            if denied:
+                self._deny(err)  # not the record's fault: keep it, as for a fatal error
+            fatal = err.fatal() or code == KafkaError._FATAL  # the cause comes through poll()/error_cb
+            if denied or code in _PURGED or fatal or self._fatal is not None:
+                if fatal:
                     self._on_fatal(err)
                 if record._keep:
                     self._rescue.append(record)  # in memory only: written to the spool by close()
@@ -995,7 +1031,13 @@ class Bus:
             self._on_fatal(err)
             return
         code = err.code()
-        if code == KafkaError._ALL_BROKERS_DOWN:
+        if code in _AUTHENTICATION or _tls_refused(err):
+            if self._access is None or self._access.cause != "auth":
+                log.error("govbus producer: %s", err.str())  # once: librdkafka repeats it every reconnect
+            if self._access is None or not self._access.sticky:
+                self._access = authentication_failed(err.str(), self.settings.kafka)
+            self._last_error = f"{err.name()}: {err.str()}"
+        elif code == KafkaError._ALL_BROKERS_DOWN:
             if self._reachable is not False:
                 log.info("govbus producer: every broker is unreachable (%s)", err.str())
                 self._down_since = time.monotonic()
@@ -1008,7 +1050,29 @@ class Bus:
             self._last_error = f"{err.name()}: {err.str()}"
             log.warning("kafka: %s: %s", err.name(), err.str())
 
+    def _deny(self, err: KafkaError) -> None:
+        """A record was refused by an ACL: stop publishing (spool) until the Bus is recreated."""
+        if self._access is not None and self._access.sticky:
+            return
+        if err.code() == KafkaError.CLUSTER_AUTHORIZATION_FAILED:
+            # The idempotent producer's id needs WRITE on some topic (or IDEMPOTENT_WRITE, KIP-679).
+            operation, resource = "WRITE (or IDEMPOTENT_WRITE on the cluster)", f"topic {self.topic}"
+        else:
+            operation, resource = "WRITE", f"topic {self.topic}"
+        self._access = authorization_failed(err.name(), operation, resource, self.settings.kafka, sticky=True)
+        self._last_error = f"{err.name()}: {err.str()}"
+        log.error("govbus producer: %s", self._access.reason)
+        self._tracker.wake_all()
+
+    def _denied(self) -> bool:
+        access = self._access
+        return access is not None and access.sticky
+
     def _on_fatal(self, err: KafkaError) -> None:
+        if err.code() in _AUTHORIZATION:
+            self._deny(err)
+        if self._fatal is not None and self._fatal.code() == KafkaError._FATAL and err.code() != KafkaError._FATAL:
+            self._fatal = None  # "Local: Fatal error" came first; this one names the cause
         if self._fatal is None:
             self._fatal = err
             self._last_error = f"fatal: {err.name()}: {err.str()}"
@@ -1056,6 +1120,16 @@ class Bus:
         topic = md.topics.get(self.topic)
         self._reachable = True
         self._last_contact = time.time()
+        denied = topic is not None and topic.error is not None and topic.error.code() in _AUTHORIZATION
+        access = self._access
+        if access is not None and not access.sticky:
+            if not denied:  # a metadata answer proves the credentials work, and DESCRIBE if it names the topic
+                log.info("govbus producer: the broker accepts us again (was: %s)", access.reason)
+            self._access = None
+        if denied and self._access is None:
+            self._access = authorization_failed(
+                "TOPIC_AUTHORIZATION_FAILED", "DESCRIBE", f"topic {self.topic}", self.settings.kafka, sticky=False
+            )
         if topic is None or topic.error is not None or not topic.partitions:
             problem = (
                 f"topic {self.topic} is not available ({topic.error.str() if topic and topic.error else 'absent'})"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -56,7 +57,64 @@ class BusHealth:
     spool_damage: tuple[str, ...]
     admission_blocked: bool
     counters: BusCounters
+    # "auth" (credentials refused) or "authorization" (an ACL missing): needs an operator, ok is False.
+    cause: str | None = None
 
     @property
     def spool_fraction(self) -> float:
         return self.spool_bytes / self.spool_max_bytes if self.spool_max_bytes else 0.0
+
+
+AUTH = "auth"
+AUTHORIZATION = "authorization"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class AccessProblem:
+    """Kafka refused who the bus is (``auth``) or what it may do (``authorization``).
+
+    Neither heals by itself: credentials or ACLs must change. ``sticky``: records were refused,
+    so the bus stops publishing until it is recreated (its spool is then replayed)."""
+
+    cause: str  # AUTH or AUTHORIZATION
+    reason: str
+    sticky: bool = False
+
+
+def principal_of(kafka: Any) -> str:
+    """Who the broker sees, as far as the settings tell (never a secret)."""
+    if getattr(kafka, "sasl_username", None):
+        return f"User:{kafka.sasl_username}"
+    if getattr(kafka, "ssl_certificate_location", None):
+        return (
+            f"the principal of the certificate GOVBUS_KAFKA__SSL_CERTIFICATE_LOCATION={kafka.ssl_certificate_location}"
+        )
+    return "User:ANONYMOUS"
+
+
+def authentication_failed(detail: str, kafka: Any) -> AccessProblem:
+    mechanism = getattr(kafka, "sasl_mechanism", None)
+    return AccessProblem(
+        AUTH,
+        f"{AUTH}: authentication failed ({detail}); the broker refuses the credentials in "
+        f"GOVBUS_KAFKA__SASL_USERNAME / GOVBUS_KAFKA__SASL_PASSWORD (GOVBUS_KAFKA__SASL_MECHANISM={mechanism}) "
+        "or the client certificate GOVBUS_KAFKA__SSL_CERTIFICATE_LOCATION / GOVBUS_KAFKA__SSL_KEY_LOCATION "
+        "(or GOVBUS_KAFKA__SSL_CA_LOCATION does not hold the broker's CA); "
+        "events are spooled until they are fixed",
+    )
+
+
+def authorization_failed(code: str, operation: str, resource: str, kafka: Any, *, sticky: bool) -> AccessProblem:
+    """``operation`` on ``resource`` (e.g. ``WRITE``, ``topic govbus.events``) was denied."""
+    after = (
+        "the refused events are kept in the spool: recreate the Bus (or restart the kernel) once it is granted, "
+        "and the next Bus on the spool replays them"
+        if sticky
+        else "events are spooled until it is granted"
+    )
+    return AccessProblem(
+        AUTHORIZATION,
+        f"{AUTHORIZATION}: {code}: {principal_of(kafka)} lacks the ACL operation {operation} on {resource}; "
+        f"grant it; {after}",
+        sticky,
+    )

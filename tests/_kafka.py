@@ -24,9 +24,23 @@ from pathlib import Path
 from typing import Any, Literal
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import (
+    AclBinding,
+    AclBindingFilter,
+    AclOperation,
+    AclPermissionType,
+    AdminClient,
+    NewTopic,
+    ResourcePatternType,
+    ResourceType,
+    ScramCredentialInfo,
+    ScramMechanism,
+    UserScramCredentialUpsertion,
+)
 
 from govbus.localkafka import KAFKA_VERSION, LocalBroker
+from govbus.localkafka._secure import SecureInfo
+from govbus.localkafka._tls import CertificateAuthority, Identity
 
 DEFAULT_IMAGE = "confluentinc/cp-kafka:8.0.0"  # Confluent Platform 8.0 ships Apache Kafka 4.0
 _QUIET = logging.getLogger("tests.librdkafka")
@@ -203,3 +217,107 @@ def _start_container() -> KafkaSource:
         f"{image} at {bootstrap} (Testcontainers, started in {time.monotonic() - started:.1f} s)",
         close=container.stop,
     )
+
+
+@dataclass
+class SecureKafka:
+    """The session's secure broker (``govbus.localkafka`` with ``secure=True``): SASL_SSL
+    (SCRAM-SHA-512) at ``sasl_bootstrap``, mTLS at ``mtls_bootstrap``, ACLs enforced, nothing
+    anonymous. ``admin_config()`` is a super user (mTLS); the helpers create users and ACLs as it."""
+
+    broker: LocalBroker
+    info: SecureInfo
+    admin: AdminClient
+
+    @property
+    def sasl_bootstrap(self) -> str:
+        return self.info.sasl_bootstrap
+
+    @property
+    def mtls_bootstrap(self) -> str:
+        return self.info.mtls_bootstrap
+
+    @property
+    def ca(self) -> Path:
+        return self.info.ca
+
+    def admin_config(self) -> dict[str, Any]:
+        return self.info.admin_config()
+
+    def add_scram_user(self, name: str | None = None, password: str | None = None) -> tuple[str, str]:
+        """A new SCRAM-SHA-512 user (random name and password unless given); returns (name, password)."""
+        name = name or f"user-{uuid.uuid4().hex[:10]}"
+        password = password or uuid.uuid4().hex
+        upsert = UserScramCredentialUpsertion(
+            name, ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, 4096), password.encode()
+        )
+        for future in self.admin.alter_user_scram_credentials([upsert]).values():
+            future.result(30)
+        return name, password
+
+    def issue_cert(self, name: str | None = None) -> Identity:
+        """A client certificate from the broker's CA (principal ``User:<name>`` on the mTLS listener)."""
+        return CertificateAuthority(self.info.tls_dir).issue(name or f"cert-{uuid.uuid4().hex[:10]}")
+
+    def scram_config(self, name: str, password: str) -> dict[str, Any]:
+        return {**self.info.scram_config(name, password), "logger": _QUIET}
+
+    def mtls_config(self, identity: Identity) -> dict[str, Any]:
+        return {**self.info.mtls_config(identity), "logger": _QUIET}
+
+    def allow(
+        self,
+        principal: str,
+        resource: str,
+        name: str,
+        operations: str | list[str],
+        *,
+        prefixed: bool = False,
+    ) -> None:
+        """Grant ``User:<principal>`` the operations (``READ``, ``WRITE``, ``DESCRIBE``…) on a resource
+        (``TOPIC``, ``GROUP``, ``CLUSTER`` — name ``kafka-cluster``, ``TRANSACTIONAL_ID``)."""
+        self._acls("create", principal, resource, name, operations, prefixed)
+
+    def revoke(
+        self, principal: str, resource: str, name: str, operations: str | list[str], *, prefixed: bool = False
+    ) -> None:
+        """Delete ACLs granted by :meth:`allow` (the same arguments)."""
+        self._acls("delete", principal, resource, name, operations, prefixed)
+
+    def new_topic(self, partitions: int = 3, config: Mapping[str, str] | None = None, *, prefix: str = "secure") -> str:
+        return create_topic(self.admin, unique_topic_name(prefix), partitions, config)
+
+    def _acls(
+        self, action: str, principal: str, resource: str, name: str, operations: str | list[str], prefixed: bool
+    ) -> None:
+        ops = [operations] if isinstance(operations, str) else operations
+        pattern = ResourcePatternType.PREFIXED if prefixed else ResourcePatternType.LITERAL
+        # confluent-kafka calls the cluster resource BROKER (its name is always "kafka-cluster").
+        restype = ResourceType.BROKER if resource.upper() == "CLUSTER" else ResourceType[resource.upper()]
+        if action == "create":
+            bindings = [
+                AclBinding(
+                    restype, name, pattern, f"User:{principal}", "*", AclOperation[op.upper()], AclPermissionType.ALLOW
+                )
+                for op in ops
+            ]
+            for future in self.admin.create_acls(bindings, request_timeout=30).values():
+                future.result(30)
+        else:
+            filters = [
+                AclBindingFilter(
+                    restype, name, pattern, f"User:{principal}", "*", AclOperation[op.upper()], AclPermissionType.ALLOW
+                )
+                for op in ops
+            ]
+            for future in self.admin.delete_acls(filters, request_timeout=30).values():
+                future.result(30)
+
+
+def start_secure() -> SecureKafka:
+    """A secure local broker for this session (always local: it needs our CA and listeners)."""
+    broker = LocalBroker.ephemeral(secure=True)
+    info = broker.start()
+    assert info.secure is not None
+    admin = AdminClient({**info.secure.admin_config(), "logger": _QUIET, "error_cb": lambda _e: None})
+    return SecureKafka(broker, info.secure, admin)

@@ -8,6 +8,10 @@ Fixtures (see tests/_kafka.py for which broker is chosen and how to force one):
 - ``local_broker`` (session): the ``govbus.localkafka.LocalBroker`` behind ``kafka_bootstrap``, for
   tests that stop/kill and restart it (it keeps its port and data). Skipped when the session uses
   an external cluster or a container. A test that leaves it stopped gets it restarted afterwards.
+- ``secure_kafka`` (session): a second, secured local broker (SASL_SSL SCRAM-SHA-512 + mTLS, ACLs
+  enforced, nothing anonymous), started only when a test asks for it; a ``_kafka.SecureKafka`` with
+  the bootstrap addresses, the CA path, and helpers to add SCRAM users, issue client certificates
+  and grant ACLs as its super user. Always local (it needs its own CA), whatever the session uses.
 
 Tests under tests/integration are marked ``integration``, under tests/system ``system``, and any
 other test that uses one of the fixtures above ``integration`` too.
@@ -31,7 +35,9 @@ import _kafka
 from govbus.localkafka import LocalBroker
 
 _HERE = Path(__file__).parent
-_BROKER_FIXTURES = frozenset({"kafka_source", "kafka_bootstrap", "new_topic", "topic_factory", "local_broker"})
+_BROKER_FIXTURES = frozenset(
+    {"kafka_source", "kafka_bootstrap", "new_topic", "topic_factory", "local_broker", "secure_kafka"}
+)
 
 
 def pytest_report_header(config: pytest.Config) -> str:
@@ -103,6 +109,20 @@ def new_topic(kafka_source: _kafka.KafkaSource) -> Iterator[Callable[..., str]]:
         for future in admin.delete_topics(created, operation_timeout=10).values():
             with contextlib.suppress(Exception):
                 future.result(15)
+
+
+@pytest.fixture(scope="session")
+def secure_kafka(request: pytest.FixtureRequest) -> Iterator[_kafka.SecureKafka]:
+    say = _terminal_writer(request.config)
+    with _uncaptured(request.config):
+        secure = _kafka.start_secure()
+        info = secure.broker.info
+        say(
+            f"govbus: secure Kafka {info.version}: SASL_SSL at {secure.sasl_bootstrap}, mTLS at "
+            f"{secure.mtls_bootstrap} (pid {info.pid}, started in {info.startup_seconds:.1f} s; log {info.log_path})"
+        )
+    yield secure
+    secure.broker.close()
 
 
 @pytest.fixture(scope="session")

@@ -38,6 +38,7 @@ from ._config import (
 from ._fetch import KAFKA_VERSION, ensure_kafka
 from ._java import find_java
 from ._probe import MetadataProbe
+from ._secure import SecureInfo, SecureSetup, prepare
 
 _log = logging.getLogger("govbus.localkafka")
 
@@ -59,6 +60,7 @@ class BrokerInfo:
     pid: int
     data_dir: Path
     startup_seconds: float
+    secure: SecureInfo | None = None  # set for a ``secure=True`` broker: listeners, CA, admin identity
 
 
 class LocalBroker:
@@ -69,6 +71,8 @@ class LocalBroker:
     and ports. ``port``/``controller_port`` default to free ports on 127.0.0.1. ``broker_config``
     overrides server.properties entries. A broker started from the main thread of a process dies
     with that process (Linux), unless ``detached`` — then it outlives it (``govbus dev broker up``).
+    ``secure``: no plaintext listener; SASL_SSL (SCRAM-SHA-512) on ``port``, mTLS on another port,
+    ACLs enforced (see ``_secure``); ``info.secure`` says how to reach it as a super user.
 
     Use as a context manager, or ``start()`` … ``stop()``/``close()``::
 
@@ -88,6 +92,7 @@ class LocalBroker:
         broker_config: Mapping[str, str] | None = None,
         detached: bool = False,
         quiet: bool = False,
+        secure: bool = False,
     ) -> None:
         self._data_dir = Path(data_dir).absolute()
         self._requested = (port, controller_port)
@@ -101,6 +106,8 @@ class LocalBroker:
         self._proc: subprocess.Popen[bytes] | None = None
         self._info: BrokerInfo | None = None
         self._remove_on_close = False
+        self._secure = secure
+        self._setup: SecureSetup | None = None
 
     @classmethod
     def ephemeral(
@@ -112,6 +119,7 @@ class LocalBroker:
         startup_timeout: float = 60.0,
         broker_config: Mapping[str, str] | None = None,
         quiet: bool = False,
+        secure: bool = False,
     ) -> LocalBroker:
         """A broker in a fresh temporary data directory, deleted by ``close()`` or at interpreter exit.
 
@@ -129,6 +137,7 @@ class LocalBroker:
             startup_timeout=startup_timeout,
             broker_config=broker_config,
             quiet=quiet,
+            secure=secure,
         )
         broker._remove_on_close = True
         _cleanup_at_exit.add(broker)
@@ -165,6 +174,8 @@ class LocalBroker:
         lock = _acquire(self._data_dir)
         try:
             port, controller_port = self._choose_ports()
+            if self._secure:
+                self._setup = prepare(self._data_dir, sasl_port=port, controller_port=controller_port)
             config = self._write_config(port, controller_port)
             self._format_once(java.path, libs, config)
             log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
@@ -188,6 +199,7 @@ class LocalBroker:
             pid=proc.pid,
             data_dir=self._data_dir,
             startup_seconds=time.monotonic() - started,
+            secure=self._setup.info if self._setup is not None else None,
         )
         _log.debug(
             "Apache Kafka %s up at %s in %.1f s (pid %d, log %s)",
@@ -288,7 +300,7 @@ class LocalBroker:
                 port=port,
                 controller_port=controller_port,
                 log_dirs=self._data_dir / "kraft",
-                overrides=self._overrides,
+                overrides={**(self._setup.broker_config if self._setup else {}), **self._overrides},
             )
         )
         return config
@@ -349,7 +361,8 @@ class LocalBroker:
 
     def _await_metadata(self, proc: subprocess.Popen[bytes], bootstrap: str, started: float) -> None:
         deadline = time.monotonic() + self._startup_timeout
-        probe = MetadataProbe(bootstrap)
+        # A secure broker answers nobody anonymous: ask as its super user, over mTLS.
+        probe = MetadataProbe(bootstrap, self._setup.info.admin_config() if self._setup else None)
         while True:
             code = proc.poll()
             if code is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,9 +30,10 @@ class Metadata:
 class MetadataProbe:
     """One quiet AdminClient reused across attempts, so retries reuse its connection and backoff."""
 
-    def __init__(self, bootstrap: str) -> None:
+    def __init__(self, bootstrap: str, client_config: Mapping[str, Any] | None = None) -> None:
         config: dict[str, Any] = {
             "bootstrap.servers": bootstrap,
+            **(client_config or {}),
             "logger": _SILENT,
             "log_level": 0,
             "error_cb": _ignore,
@@ -59,10 +61,12 @@ class MetadataProbe:
         )
 
 
-def ask_metadata(bootstrap: str, timeout: float = 3.0) -> Metadata | None:
+def ask_metadata(
+    bootstrap: str, timeout: float = 3.0, client_config: Mapping[str, Any] | None = None
+) -> Metadata | None:
     """Metadata from the cluster at ``bootstrap``, or None if no answer came within ``timeout`` s."""
     deadline = time.monotonic() + timeout
-    probe = MetadataProbe(bootstrap)
+    probe = MetadataProbe(bootstrap, client_config)
     # list_topics can fail fast (e.g. connection refused); keep asking until the deadline.
     while True:
         remaining = deadline - time.monotonic()

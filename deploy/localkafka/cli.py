@@ -38,6 +38,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     up = actions.add_parser("up", help="start it in the background, or show the one already running")
     up.add_argument("--port", type=int, help="client port (default: the previous one, else a free one)")
     up.add_argument("--timeout", type=float, default=90.0, help="seconds to wait for it to answer")
+    up.add_argument(
+        "--secure",
+        action="store_true",
+        help="SASL_SSL (SCRAM-SHA-512) and mTLS listeners only, ACLs enforced (StandardAuthorizer, "
+        "allow.everyone.if.no.acl.found=false); prints the CA and the admin certificate to use "
+        f"(data: {_data_dir(secure=True)})",
+    )
     up.set_defaults(func=_up)
 
     down = actions.add_parser("down", help="stop it (SIGTERM, then SIGKILL after --timeout)")
@@ -52,7 +59,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def _up(args: argparse.Namespace) -> int:
     state = _load_state()
-    pid = running_pid(_data_dir())
+    pid = running_pid(_running_dir(state))
+    if pid is not None and bool(state.get("secure")) != args.secure:
+        print(
+            f"govbus: a {'secure' if state.get('secure') else 'plaintext'} dev broker is already running at "
+            f"{state.get('bootstrap', '?')} (pid {pid}); run 'govbus dev broker down' first.",
+            file=sys.stderr,
+        )
+        return 1
     if pid is not None:
         if args.port is not None and state.get("port") != args.port:
             print(
@@ -65,7 +79,9 @@ def _up(args: argparse.Namespace) -> int:
         _print_details({**state, "pid": pid or state.get("pid")})
         return 0
     started_at = datetime.now().astimezone()
-    broker = LocalBroker(_data_dir(), port=args.port, startup_timeout=args.timeout, detached=True)
+    broker = LocalBroker(
+        _data_dir(secure=args.secure), port=args.port, startup_timeout=args.timeout, detached=True, secure=args.secure
+    )
     info = broker.start()
     state = {
         "pid": info.pid,
@@ -77,6 +93,14 @@ def _up(args: argparse.Namespace) -> int:
         "started_at": started_at.isoformat(timespec="seconds"),
         "startup_seconds": round(info.startup_seconds, 2),
     }
+    if info.secure is not None:
+        state.update(
+            secure=True,
+            mtls_bootstrap=info.secure.mtls_bootstrap,
+            ca=str(info.secure.ca),
+            admin_cert=str(info.secure.admin.cert),
+            admin_key=str(info.secure.admin.key),
+        )
     _save_state(state)
     print(f"Apache Kafka {info.version} is up (started in {info.startup_seconds:.1f} s)")
     _print_details(state)
@@ -85,7 +109,7 @@ def _up(args: argparse.Namespace) -> int:
 
 
 def _down(args: argparse.Namespace) -> int:
-    data_dir = _data_dir()
+    data_dir = _running_dir(_load_state())
     pid: object = running_pid(data_dir)
     if pid == 0:  # the broker holds the lock but its pid was not recorded there; trust the state file
         pid = _load_state().get("pid", 0)
@@ -118,8 +142,12 @@ def _down(args: argparse.Namespace) -> int:
 
 def _status(args: argparse.Namespace) -> int:
     state = _load_state()
-    pid = running_pid(_data_dir())
-    metadata = ask_metadata(state["bootstrap"], timeout=3.0) if pid is not None and "bootstrap" in state else None
+    pid = running_pid(_running_dir(state))
+    metadata = (
+        ask_metadata(state["bootstrap"], timeout=3.0, client_config=_admin_config(state))
+        if pid is not None and "bootstrap" in state
+        else None
+    )
     up = pid is not None and metadata is not None
     if args.json:
         report: dict[str, Any] = {
@@ -127,7 +155,7 @@ def _status(args: argparse.Namespace) -> int:
             "answering": metadata is not None,
             **{k: v for k, v in state.items() if k not in ("pid", "stopped_at")},
             "pid": pid or None,
-            "data_dir": str(_data_dir()),
+            "data_dir": str(_running_dir(state)),
             "metadata": None
             if metadata is None
             else {
@@ -140,13 +168,13 @@ def _status(args: argparse.Namespace) -> int:
         print(json.dumps(report, indent=2))
         return 0 if up else 1
     if pid is None:
-        where = f" (last at {state['bootstrap']}; data kept in {_data_dir()})" if "bootstrap" in state else ""
+        where = f" (last at {state['bootstrap']}; data kept in {_running_dir(state)})" if "bootstrap" in state else ""
         print(f"the dev broker is not running{where}; start it with 'govbus dev broker up'")
         return 1
     if metadata is None:
         print(
             f"the dev broker process is running (pid {pid}) but did not answer a metadata request on "
-            f"{state.get('bootstrap', '?')} within 3 s; see {state.get('log_path', _data_dir())}"
+            f"{state.get('bootstrap', '?')} within 3 s; see {state.get('log_path', _running_dir(state))}"
         )
         return 1
     print(f"Apache Kafka {state.get('version', '?')} is running and answering")
@@ -164,10 +192,37 @@ def _print_details(state: dict[str, Any]) -> None:
     print(f"  started at  {state.get('started_at', '?')} (took {state.get('startup_seconds', '?')} s)")
     print(f"  data        {state.get('data_dir', _data_dir())}")
     print(f"  log         {state.get('log_path', '?')}")
+    if state.get("secure"):
+        print(f"  mTLS        {state.get('mtls_bootstrap', '?')} (SASL_SSL SCRAM-SHA-512 at the bootstrap above)")
+        print(f"  CA          {state.get('ca', '?')}")
+        print(
+            f"  super user  User:admin: certificate {state.get('admin_cert', '?')}, key {state.get('admin_key', '?')}"
+        )
+        print("  connect as  GOVBUS_KAFKA__SECURITY_PROTOCOL=SSL GOVBUS_KAFKA__BOOTSTRAP_SERVERS=<mTLS>")
+        print("              GOVBUS_KAFKA__SSL_CA_LOCATION=<CA> GOVBUS_KAFKA__SSL_CERTIFICATE_LOCATION=<certificate>")
+        print("              GOVBUS_KAFKA__SSL_KEY_LOCATION=<key>  (create users and ACLs as this super user)")
 
 
-def _data_dir() -> Path:
-    return cache_root() / "dev-broker"
+def _data_dir(*, secure: bool = False) -> Path:
+    return cache_root() / ("dev-broker-secure" if secure else "dev-broker")
+
+
+def _running_dir(state: dict[str, Any]) -> Path:
+    """The data directory of the dev broker the state file describes (plaintext or secure)."""
+    return _data_dir(secure=bool(state.get("secure")))
+
+
+def _admin_config(state: dict[str, Any]) -> dict[str, Any] | None:
+    """How ``status`` asks a secure dev broker for metadata: as its super user, over mTLS."""
+    if not state.get("secure"):
+        return None
+    return {
+        "bootstrap.servers": state.get("mtls_bootstrap", ""),
+        "security.protocol": "SSL",
+        "ssl.ca.location": state.get("ca", ""),
+        "ssl.certificate.location": state.get("admin_cert", ""),
+        "ssl.key.location": state.get("admin_key", ""),
+    }
 
 
 def _state_path() -> Path:

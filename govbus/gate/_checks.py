@@ -23,6 +23,15 @@ log = logging.getLogger(__name__)
 _MIN_ISR_TTL_S = 60.0  # topic configs change rarely; describing them every refresh is waste
 _LATEST: OffsetSpec = OffsetSpec.latest()  # type: ignore[no-untyped-call]
 _EARLIEST: OffsetSpec = OffsetSpec.earliest()  # type: ignore[no-untyped-call]
+# Refusals of who the gate is, or of what it may see: they name the settings or ACL to fix.
+_AUTHENTICATION = frozenset({KafkaError._AUTHENTICATION, KafkaError.SASL_AUTHENTICATION_FAILED})
+_AUTHORIZATION = frozenset(
+    {
+        KafkaError.TOPIC_AUTHORIZATION_FAILED,
+        KafkaError.GROUP_AUTHORIZATION_FAILED,
+        KafkaError.CLUSTER_AUTHORIZATION_FAILED,
+    }
+)
 _COORDINATOR_MOVING = frozenset(
     {KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_LOAD_IN_PROGRESS, KafkaError.COORDINATOR_NOT_AVAILABLE}
 )
@@ -57,12 +66,18 @@ class BusProbe:
         producer: StatusSource | None = None,
         signing: StatusSource | None = None,
     ) -> None:
-        admin_conf: dict[str, Any] = {**kafka_conf, "logger": log}
+        admin_conf: dict[str, Any] = {**kafka_conf, "logger": log, "error_cb": self._on_error}
         self._admin = new_admin(admin_conf)
+        self._kafka_conf = kafka_conf
+        self._auth_error: KafkaError | None = None  # the last authentication refusal, until metadata works
         self._topic = topic
         self._producer = producer
         self._signing = signing
         self._min_isr: tuple[float, int] | None = None  # (fetched at, value)
+
+    def _on_error(self, err: KafkaError) -> None:
+        if err.code() in _AUTHENTICATION:
+            self._auth_error = err
 
     def run(self, policy: GatePolicy) -> list[CheckResult]:
         checks = policy.checks
@@ -72,9 +87,14 @@ class BusProbe:
         metadata: Any = None
         try:
             metadata = self._admin.list_topics(topic=topic, timeout=timeout)
+            self._auth_error = None
             broker = CheckResult("broker", True, f"{len(metadata.brokers)} broker(s) answered")
         except Exception as exc:
-            broker = CheckResult("broker", False, f"no metadata answer within {timeout:g} s: {_describe(exc)}")
+            self._admin.poll(0)  # serves error_cb: an authentication refusal explains the silence
+            if self._auth_error is not None:
+                broker = CheckResult("broker", False, authentication_reason(self._auth_error, self._kafka_conf))
+            else:
+                broker = CheckResult("broker", False, f"no metadata answer within {timeout:g} s: {_describe(exc)}")
         if checks.broker.enabled:
             results.append(broker)
         if checks.topic.enabled:
@@ -110,6 +130,8 @@ class BusProbe:
         if metadata is None:
             return False, "unknown: the broker did not answer"
         meta = metadata.topics.get(topic)
+        if meta is not None and meta.error is not None and meta.error.code() in _AUTHORIZATION:
+            return False, authorization_reason(meta.error, "DESCRIBE", f"topic {topic}", self._kafka_conf)
         if meta is None or meta.error is not None:
             err = meta.error.str() if meta is not None and meta.error is not None else "absent"
             return False, f"topic {topic} does not exist ({err})"
@@ -197,6 +219,22 @@ class BusProbe:
             position = tp.offset if tp.offset >= 0 else starts.get(tp.partition, 0)
             lag += max(0, ends.get(tp.partition, position) - position)
         return lag
+
+
+def authentication_reason(err: KafkaError, conf: dict[str, Any]) -> str:
+    """``auth: …``: the credentials the gate connects with were refused (never echoes a secret)."""
+    return (
+        f"auth: authentication failed ({err.str()}); the broker refuses the credentials in "
+        f"GOVBUS_KAFKA__SASL_USERNAME / GOVBUS_KAFKA__SASL_PASSWORD (GOVBUS_KAFKA__SASL_MECHANISM="
+        f"{conf.get('sasl.mechanism')}) or the client certificate GOVBUS_KAFKA__SSL_CERTIFICATE_LOCATION"
+    )
+
+
+def authorization_reason(err: KafkaError, operation: str, resource: str, conf: dict[str, Any]) -> str:
+    """``authorization: …``: the gate's principal lacks an ACL."""
+    user = conf.get("sasl.username")
+    principal = f"User:{user}" if user else "the gate's principal"
+    return f"authorization: {err.name()}: {principal} lacks the ACL operation {operation} on {resource}; grant it"
 
 
 def _describe(exc: BaseException) -> str:

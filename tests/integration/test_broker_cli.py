@@ -11,6 +11,7 @@ from pathlib import Path
 
 import _kafka
 import pytest
+from confluent_kafka import KafkaException
 
 from govbus.localkafka import KAFKA_VERSION
 from govbus.localkafka._paths import cache_root
@@ -82,3 +83,40 @@ def test_up_status_down(govbus: list[str], tmp_path: Path) -> None:
         final = broker("down", "--purge")
     assert final.returncode == 0
     assert not (cache / "dev-broker").exists()
+
+
+def test_secure_up_status_down(govbus: list[str], tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    shared = cache_root() / "kafka"
+    shared.mkdir(parents=True, exist_ok=True)
+    (cache / "kafka").symlink_to(shared, target_is_directory=True)
+    env = {**os.environ, "GOVBUS_CACHE_DIR": str(cache)}
+
+    def broker(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*govbus, "dev", "broker", *args], env=env, capture_output=True, text=True, timeout=300, check=False
+        )
+
+    try:
+        up = broker("up", "--secure")
+        assert up.returncode == 0, up.stdout + up.stderr
+        bootstrap = re.search(r"bootstrap\s+(127\.0\.0\.1:\d+)", up.stdout).group(1)  # type: ignore[union-attr]
+        mtls = re.search(r"mTLS\s+(127\.0\.0\.1:\d+)", up.stdout).group(1)  # type: ignore[union-attr]
+        ca = re.search(r"CA\s+(\S+)", up.stdout).group(1)  # type: ignore[union-attr]
+        assert Path(ca) == cache / "dev-broker-secure" / "tls" / "ca.pem"
+        # Nobody anonymous: a plaintext client gets no metadata.
+        anonymous = _kafka.quiet_admin(bootstrap)
+        with pytest.raises(KafkaException):
+            anonymous.list_topics(timeout=2)
+        # status asks as the super user, over mTLS.
+        report = json.loads(broker("status", "--json").stdout)
+        assert (report["running"], report["answering"], report["secure"]) == (True, True, True)
+        assert report["mtls_bootstrap"] == mtls
+        plain = broker("up")  # a plaintext one cannot start beside it
+        assert plain.returncode == 1
+        assert "secure dev broker is already running" in plain.stderr
+    finally:
+        final = broker("down", "--purge")
+    assert final.returncode == 0, final.stdout + final.stderr
+    assert not (cache / "dev-broker-secure").exists()
