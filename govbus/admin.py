@@ -16,6 +16,10 @@ from govbus.errors import GovbusError
 log = logging.getLogger(__name__)
 
 
+# librdkafka's ways of saying that no broker answered (as opposed to a broker refusing).
+_UNANSWERED = frozenset({KafkaError._TIMED_OUT, KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN})
+
+
 class TopicError(GovbusError):
     """A topic could not be created or described."""
 
@@ -49,7 +53,10 @@ def ensure_topic(
         raise unanswered from None
     except KafkaException as exc:
         err = exc.args[0]
-        if not (isinstance(err, KafkaError) and err.code() == KafkaError.TOPIC_ALREADY_EXISTS):
+        code = err.code() if isinstance(err, KafkaError) else None
+        if code in _UNANSWERED:
+            raise unanswered from None
+        if code != KafkaError.TOPIC_ALREADY_EXISTS:
             raise TopicError(f"cannot create topic {topic!r}: {err}") from None
     deadline = time.monotonic() + timeout
     while True:
