@@ -8,6 +8,9 @@ Fixtures (see tests/_kafka.py for which broker is chosen and how to force one):
 - ``local_broker`` (session): the ``govbus.localkafka.LocalBroker`` behind ``kafka_bootstrap``, for
   tests that stop/kill and restart it (it keeps its port and data). Skipped when the session uses
   an external cluster or a container. A test that leaves it stopped gets it restarted afterwards.
+- ``local_cluster`` (module): a ``govbus.localkafka._cluster.LocalCluster`` of three brokers and a
+  dedicated KRaft controller (replication factor 3, min.insync.replicas 2), always local, started
+  only for a module that asks for it; every broker is running again after each test.
 - ``secure_kafka`` (session): a second, secured local broker (SASL_SSL SCRAM-SHA-512 + mTLS, ACLs
   enforced, nothing anonymous), started only when a test asks for it; a ``_kafka.SecureKafka`` with
   the bootstrap addresses, the CA path, and helpers to add SCRAM users, issue client certificates
@@ -36,7 +39,7 @@ from govbus.localkafka import LocalBroker
 
 _HERE = Path(__file__).parent
 _BROKER_FIXTURES = frozenset(
-    {"kafka_source", "kafka_bootstrap", "new_topic", "topic_factory", "local_broker", "secure_kafka"}
+    {"kafka_source", "kafka_bootstrap", "new_topic", "topic_factory", "local_broker", "secure_kafka", "local_cluster"}
 )
 
 
@@ -109,6 +112,32 @@ def new_topic(kafka_source: _kafka.KafkaSource) -> Iterator[Callable[..., str]]:
         for future in admin.delete_topics(created, operation_timeout=10).values():
             with contextlib.suppress(Exception):
                 future.result(15)
+
+
+@pytest.fixture(scope="module")
+def local_cluster(request: pytest.FixtureRequest) -> Iterator[Any]:
+    from govbus.localkafka._cluster import LocalCluster
+
+    say = _terminal_writer(request.config)
+    with _uncaptured(request.config):
+        cluster = LocalCluster.ephemeral(brokers=3)
+        info = cluster.start()
+        say(f"govbus: local Kafka cluster {info.version}: brokers {info.brokers}, controller {info.controllers} "
+            f"(started in {info.startup_seconds:.1f} s; {info.data_dir})")  # fmt: skip
+    yield cluster
+    cluster.close()
+
+
+@pytest.fixture(autouse=True)
+def _restart_cluster_brokers(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A fault test that leaves a broker down must not become the next test's fault."""
+    yield
+    if "local_cluster" in request.fixturenames:
+        cluster = request.getfixturevalue("local_cluster")
+        for broker_id, broker in cluster.brokers.items():
+            if not broker.is_running():
+                cluster.start_broker(broker_id)
+        cluster.wait_in_sync(timeout=120)
 
 
 @pytest.fixture(scope="session")
