@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 import time
 from typing import Any
 
@@ -11,6 +12,7 @@ from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import NewTopic
 
 from govbus._librdkafka import new_admin
+from govbus._replication import plan_replication
 from govbus.errors import GovbusError
 
 log = logging.getLogger(__name__)
@@ -77,6 +79,18 @@ def ensure_topic(
         time.sleep(0.05)
 
 
+def live_brokers(conf: dict[str, Any], timeout: float) -> int:
+    """How many brokers the cluster's metadata lists (TopicError if none answered)."""
+    admin = new_admin({**conf, "logger": log})
+    try:
+        return len(admin.list_topics(timeout=timeout).brokers)
+    except KafkaException:
+        raise TopicError(
+            f"no broker at {conf.get('bootstrap.servers', '?')} answered within {timeout:g} s "
+            "(is GOVBUS_KAFKA__BOOTSTRAP_SERVERS right, and the broker up?)"
+        ) from None
+
+
 def dlq_topic(topic: str, sink: str) -> str:
     """The default dead-letter topic of ``sink`` for ``topic``."""
     return f"{topic}.dlq.{sink}"
@@ -93,8 +107,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     tsub = topics.add_subparsers(dest="topics_command", metavar="ACTION", required=True)
     create = tsub.add_parser("create", help="create GOVBUS_TOPIC and <topic>.dlq.<sink> for each sink (idempotent)")
     create.add_argument("--partitions", type=int, default=6, help="partitions of the event topic (default 6)")
-    create.add_argument("--replication-factor", type=int, default=-1, help="default: the broker's default")
-    create.add_argument("--min-insync-replicas", type=int, help="min.insync.replicas of the event topic")
+    create.add_argument(
+        "--replication-factor", type=int, default=-1, help="default: 3, or the live brokers if fewer (with a warning)"
+    )
+    create.add_argument("--min-insync-replicas", type=int, help="default: 2 with replication factor 3, else 1")
     create.add_argument(
         "--dlq-for",
         action="append",
@@ -111,18 +127,22 @@ def _create(args: argparse.Namespace) -> int:
 
     settings = load_settings()
     conf = settings.kafka.librdkafka()
-    config = {"min.insync.replicas": str(args.min_insync_replicas)} if args.min_insync_replicas else {}
+    plan = plan_replication(live_brokers(conf, args.timeout), args.replication_factor, args.min_insync_replicas)
+    for warning in plan.warnings:
+        print(f"govbus: warning: {warning}", file=sys.stderr)
     n = ensure_topic(
         conf,
         settings.topic,
         partitions=args.partitions,
-        replication_factor=args.replication_factor,
-        config=config,
+        replication_factor=plan.replication_factor,
+        config=plan.config,
         timeout=args.timeout,
     )
     print(f"{settings.topic}: {n} partitions")
     for sink in args.dlq_for or _registered_sinks():
         name = dlq_topic(settings.topic, sink)
-        ensure_topic(conf, name, partitions=1, replication_factor=args.replication_factor, timeout=args.timeout)
+        ensure_topic(
+            conf, name, partitions=1, replication_factor=plan.replication_factor, config=plan.config, timeout=args.timeout
+        )
         print(f"{name}: dead letters of sink {sink}")
     return 0

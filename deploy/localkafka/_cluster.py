@@ -319,7 +319,18 @@ class LocalCluster:
     def start_broker(self, broker_id: int) -> None:
         """(Re)start one broker on its port and data, and wait until the cluster lists it again."""
         self._broker(broker_id).start()
-        self.wait_for_brokers(self.running_brokers(), timeout=self._startup_timeout)
+        deadline = time.monotonic() + self._startup_timeout
+        while broker_id not in self.live_broker_ids():
+            if time.monotonic() > deadline:
+                raise BrokerError(f"broker {broker_id} did not rejoin the cluster within {self._startup_timeout:.0f} s")
+            time.sleep(0.1)
+
+    def live_broker_ids(self) -> set[int]:
+        """Ids of the brokers the cluster's metadata lists now (registered and unfenced)."""
+        try:
+            return {int(b) for b in self.admin().list_topics(timeout=2.0).brokers}
+        except KafkaException:
+            return set()
 
     def running_brokers(self) -> int:
         return sum(1 for b in self.brokers.values() if b.is_running())

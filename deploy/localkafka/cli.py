@@ -56,6 +56,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     status.add_argument("--json", action="store_true", help="print a JSON object")
     status.set_defaults(func=_status)
 
+    from ._cluster_cli import register as register_cluster
+
+    register_cluster(tools)
+
 
 def _up(args: argparse.Namespace) -> int:
     state = _load_state()
