@@ -105,6 +105,7 @@ class Rig:
         self.first_seen: dict[str, float] = {}  # file sink, any instance
         self.denials: list[tuple[float, float, str]] = []  # (from, to, reasons) of the gate
         self.max_spooled = 0
+        self.steady = False  # a soak: faults do not stop the traffic
         self._stop_traffic = threading.Event()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -215,13 +216,28 @@ class Rig:
         assert self.bus.flush(120), "the producer did not deliver everything within 120 s"
 
     def settle(self, timeout: float = 120.0) -> None:
-        """Stop the traffic and wait until both sinks hold every emitted event (or ``timeout``)."""
-        self.stop_traffic()
+        """Stop the traffic (unless ``steady``: a soak) and wait until both sinks hold every event
+        emitted so far (or ``timeout``)."""
+        if not self.steady:
+            self.stop_traffic()
         wanted = set(self.emitted)
         deadline = time.monotonic() + timeout
         for sink in SINKS:
             while not wanted <= set(self.delivered_ids(sink)) and time.monotonic() < deadline:
                 time.sleep(0.2)
+
+    def window(self) -> int:
+        """Where a soak's fault window begins: the number of events emitted so far."""
+        return len(self.emit_order)
+
+    def window_row(self, start: int, label: str, fault: FaultRow) -> FaultRow:
+        """The row of the events emitted since ``start`` (a soak minute), with ``fault``'s gate and recovery."""
+        ids = set(self.emit_order[start:])
+        self.wait_delivered(ids, 120)
+        row = self.row(label, fault_at=0.0, recover_s=fault.recover_s, seconds=fault.seconds, ids=ids)
+        row.gate_denied_s, row.gate_first_denial_s = fault.gate_denied_s, fault.gate_first_denial_s
+        row.gate_reasons, row.producer_spooled = fault.gate_reasons, fault.producer_spooled
+        return row
 
     def recovery_after(self, moment: float, timeout: float = 120.0) -> float:
         """Seconds from ``moment`` (time.time()) until the file sink held every event emitted before it."""
@@ -229,10 +245,12 @@ class Rig:
         wait_for(lambda: before <= self.first_seen.keys(), timeout, 0.02, what="recovery")
         return max((self.first_seen[i] for i in before), default=moment) - moment
 
-    def row(self, fault: str, *, fault_at: float, recover_s: float, seconds: float) -> FaultRow:
+    def row(
+        self, fault: str, *, fault_at: float, recover_s: float, seconds: float, ids: set[str] | None = None
+    ) -> FaultRow:
         if self.error is not None:
             raise self.error
-        wanted = set(self.emitted)
+        wanted = set(self.emitted) if ids is None else ids
         result = FaultRow(fault, emitted=len(wanted), recover_s=round(recover_s, 2), seconds=round(seconds, 1))
         for sink in SINKS:
             ids = [i for i in self.delivered_ids(sink) if i in wanted]

@@ -13,10 +13,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from confluent_kafka import ConsumerGroupTopicPartitions, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import ConfigResource, OffsetSpec
 
 from govbus._librdkafka import new_admin
+from govbus.gate._groups import GroupProbe
 from govbus.gate._policy import GatePolicy, SinkRequirement
 
 log = logging.getLogger(__name__)
@@ -31,9 +32,6 @@ _AUTHORIZATION = frozenset(
         KafkaError.GROUP_AUTHORIZATION_FAILED,
         KafkaError.CLUSTER_AUTHORIZATION_FAILED,
     }
-)
-_COORDINATOR_MOVING = frozenset(
-    {KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_LOAD_IN_PROGRESS, KafkaError.COORDINATOR_NOT_AVAILABLE}
 )
 
 
@@ -74,6 +72,8 @@ class BusProbe:
         self._producer = producer
         self._signing = signing
         self._min_isr: tuple[float, int] | None = None  # (fetched at, value)
+        # Group questions go through a child process: librdkafka can abort on them (see _groups).
+        self._groups = GroupProbe(kafka_conf)
 
     def _on_error(self, err: KafkaError) -> None:
         if err.code() in _AUTHENTICATION:
@@ -168,13 +168,9 @@ class BusProbe:
         if metadata is None:
             return False, "unknown: the broker did not answer"
         group = sink.group_id
-        desc = self._describe_group(group, timeout)
-        members = len(desc.members)
+        members, state = self._groups.describe(group, timeout)
         if members < sink.min_members:
-            return (
-                False,
-                f"group {group} has {members} live member(s), needs {sink.min_members} (state {desc.state.name})",
-            )
+            return False, f"group {group} has {members} live member(s), needs {sink.min_members} (state {state})"
         if sink.max_lag is None:
             return True, f"group {group}: {members} member(s)"
         lag = self._group_lag(group, topic, metadata, timeout)
@@ -182,27 +178,9 @@ class BusProbe:
             return False, f"group {group} lags {lag} record(s) behind {topic}, above the bound {sink.max_lag}"
         return True, f"group {group}: {members} member(s), lag {lag}"
 
-    def _describe_group(self, group: str, timeout: float) -> Any:
-        # The group coordinator answers NOT_COORDINATOR/LOAD_IN_PROGRESS while it moves or loads;
-        # those pass within moments, so retry them inside the check's own timeout.
-        deadline = time.monotonic() + timeout
-        while True:
-            left = max(0.1, deadline - time.monotonic())
-            try:
-                return self._admin.describe_consumer_groups([group], request_timeout=left)[group].result(timeout=left)
-            except KafkaException as exc:
-                err = exc.args[0] if exc.args else None
-                retriable = isinstance(err, KafkaError) and err.code() in _COORDINATOR_MOVING
-                if not retriable or time.monotonic() + 0.1 >= deadline:
-                    raise
-                time.sleep(0.1)
-
     def _group_lag(self, group: str, topic: str, metadata: Any, timeout: float) -> int:
         partitions = [TopicPartition(topic, p) for p in metadata.topics[topic].partitions]
-        request = [ConsumerGroupTopicPartitions(group, partitions)]
-        committed = self._admin.list_consumer_group_offsets(request, request_timeout=timeout)[group].result(
-            timeout=timeout
-        )
+        committed = self._groups.committed(group, topic, [tp.partition for tp in partitions], timeout)
         ends: dict[int, int] = {}
         starts: dict[int, int] = {}
         for tp, fut in self._admin.list_offsets(
@@ -214,10 +192,10 @@ class BusProbe:
         ).items():
             starts[tp.partition] = fut.result(timeout=timeout).offset
         lag = 0
-        for tp in committed.topic_partitions:
+        for partition, offset in committed.items():
             # No commit yet: the whole retained log is still to be read.
-            position = tp.offset if tp.offset >= 0 else starts.get(tp.partition, 0)
-            lag += max(0, ends.get(tp.partition, position) - position)
+            position = offset if offset >= 0 else starts.get(partition, 0)
+            lag += max(0, ends.get(partition, position) - position)
         return lag
 
 

@@ -1,0 +1,195 @@
+"""The gate's consumer-group questions (DescribeGroups, OffsetFetch), asked from a child process.
+
+Why a child: these admin requests go to the group coordinator, and librdkafka (2.16 and earlier,
+confluentinc/librdkafka#4605) aborts the *whole process* with ``rd_kafka_enq_once_del_source_return:
+Assertion `eonce->refcnt > 0' failed`` when the coordinator's connection drops as a request is
+built — which a broker restart or crash does. The fault suite hit it in a rolling restart: the
+gate, and with it a kernel running the gate in-process (and the events in its memory), died. In a
+child, the abort fails one sink check (fail closed, with the reason) and the next refresh starts a
+new child; the gate's own process never runs that code path.
+
+Protocol: the parent writes the librdkafka configuration as the first JSON line (through the pipe,
+so no secret is in argv or the environment), then one JSON request per line; the child answers
+each with one JSON line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import subprocess
+import sys
+import threading
+import time
+from typing import IO, Any
+
+_COORDINATOR_MOVING = ("NOT_COORDINATOR", "COORDINATOR_LOAD_IN_PROGRESS", "COORDINATOR_NOT_AVAILABLE")
+_ANSWER_SLACK_S = 5.0  # beyond the request's own timeout: scheduling on a busy machine
+_START_TIMEOUT_S = 30.0  # a new child imports confluent-kafka before it says it is ready
+
+
+class GroupProbeError(Exception):
+    """A group question failed: the broker's error, or the child process died or hung."""
+
+
+class GroupProbe:
+    """A long-lived child answering group questions; restarted after it dies."""
+
+    def __init__(self, kafka_conf: dict[str, Any]) -> None:
+        # Callables (logger, callbacks) cannot cross a pipe, and the child sets its own.
+        self._conf = {k: v for k, v in kafka_conf.items() if isinstance(v, str | int | float | bool)}
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._lock = threading.Lock()
+        self.restarts = 0  # children replaced after they died or hung
+
+    def describe(self, group: str, timeout: float) -> tuple[int, str]:
+        """(live members, state name) of ``group``."""
+        answer = self._ask({"op": "describe", "group": group, "timeout": timeout}, timeout)
+        return int(answer["members"]), str(answer["state"])
+
+    def committed(self, group: str, topic: str, partitions: list[int], timeout: float) -> dict[int, int]:
+        """partition -> committed offset (negative: none) of ``group`` on ``topic``."""
+        request = {"op": "committed", "group": group, "topic": topic, "partitions": partitions, "timeout": timeout}
+        answer = self._ask(request, timeout)
+        return {int(p): int(o) for p, o in answer["offsets"].items()}
+
+    def close(self) -> None:
+        with self._lock:
+            self._stop()
+
+    def _ask(self, request: dict[str, Any], timeout: float) -> dict[str, Any]:
+        with self._lock:
+            if self._proc is not None and self._proc.poll() is not None:
+                # It died between requests: librdkafka's threads abort on a late response too.
+                code = self._proc.poll()
+                self._stop()
+                self.restarts += 1
+                raise GroupProbeError(_died(f"died ({_exit_text(code)})"))
+            try:
+                proc = self._child()
+            except OSError as exc:
+                self._stop()
+                raise GroupProbeError(str(exc)) from None
+            assert proc.stdin is not None and proc.stdout is not None
+            try:
+                proc.stdin.write(json.dumps(request).encode() + b"\n")
+                proc.stdin.flush()
+                line = _read_line(proc.stdout, timeout + _ANSWER_SLACK_S)
+            except OSError:
+                line = None
+            if line is None:
+                code = proc.poll()
+                self._stop()
+                self.restarts += 1
+                raise GroupProbeError(_died(f"died ({_exit_text(code)})" if code is not None else "did not answer"))
+        answer: dict[str, Any] = json.loads(line)
+        if "error" in answer:
+            raise GroupProbeError(str(answer["error"]))
+        return answer
+
+    def _child(self) -> subprocess.Popen[bytes]:
+        if self._proc is not None and self._proc.poll() is None:
+            return self._proc
+        self._proc = subprocess.Popen(
+            [sys.executable, "-c", "from govbus.gate._groups import _serve; _serve()"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            close_fds=True,
+        )
+        assert self._proc.stdin is not None and self._proc.stdout is not None
+        self._proc.stdin.write(json.dumps(self._conf).encode() + b"\n")
+        self._proc.stdin.flush()
+        if _read_line(self._proc.stdout, _START_TIMEOUT_S) is None:
+            raise OSError(f"the group probe process did not start within {_START_TIMEOUT_S:g} s")
+        return self._proc
+
+    def _stop(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        for stream in (proc.stdin, proc.stdout):
+            if stream is not None:
+                stream.close()
+
+
+def _read_line(stream: IO[bytes], timeout: float) -> bytes | None:
+    fd = stream.fileno()
+    deadline = time.monotonic() + timeout
+    data = b""
+    while not data.endswith(b"\n"):
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([fd], [], [], left)[0]:
+            return None
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            return None  # the child is gone
+        data += chunk
+    return data
+
+
+def _died(how: str) -> str:
+    return (
+        f"the group probe process {how}; librdkafka aborts on a coordinator connection lost "
+        "mid-request (confluentinc/librdkafka#4605): a new one asks at the next refresh"
+    )
+
+
+def _exit_text(code: int | None) -> str:
+    if code is not None and code < 0:
+        import signal
+
+        return f"signal {signal.Signals(-code).name}"
+    return f"exit code {code}"
+
+
+# -- the child ----------------------------------------------------------------------------------
+
+
+def _serve() -> None:  # pragma: no cover - runs in the child process; covered by the gate's tests
+    from confluent_kafka import ConsumerGroupTopicPartitions, KafkaError, KafkaException, TopicPartition
+    from confluent_kafka.admin import AdminClient
+
+    conf = json.loads(sys.stdin.buffer.readline())
+    admin = AdminClient({**conf, "log_level": 0})
+    sys.stdout.buffer.write(b'{"ready": true}\n')
+    sys.stdout.buffer.flush()
+
+    def describe(group: str, timeout: float) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:  # NOT_COORDINATOR and friends pass within moments while the coordinator moves
+            left = max(0.1, deadline - time.monotonic())
+            try:
+                desc = admin.describe_consumer_groups([group], request_timeout=left)[group].result(timeout=left)
+                return {"members": len(desc.members), "state": desc.state.name}
+            except KafkaException as exc:
+                err = exc.args[0] if exc.args else None
+                moving = isinstance(err, KafkaError) and err.name() in _COORDINATOR_MOVING
+                if not moving or time.monotonic() + 0.1 >= deadline:
+                    raise
+                time.sleep(0.1)
+
+    def committed(group: str, topic: str, partitions: list[int], timeout: float) -> dict[str, Any]:
+        request = [ConsumerGroupTopicPartitions(group, [TopicPartition(topic, p) for p in partitions])]
+        result = admin.list_consumer_group_offsets(request, request_timeout=timeout)[group].result(timeout=timeout)
+        return {"offsets": {str(tp.partition): tp.offset for tp in result.topic_partitions}}
+
+    out = sys.stdout.buffer
+    for line in sys.stdin.buffer:
+        request = json.loads(line)
+        try:
+            if request["op"] == "describe":
+                answer = describe(request["group"], float(request["timeout"]))
+            else:
+                answer = committed(
+                    request["group"], request["topic"], list(request["partitions"]), float(request["timeout"])
+                )
+        except Exception as exc:
+            err = exc.args[0] if isinstance(exc, KafkaException) and exc.args else None
+            text = err.str() if isinstance(err, KafkaError) else str(exc)
+            answer = {"error": f"{type(exc).__name__}: {text}"}
+        out.write(json.dumps(answer).encode() + b"\n")
+        out.flush()

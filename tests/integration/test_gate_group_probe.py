@@ -1,0 +1,59 @@
+"""The gate's group questions run in a child process, so librdkafka's abort on a coordinator
+connection lost mid-request (confluentinc/librdkafka#4605, hit by the cluster fault suite in a
+rolling restart: `rd_kafka_enq_once_del_source_return: Assertion eonce->refcnt > 0 failed`, the
+gate's process aborted) fails one sink check instead of killing the process that runs the gate.
+
+The abort cannot be provoked on demand (it is a race in librdkafka), so it is simulated: the child
+is sent SIGABRT, as the assertion does."""
+
+from __future__ import annotations
+
+import os
+import signal
+import uuid
+from collections.abc import Callable
+
+import pytest
+
+from govbus.gate import BusProbe, parse_policy
+from govbus.gate._groups import GroupProbe, GroupProbeError
+
+pytestmark = pytest.mark.integration
+
+
+def test_an_aborted_group_probe_fails_one_check_and_is_replaced(
+    kafka_bootstrap: str, new_topic: Callable[..., str]
+) -> None:
+    topic = new_topic(partitions=2)
+    group = f"govbus.sink.probe-{uuid.uuid4().hex[:8]}"
+    policy = parse_policy(
+        {"checks": {"producer": {"enabled": False}, "sinks": [{"name": "x", "group": group, "max_lag": 10}]}}
+    )
+    probe = BusProbe({"bootstrap.servers": kafka_bootstrap}, topic)
+    groups: GroupProbe = probe._groups
+
+    def sink_check() -> tuple[bool, str]:
+        result = next(r for r in probe.run(policy) if r.name == "sink:x")
+        return result.ok, result.reason
+
+    assert sink_check() == (False, f"group {group} has 0 live member(s), needs 1 (state DEAD)")
+    assert groups._proc is not None
+    os.kill(groups._proc.pid, signal.SIGABRT)  # what librdkafka's failed assertion does
+    ok, reason = sink_check()
+    assert not ok
+    assert "the group probe process died (signal SIGABRT)" in reason
+    assert "librdkafka#4605" in reason
+    # The next refresh asks a new child; the process running the gate never noticed.
+    assert sink_check() == (False, f"group {group} has 0 live member(s), needs 1 (state DEAD)")
+    assert groups.restarts == 1
+    assert groups.committed(group, topic, [0, 1], 10) == {0: -1001, 1: -1001}
+
+
+def test_a_broker_error_is_a_reason_not_a_crash() -> None:
+    groups = GroupProbe({"bootstrap.servers": "127.0.0.1:1", "socket.connection.setup.timeout.ms": 1000})
+    try:
+        with pytest.raises(GroupProbeError, match="KafkaException"):
+            groups.describe("g", 1.0)
+        assert groups.restarts == 0
+    finally:
+        groups.close()
