@@ -8,12 +8,14 @@ STAMP := $(VENV)/.installed
 CONSTRAINTS := constraints.txt
 PYTEST_ARGS ?=
 
-.PHONY: help install constraints system-deps demo test unit integration system bench lint typecheck fmt clean broker-up broker-down
+.PHONY: help install constraints system-deps demo test unit integration system bench faults soak lint typecheck fmt clean broker-up broker-down
 
 help:
 	@echo "make demo   - start a local Kafka broker, run a sample kernel and a consumer, print a report"
 	@echo "make test   - install everything and run the unit, integration and system tests"
 	@echo "make bench  - run the benchmarks, print a table, write benchmarks/results.json"
+	@echo "make faults - fault scenarios on a local 3-broker cluster: a table, benchmarks/faults.json"
+	@echo "make soak MINUTES=N - steady traffic with a fault every minute: a table, benchmarks/soak.json"
 	@echo "make lint   - ruff and mypy"
 	@echo "make constraints - re-pin constraints.txt to the newest versions pyproject.toml allows"
 
@@ -67,6 +69,14 @@ system: install
 
 bench: install
 	$(BIN)/python benchmarks/run.py
+
+# Fault scenarios on a local three-broker cluster (tests/_faults.py) at a fixed rate.
+MINUTES ?= 30
+faults: install
+	$(BIN)/python benchmarks/faults.py faults
+
+soak: install
+	$(BIN)/python benchmarks/faults.py soak --minutes $(MINUTES)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

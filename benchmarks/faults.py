@@ -28,10 +28,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent.parent / "tests"))
 
-import _faults  # noqa: E402
-from _faults import FAULTS, FaultRow, Rig, process_stats, table  # noqa: E402
+from _faults import FAULTS, FaultRow, Rig, process_stats, table
 
-from govbus.localkafka._cluster import LocalCluster  # noqa: E402
+from govbus.localkafka._cluster import LocalCluster
 
 HERE = Path(__file__).parent
 
@@ -143,5 +142,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    _ = _faults  # the harness module, also imported for its side effect of sys.path use
     raise SystemExit(main(sys.argv))

@@ -46,11 +46,15 @@ def plan_replication(brokers: int, replication_factor: int | None, min_insync_re
     if min_insync_replicas is None or min_insync_replicas < 1:
         min_isr = PRODUCTION_MIN_INSYNC_REPLICAS if rf >= PRODUCTION_REPLICATION_FACTOR else 1
         if rf > 1 and min_isr < PRODUCTION_MIN_INSYNC_REPLICAS:
-            warnings.append(f"min.insync.replicas 1 with replication factor {rf}: an acknowledged event may be on one broker only")
+            warnings.append(
+                f"min.insync.replicas 1 with replication factor {rf}: an acknowledged event may be on one broker only"
+            )
     else:
         min_isr = min_insync_replicas
         if min_isr >= rf > 1:
-            warnings.append(f"min.insync.replicas {min_isr} with replication factor {rf}: any broker failure stops writes")
+            warnings.append(
+                f"min.insync.replicas {min_isr} with replication factor {rf}: any broker failure stops writes"
+            )
         elif min_isr < PRODUCTION_MIN_INSYNC_REPLICAS < rf + 1 and rf > 1:
             warnings.append(f"min.insync.replicas {min_isr}: an acknowledged event may be on one broker only")
     config = {"min.insync.replicas": str(min_isr), "unclean.leader.election.enable": "false"}

@@ -142,7 +142,12 @@ def _create(args: argparse.Namespace) -> int:
     for sink in args.dlq_for or _registered_sinks():
         name = dlq_topic(settings.topic, sink)
         ensure_topic(
-            conf, name, partitions=1, replication_factor=plan.replication_factor, config=plan.config, timeout=args.timeout
+            conf,
+            name,
+            partitions=1,
+            replication_factor=plan.replication_factor,
+            config=plan.config,
+            timeout=args.timeout,
         )
         print(f"{name}: dead letters of sink {sink}")
     return 0

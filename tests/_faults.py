@@ -20,6 +20,7 @@ What is measured, per fault (a :class:`FaultRow`):
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import threading
@@ -141,7 +142,9 @@ class Rig:
         )
         self._bus = Bus(settings)
         policy = parse_policy(GATE_POLICY)
-        probe = BusProbe({"bootstrap.servers": self.cluster.bootstrap}, self.topic, producer=producer_status(self._bus, policy))
+        probe = BusProbe(
+            {"bootstrap.servers": self.cluster.bootstrap}, self.topic, producer=producer_status(self._bus, policy)
+        )
         self._gate = Gate(policy, probe.run).start()
         for target in (self._traffic, self._watch, self._admit):
             thread = threading.Thread(target=self._guarded(target), daemon=True, name=f"rig-{target.__name__}")
@@ -259,7 +262,7 @@ class Rig:
             result.duplicates[sink] = len(ids) - len(set(ids))
         result.order_violations = self.order_violations()
         arrivals = sorted(self.first_seen[i] for i in wanted if i in self.first_seen)
-        result.max_stall_s = round(max((b - a for a, b in zip(arrivals, arrivals[1:], strict=False)), default=0.0), 2)
+        result.max_stall_s = round(max((b - a for a, b in itertools.pairwise(arrivals)), default=0.0), 2)
         denied = [(a, b, why) for a, b, why in self.denials if b >= fault_at]
         result.gate_denied_s = round(sum(b - max(a, fault_at) for a, b, _ in denied), 2)
         if denied:

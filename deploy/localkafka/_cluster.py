@@ -339,9 +339,13 @@ class LocalCluster:
 
     def admin(self) -> AdminClient:
         if self._admin is None:
-            self._admin = AdminClient(
-                {"bootstrap.servers": self.bootstrap, "logger": _SILENT, "log_level": 0, "error_cb": _ignore}
-            )
+            config: dict[str, Any] = {
+                "bootstrap.servers": self.bootstrap,
+                "logger": _SILENT,
+                "log_level": 0,
+                "error_cb": _ignore,
+            }
+            self._admin = AdminClient(config)
         return self._admin
 
     def wait_for_brokers(self, count: int, timeout: float = 60.0) -> None:

@@ -38,7 +38,12 @@ def register(tools: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     actions = cluster.add_subparsers(dest="cluster_command", metavar="ACTION", required=True)
     up = actions.add_parser("up", help="start every node in the background (or show the running cluster)")
     up.add_argument("--brokers", type=int, default=3, help="broker processes (default 3)")
-    up.add_argument("--controllers", type=int, default=1, help="dedicated KRaft controllers (default 1; 3 for a fault-tolerant quorum)")
+    up.add_argument(
+        "--controllers",
+        type=int,
+        default=1,
+        help="dedicated KRaft controllers (default 1; 3 for a fault-tolerant quorum)",
+    )
     up.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for every broker to register")
     up.set_defaults(func=_up)
     down = actions.add_parser("down", help="stop every node (brokers first), SIGKILL after --timeout")

@@ -71,11 +71,13 @@ class GroupProbe:
             except OSError as exc:
                 self._stop()
                 raise GroupProbeError(str(exc)) from None
-            assert proc.stdin is not None and proc.stdout is not None
+            stdin, stdout = proc.stdin, proc.stdout
+            assert stdin is not None
+            assert stdout is not None
             try:
-                proc.stdin.write(json.dumps(request).encode() + b"\n")
-                proc.stdin.flush()
-                line = _read_line(proc.stdout, timeout + _ANSWER_SLACK_S)
+                stdin.write(json.dumps(request).encode() + b"\n")
+                stdin.flush()
+                line = _read_line(stdout, timeout + _ANSWER_SLACK_S)
             except OSError:
                 line = None
             if line is None:
@@ -97,10 +99,12 @@ class GroupProbe:
             stdout=subprocess.PIPE,
             close_fds=True,
         )
-        assert self._proc.stdin is not None and self._proc.stdout is not None
-        self._proc.stdin.write(json.dumps(self._conf).encode() + b"\n")
-        self._proc.stdin.flush()
-        if _read_line(self._proc.stdout, _START_TIMEOUT_S) is None:
+        stdin, stdout = self._proc.stdin, self._proc.stdout
+        assert stdin is not None
+        assert stdout is not None
+        stdin.write(json.dumps(self._conf).encode() + b"\n")
+        stdin.flush()
+        if _read_line(stdout, _START_TIMEOUT_S) is None:
             raise OSError(f"the group probe process did not start within {_START_TIMEOUT_S:g} s")
         return self._proc
 

@@ -33,4 +33,6 @@ def test_explicit_choices_are_kept_and_weak_ones_warned_about() -> None:
     assert any("below the production default 3" in w for w in plan.warnings)
     assert any("any broker failure stops writes" in w for w in plan.warnings)
     assert any("creation will fail" in w for w in plan_replication(1, 3, None).warnings)
-    assert plan_replication(3, 3, 1).warnings == ["min.insync.replicas 1: an acknowledged event may be on one broker only"]
+    assert plan_replication(3, 3, 1).warnings == [
+        "min.insync.replicas 1: an acknowledged event may be on one broker only"
+    ]
