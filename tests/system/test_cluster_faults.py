@@ -10,12 +10,17 @@ writes them to benchmarks/faults.json. Harness: tests/_faults.py.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import _faults
 import pytest
 from _faults import UNDER_MIN_ISR, FaultRow, Rig
+from confluent_kafka.admin import ConfigResource
 
 from govbus.localkafka._cluster import LocalCluster
 
@@ -66,3 +71,22 @@ def test_group_coordinator_killed_during_a_rebalance_loses_nothing(rig: Rig) -> 
     # Two file-sink instances write two files: a partition handed over mid-batch may be written by
     # both (at least once); each file de-duplicates only its own lines.
     check(_faults.coordinator_kill(rig), duplicates_absorbed=False)
+
+
+def test_topics_create_picks_production_replication_on_the_cluster(local_cluster: LocalCluster) -> None:
+    topic = f"topics-cli-{uuid.uuid4().hex[:8]}"
+    env = {**os.environ, "GOVBUS_KAFKA__BOOTSTRAP_SERVERS": local_cluster.bootstrap, "GOVBUS_TOPIC": topic}
+    done = subprocess.run(
+        [sys.executable, "-m", "govbus.cli", "topics", "create", "--dlq-for", "file"],
+        env=env, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "warning" not in done.stderr
+    admin = local_cluster.admin()
+    for name in (topic, f"{topic}.dlq.file"):
+        meta = admin.list_topics(topic=name, timeout=10).topics[name]
+        assert {len(p.replicas) for p in meta.partitions.values()} == {3}
+        resource = ConfigResource(ConfigResource.Type.TOPIC, name)
+        config = admin.describe_configs([resource])[resource].result(10)
+        assert config["min.insync.replicas"].value == "2"
+        assert config["unclean.leader.election.enable"].value == "false"
