@@ -66,6 +66,7 @@ class FaultRow:
     recover_s: float = 0.0
     gate_denied_s: float = 0.0
     gate_first_denial_s: float | None = None  # after the fault began
+    gate_isr_denial_s: float | None = None  # first denial naming min.insync.replicas, after the fault began
     gate_reasons: list[str] = field(default_factory=list)
     producer_spooled: int = 0
     seconds: float = 0.0
@@ -104,7 +105,8 @@ class Rig:
         self.emitted: dict[str, float] = {}  # event id -> emit() returned (time.time())
         self.emit_order: list[str] = []
         self.first_seen: dict[str, float] = {}  # file sink, any instance
-        self.denials: list[tuple[float, float, str]] = []  # (from, to, reasons) of the gate
+        self.denials: list[tuple[float, float, str]] = []  # (from, to, first reasons) of the gate
+        self.reason_log: list[tuple[float, str]] = []  # (when, reason) as each check joined a denial
         self.max_spooled = 0
         self.steady = False  # a soak: faults do not stop the traffic
         self._stop_traffic = threading.Event()
@@ -240,6 +242,7 @@ class Rig:
         row = self.row(label, fault_at=0.0, recover_s=fault.recover_s, seconds=fault.seconds, ids=ids)
         row.gate_denied_s, row.gate_first_denial_s = fault.gate_denied_s, fault.gate_first_denial_s
         row.gate_reasons, row.producer_spooled = fault.gate_reasons, fault.producer_spooled
+        row.gate_isr_denial_s = fault.gate_isr_denial_s
         return row
 
     def recovery_after(self, moment: float, timeout: float = 120.0) -> float:
@@ -267,7 +270,10 @@ class Rig:
         result.gate_denied_s = round(sum(b - max(a, fault_at) for a, b, _ in denied), 2)
         if denied:
             result.gate_first_denial_s = round(max(denied[0][0], fault_at) - fault_at, 2)
-        result.gate_reasons = sorted({why for *_, why in denied})[:4]
+        logged = [(t, why) for t, why in self.reason_log if t >= fault_at]
+        result.gate_reasons = list(dict.fromkeys(why[:90] for _, why in logged))[:8]
+        isr = [t for t, why in logged if UNDER_MIN_ISR in why]
+        result.gate_isr_denial_s = round(isr[0] - fault_at, 2) if isr else None
         result.producer_spooled = self.max_spooled
         return result
 
@@ -350,17 +356,26 @@ class Rig:
     def _admit(self) -> None:
         assert self._gate is not None
         current: int | None = None  # index of the denial in progress
+        named: set[str] = set()  # checks already logged in the denial in progress
         while not self._stop.is_set():
             decision = self._gate.admit("fault-suite")
             now = time.time()
             if decision.allowed:
                 current = None
-            elif current is None:
+                named = set()
+                self._stop.wait(0.02)
+                continue
+            if current is None:
                 self.denials.append((now, now, "; ".join(decision.reasons)))
                 current = len(self.denials) - 1
             else:
                 since, _, why = self.denials[current]
                 self.denials[current] = (since, now, why)
+            for reason in decision.reasons:
+                name = reason.split(": ", 1)[0]
+                if name not in named:  # the first time each check takes part in this denial
+                    named.add(name)
+                    self.reason_log.append((now, reason))
             self._stop.wait(0.02)
 
 
@@ -431,7 +446,7 @@ def two_down(rig: Rig, *, outage_s: float = 8.0) -> FaultRow:
     fault_at = time.time()
     for broker in victims:
         cluster.kill_broker(broker)
-    wait_for(lambda: any(UNDER_MIN_ISR in why for *_, why in rig.denials), 30, what="the gate's under-min-ISR denial")
+    wait_for(lambda: any(UNDER_MIN_ISR in why for _, why in rig.reason_log), 30, what="the gate's under-min-ISR denial")
     # The outage lasts a while with traffic flowing into it: the producer must keep what emit() took.
     deadline = time.monotonic() + outage_s
     while time.monotonic() < deadline:
