@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import platform
 import random
 import sys
@@ -85,9 +86,10 @@ def _stats(cluster: LocalCluster, rig: Rig) -> dict[str, dict[str, int]]:
 
     out = {f"kafka node {node}": process_stats(pid) for node, pid in cluster.pids().items()}
     for sink, procs in rig.sinks.items():
-        for i, p in enumerate(procs):
-            if p.proc.poll() is None:
-                out[f"sink {sink} (instance {i})"] = process_stats(p.proc.pid)
+        live = [p for p in procs if p.proc.poll() is None]
+        for i, p in enumerate(live):
+            # The sink's process, whichever pid it has now (a fault may have restarted it).
+            out[f"sink {sink}" + (f" (member {i + 1})" if i else "")] = process_stats(p.proc.pid)
     out["producer + gate (this process)"] = process_stats(os.getpid())
     return out
 
@@ -117,6 +119,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--minutes", type=float, default=5.0, help="soak length (default 5)")
     parser.add_argument("--seed", type=int, default=7, help="seed of the soak's fault choice (default 7)")
     args = parser.parse_args(argv[1:])
+    # The gate's open/closed transitions (with reasons) and the producer's warnings, as they happen.
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.getLogger("govbus.gate").setLevel(logging.INFO)
     started = datetime.now(UTC).isoformat(timespec="seconds")
     report: dict[str, Any] = {"started": started, "rate_per_s": args.rate, "machine": _machine()}
     if args.mode == "faults":
