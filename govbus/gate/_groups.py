@@ -159,6 +159,10 @@ def _serve() -> None:  # pragma: no cover - runs in the child process; covered b
 
     conf = json.loads(sys.stdin.buffer.readline())
     admin = AdminClient({**conf, "log_level": 0})
+    # librdkafka keeps asking a coordinator that went away (a stopped broker) until it returns:
+    # a client that timed out or lost its transport is replaced, so the next question looks the
+    # coordinator up afresh (measured: sink checks failed for the whole of a broker's restart).
+    stale = ("_TIMED_OUT", "_TRANSPORT", "_ALL_BROKERS_DOWN")
     sys.stdout.buffer.write(b'{"ready": true}\n')
     sys.stdout.buffer.flush()
 
@@ -195,5 +199,7 @@ def _serve() -> None:  # pragma: no cover - runs in the child process; covered b
             err = exc.args[0] if isinstance(exc, KafkaException) and exc.args else None
             text = err.str() if isinstance(err, KafkaError) else str(exc)
             answer = {"error": f"{type(exc).__name__}: {text}"}
+            if isinstance(err, KafkaError) and err.name() in stale:
+                admin = AdminClient({**conf, "log_level": 0})
         out.write(json.dumps(answer).encode() + b"\n")
         out.flush()
