@@ -58,9 +58,11 @@ def run_soak(minutes: float, rate: float, seed: int) -> tuple[list[FaultRow], di
             rig.steady = True
             rig.wait_flowing()
             start_stats = _stats(cluster, rig)
+            soak_started = time.time()
             ends = time.monotonic() + minutes * 60
             round_no = 0
             while time.monotonic() < ends:
+                # A fault every minute; one that takes longer (a rolling restart) delays the next.
                 minute_ends = time.monotonic() + 60
                 name = rng.choice(list(FAULTS))
                 round_no += 1
@@ -75,7 +77,8 @@ def run_soak(minutes: float, rate: float, seed: int) -> tuple[list[FaultRow], di
             rig.steady = False
             rig.settle()
             end_stats = _stats(cluster, rig)
-            final = rig.row("whole soak", fault_at=time.time(), recover_s=0.0, seconds=minutes * 60)
+            # The whole soak: gate denied = every denial since the traffic started.
+            final = rig.row("whole soak", fault_at=soak_started, recover_s=0.0, seconds=minutes * 60)
             rows.append(final)
     processes = {name: {"start": start_stats.get(name), "end": end_stats.get(name)} for name in end_stats}
     return rows, processes
