@@ -24,13 +24,15 @@ import threading
 import time
 from typing import IO, Any
 
+from confluent_kafka import KafkaError, KafkaException
+
 _COORDINATOR_MOVING = ("NOT_COORDINATOR", "COORDINATOR_LOAD_IN_PROGRESS", "COORDINATOR_NOT_AVAILABLE")
 _ANSWER_SLACK_S = 5.0  # beyond the request's own timeout: scheduling on a busy machine
 _START_TIMEOUT_S = 30.0  # a new child imports confluent-kafka before it says it is ready
 
 
 class GroupProbeError(Exception):
-    """A group question failed: the broker's error, or the child process died or hung."""
+    """The child process died or hung (a broker's error is raised as the KafkaException it was)."""
 
 
 class GroupProbe:
@@ -86,6 +88,8 @@ class GroupProbe:
                 self.restarts += 1
                 raise GroupProbeError(_died(f"died ({_exit_text(code)})" if code is not None else "did not answer"))
         answer: dict[str, Any] = json.loads(line)
+        if "code" in answer:  # the broker's (or librdkafka's) error, as the in-process call raised it
+            raise KafkaException(KafkaError(int(answer["code"]), str(answer["message"])))
         if "error" in answer:
             raise GroupProbeError(str(answer["error"]))
         return answer
@@ -154,7 +158,7 @@ def _exit_text(code: int | None) -> str:
 
 
 def _serve() -> None:  # pragma: no cover - runs in the child process; covered by the gate's tests
-    from confluent_kafka import ConsumerGroupTopicPartitions, KafkaError, KafkaException, TopicPartition
+    from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
     from confluent_kafka.admin import AdminClient
 
     conf = json.loads(sys.stdin.buffer.readline())
@@ -199,6 +203,8 @@ def _serve() -> None:  # pragma: no cover - runs in the child process; covered b
             err = exc.args[0] if isinstance(exc, KafkaException) and exc.args else None
             text = err.str() if isinstance(err, KafkaError) else str(exc)
             answer = {"error": f"{type(exc).__name__}: {text}"}
+            if isinstance(err, KafkaError):
+                answer = {"code": err.code(), "message": text}
             if isinstance(err, KafkaError) and err.name() in stale:
                 admin = AdminClient({**conf, "log_level": 0})
         out.write(json.dumps(answer).encode() + b"\n")
