@@ -202,10 +202,11 @@ def _serve() -> None:  # pragma: no cover - runs in the child process; covered b
         except Exception as exc:
             err = exc.args[0] if isinstance(exc, KafkaException) and exc.args else None
             text = err.str() if isinstance(err, KafkaError) else str(exc)
+            text = text or f"no answer within {request['timeout']} s"
             answer = {"error": f"{type(exc).__name__}: {text}"}
             if isinstance(err, KafkaError):
                 answer = {"code": err.code(), "message": text}
-            if isinstance(err, KafkaError) and err.name() in stale:
+            if isinstance(exc, TimeoutError) or (isinstance(err, KafkaError) and err.name() in stale):
                 admin = AdminClient({**conf, "log_level": 0})
         out.write(json.dumps(answer).encode() + b"\n")
         out.flush()
