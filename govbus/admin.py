@@ -42,24 +42,27 @@ def ensure_topic(
     """
     admin_conf: dict[str, Any] = {**conf, "logger": log}
     admin = new_admin(admin_conf)
-    new = NewTopic(topic, num_partitions=partitions, replication_factor=replication_factor, config=config or {})
-    future = admin.create_topics([new], operation_timeout=timeout, request_timeout=timeout)[topic]
     unanswered = TopicError(
         f"cannot create topic {topic!r}: no broker at {conf.get('bootstrap.servers', '?')} answered within "
         f"{timeout:g} s (is GOVBUS_KAFKA__BOOTSTRAP_SERVERS right, and the broker up?)"
     )
-    try:
-        future.result(timeout=timeout)
-        log.info("created topic %s with %d partitions", topic, partitions)
-    except TimeoutError:
-        raise unanswered from None
-    except KafkaException as exc:
-        err = exc.args[0]
-        code = err.code() if isinstance(err, KafkaError) else None
-        if code in _UNANSWERED:
+    # An existing topic is found by metadata, which any live broker answers: CreateTopics needs the
+    # controller (via the broker metadata names), which a failover can leave unreachable for long.
+    if not _exists(admin, topic, timeout):
+        new = NewTopic(topic, num_partitions=partitions, replication_factor=replication_factor, config=config or {})
+        future = admin.create_topics([new], operation_timeout=timeout, request_timeout=timeout)[topic]
+        try:
+            future.result(timeout=timeout)
+            log.info("created topic %s with %d partitions", topic, partitions)
+        except TimeoutError:
             raise unanswered from None
-        if code != KafkaError.TOPIC_ALREADY_EXISTS:
-            raise TopicError(f"cannot create topic {topic!r}: {err}") from None
+        except KafkaException as exc:
+            err = exc.args[0]
+            code = err.code() if isinstance(err, KafkaError) else None
+            if code in _UNANSWERED:
+                raise unanswered from None
+            if code != KafkaError.TOPIC_ALREADY_EXISTS:
+                raise TopicError(f"cannot create topic {topic!r}: {err}") from None
     deadline = time.monotonic() + timeout
     while True:
         try:
@@ -77,6 +80,15 @@ def ensure_topic(
         if time.monotonic() > deadline:
             raise TopicError(f"topic {topic!r} has no leader for every partition after {timeout:.0f} s")
         time.sleep(0.05)
+
+
+def _exists(admin: Any, topic: str, timeout: float) -> bool:
+    """Whether the metadata lists ``topic`` (any live broker answers that; no controller needed)."""
+    try:
+        meta = admin.list_topics(topic=topic, timeout=timeout).topics.get(topic)
+    except KafkaException:
+        return False  # the create path says who did not answer
+    return meta is not None and meta.error is None and bool(meta.partitions)
 
 
 def live_brokers(conf: dict[str, Any], timeout: float) -> int:

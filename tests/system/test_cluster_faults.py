@@ -89,3 +89,22 @@ def test_topics_create_picks_production_replication_on_the_cluster(local_cluster
         config = admin.describe_configs([resource])[resource].result(10)
         assert config["min.insync.replicas"].value == "2"
         assert config["unclean.leader.election.enable"].value == "false"
+
+
+def test_ensure_topic_on_an_existing_topic_needs_no_controller(local_cluster: LocalCluster) -> None:
+    """A restarted sink ensures its dead-letter topic at start-up. In a failover that CreateTopics
+    request went to a broker that had just died and the sink exited after 30 s ("cannot create
+    topic …: no broker … answered", found by the sinks-killed-in-a-failover fault): an existing
+    topic must be found by metadata alone. Here the controller is stopped, so any CreateTopics
+    times out while the brokers still answer metadata."""
+    from govbus.admin import ensure_topic
+
+    conf = {"bootstrap.servers": local_cluster.bootstrap}
+    topic = f"exists-{uuid.uuid4().hex[:8]}"
+    assert ensure_topic(conf, topic, partitions=2, timeout=60) == 2
+    controller = next(iter(local_cluster.controllers.values()))
+    controller.stop()
+    try:
+        assert ensure_topic(conf, topic, partitions=2, timeout=10) == 2
+    finally:
+        controller.start()
