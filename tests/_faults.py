@@ -102,7 +102,8 @@ class Rig:
         self.env = sink_env(cluster.bootstrap, self.topic)
         self.outputs: dict[str, list[Path]] = {"file": [workdir / "file-0.jsonl"], "audit": [workdir / "audit.ledger"]}
         self.sinks: dict[str, list[SinkProcess]] = {"file": [], "audit": []}
-        self.emitted: dict[str, float] = {}  # event id -> emit() returned (time.time())
+        self.emitted: dict[str, float] = {}  # event id -> emit() returned (time.time()); under _lock
+        self._lock = threading.Lock()  # the traffic thread adds to emitted while others read it
         self.emit_order: list[str] = []
         self.first_seen: dict[str, float] = {}  # file sink, any instance
         self.denials: list[tuple[float, float, str]] = []  # (from, to, first reasons) of the gate
@@ -226,11 +227,16 @@ class Rig:
         emitted so far (or ``timeout``)."""
         if not self.steady:
             self.stop_traffic()
-        wanted = set(self.emitted)
+        wanted = set(self.emitted_now())
         deadline = time.monotonic() + timeout
         for sink in SINKS:
             while not wanted <= set(self.delivered_ids(sink)) and time.monotonic() < deadline:
                 time.sleep(0.2)
+
+    def emitted_now(self) -> dict[str, float]:
+        """A copy of ``emitted`` (the traffic thread keeps adding to it)."""
+        with self._lock:
+            return dict(self.emitted)
 
     def window(self) -> int:
         """Where a soak's fault window begins: the number of events emitted so far."""
@@ -238,7 +244,8 @@ class Rig:
 
     def window_row(self, start: int, label: str, fault: FaultRow) -> FaultRow:
         """The row of the events emitted since ``start`` (a soak minute), with ``fault``'s gate and recovery."""
-        ids = set(self.emit_order[start:])
+        with self._lock:
+            ids = set(self.emit_order[start:])
         self.wait_delivered(ids, 120)
         row = self.row(label, fault_at=0.0, recover_s=fault.recover_s, seconds=fault.seconds, ids=ids)
         row.gate_denied_s, row.gate_first_denial_s = fault.gate_denied_s, fault.gate_first_denial_s
@@ -248,7 +255,7 @@ class Rig:
 
     def recovery_after(self, moment: float, timeout: float = 120.0) -> float:
         """Seconds from ``moment`` (time.time()) until the file sink held every event emitted before it."""
-        before = {i for i, t in list(self.emitted.items()) if t <= moment}
+        before = {i for i, t in self.emitted_now().items() if t <= moment}
         wait_for(lambda: before <= self.first_seen.keys(), timeout, 0.02, what="recovery")
         return max((self.first_seen[i] for i in before), default=moment) - moment
 
@@ -257,7 +264,7 @@ class Rig:
     ) -> FaultRow:
         if self.error is not None:
             raise self.error
-        wanted = set(self.emitted) if ids is None else ids
+        wanted = set(self.emitted_now()) if ids is None else ids
         result = FaultRow(fault, emitted=len(wanted), recover_s=round(recover_s, 2), seconds=round(seconds, 1))
         for sink in SINKS:
             ids = [i for i in self.delivered_ids(sink) if i in wanted]
@@ -330,8 +337,9 @@ class Rig:
                 attributes={"seq": seq},
             )
             bus.emit(event)
-            self.emitted[event.event_id] = time.time()
-            self.emit_order.append(event.event_id)
+            with self._lock:
+                self.emitted[event.event_id] = time.time()
+                self.emit_order.append(event.event_id)
             n += 1
 
     def _watch(self) -> None:
