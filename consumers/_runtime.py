@@ -11,6 +11,7 @@ re-delivers, never loses.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import itertools
 import json
 import logging
@@ -84,10 +85,10 @@ class SinkRuntime:
         self.sink = sink
         self.name = s.instance or name
         self.group_id = s.group_for(name)
-        self.instance_id = s.instance_id_for(name)
         self.topic = s.topic or root.topic
         self.replay_topic = s.replay_topic(self.topic, self.name)
         self.dlq_topic = s.dlq_topic(self.topic, self.name)
+        self.instance_id = _static_id(s.instance_id_for(name), self._topics())
         self._kafka_conf = root.kafka.librdkafka()
         self._install_signals = install_signal_handlers
         if verification is _UNSET:
@@ -274,7 +275,7 @@ class SinkRuntime:
                 ) from None
             self.health.start()
             log.info("sink %s: health endpoint at %s (/healthz /readyz /metrics)", self.name, self.health.url)
-        topics = [self.topic] + ([self.replay_topic] if s.dlq.enabled else [])
+        topics = self._topics()
         self._consumer.subscribe(topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost)
         log.info(
             "sink %s: consuming %s as group %s, %s (verification %s)",
@@ -282,6 +283,9 @@ class SinkRuntime:
             f"static member {self.instance_id}" if self.instance_id else "dynamic member",
             "on" if self.verification else "off",
         )  # fmt: skip
+
+    def _topics(self) -> list[str]:
+        return [self.topic] + ([self.replay_topic] if self.settings.dlq.enabled else [])
 
     def _signals(self) -> dict[int, Any]:
         if not self._install_signals or threading.current_thread() is not threading.main_thread():
@@ -699,6 +703,17 @@ class SinkRuntime:
                 consumer.poll(0.05)  # serves the revocation; records fetched meanwhile are redelivered
         except (KafkaException, RuntimeError) as exc:
             log.warning("sink %s: leaving group %s: %s", self.name, self.group_id, exc)
+
+
+def _static_id(base: str | None, topics: list[str]) -> str | None:
+    """``<base>.<digest of the subscription>``. The broker hands a process that takes over a static
+    member's seat that member's assignment without a rebalance, even when it subscribes to other
+    topics (librdkafka does not implement KIP-814's leader check): a subscription change must come
+    with a new id, which makes that restart an ordinary join."""
+    if base is None:
+        return None
+    digest = hashlib.sha256("\n".join(sorted(topics)).encode()).hexdigest()[:8]
+    return f"{base}.{digest}"
 
 
 def _is_fatal(err: KafkaError) -> bool:

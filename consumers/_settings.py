@@ -176,7 +176,8 @@ class SinkRuntimeSettings(_Section):
     group_id: str | None = None
     # Static group membership (KIP-345): librdkafka's group.instance.id. None derives it from the
     # host name (a pod's name) and the instance name; "" turns static membership off.
-    group_instance_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9._-]{0,249}$")
+    # The runtime appends ".<digest of the subscribed topics>" (9 characters).
+    group_instance_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9._-]{0,240}$")
     # Defaults to the top-level GOVBUS_TOPIC.
     topic: str | None = None
     options: dict[str, str] = Field(default_factory=dict)
@@ -205,7 +206,7 @@ class SinkRuntimeSettings(_Section):
         return self.group_id or f"govbus.sink.{self.instance or name}"
 
     def instance_id_for(self, name: str) -> str | None:
-        """The consumer's ``group.instance.id``, or None for dynamic membership.
+        """The base of the consumer's ``group.instance.id``, or None for dynamic membership.
 
         Derived as ``<host>.<instance>``: a restarted process on the same host (a container
         restarted in its pod) takes over its predecessor's partitions at once instead of waiting
@@ -215,7 +216,7 @@ class SinkRuntimeSettings(_Section):
         if self.group_instance_id is not None:
             return self.group_instance_id or None
         host = os.environ.get("HOSTNAME") or socket.gethostname() or "localhost"
-        host = re.sub(r"[^A-Za-z0-9._-]", "-", host)[:148]  # what the broker accepts, <= 249 in all
+        host = re.sub(r"[^A-Za-z0-9._-]", "-", host)[:139]  # what the broker accepts, <= 249 in all
         return f"{host}.{self.instance or name}"
 
     def dlq_topic(self, topic: str, sink: str) -> str:

@@ -76,3 +76,17 @@ def test_group_instance_id_explicit_or_off(monkeypatch: pytest.MonkeyPatch) -> N
     assert load_settings().sink.instance_id_for("file") == "govbus-sink-file-0"
     monkeypatch.setenv("GOVBUS_SINK__GROUP_INSTANCE_ID", "")  # empty: dynamic membership
     assert load_settings().sink.instance_id_for("file") is None
+
+
+def test_the_static_id_changes_with_the_subscription() -> None:
+    """A process taking over a static seat gets the old member's assignment even for other topics
+    (no rebalance): a different subscription must mean a different id."""
+    from govbus.consumers._runtime import _static_id
+
+    a = _static_id("host.file", ["govbus.events", "govbus.events.replay.file"])
+    assert a is not None
+    assert a.startswith("host.file.")
+    assert len(a) == len("host.file.") + 8
+    assert a == _static_id("host.file", ["govbus.events.replay.file", "govbus.events"])
+    assert a != _static_id("host.file", ["govbus.events"])
+    assert _static_id(None, ["govbus.events"]) is None
