@@ -699,8 +699,10 @@ class SinkRuntime:
         deadline = time.monotonic() + max(1.0, self.settings.revoke_timeout_s)
         try:
             consumer.unsubscribe()  # revokes, then sends LeaveGroup (close() alone would not)
-            while self._ownership.owned() and time.monotonic() < deadline:
-                consumer.poll(0.05)  # serves the revocation; records fetched meanwhile are redelivered
+            # Sending LeaveGroup clears the member id: until then, serve the revocation (records
+            # fetched meanwhile are not acknowledged: they are redelivered).
+            while (self._ownership.owned() or consumer.memberid()) and time.monotonic() < deadline:
+                consumer.poll(0.05)
         except (KafkaException, RuntimeError) as exc:
             log.warning("sink %s: leaving group %s: %s", self.name, self.group_id, exc)
 
