@@ -11,6 +11,7 @@ re-delivers, never loses.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import itertools
 import json
 import logging
@@ -88,6 +89,7 @@ class SinkRuntime:
         self.topic = s.topic or root.topic
         self.replay_topic = s.replay_topic(self.topic, self.name)
         self.dlq_topic = s.dlq_topic(self.topic, self.name)
+        self.instance_id = _static_id(s.instance_id_for(name), self._topics())
         self._kafka_conf = root.kafka.librdkafka()
         self._install_signals = install_signal_handlers
         if verification is _UNSET:
@@ -199,7 +201,9 @@ class SinkRuntime:
         if self._dlq_fatal is not None:
             raise self._dlq_fatal
         if self._fatal is not None:
-            raise SinkError(f"sink {self.name}: stopped on a fatal Kafka error: {self._fatal}")
+            raise SinkError(
+                f"sink {self.name}: stopped on a fatal Kafka error: {self._fatal}{self._fenced_hint(self._fatal)}"
+            )
 
     # -- setup -----------------------------------------------------------------------------------
     def _setup(self) -> None:
@@ -225,6 +229,7 @@ class SinkRuntime:
             "client.id": f"{conf.get('client.id', 'govbus')}.sink.{self.name}",
             "group.id": self.group_id,
             "partition.assignment.strategy": "cooperative-sticky",
+            **({"group.instance.id": self.instance_id} if self.instance_id else {}),
             # Offsets are stored and committed by the runtime, only after acknowledgement.
             "enable.auto.commit": False,
             "enable.auto.offset.store": False,
@@ -239,6 +244,7 @@ class SinkRuntime:
             consumer_conf["statistics.interval.ms"] = s.stats_interval_ms
             consumer_conf["stats_cb"] = self._on_stats
         consumer_conf.update(s.consumer)
+        self.instance_id = consumer_conf.get("group.instance.id") or None  # GOVBUS_SINK__CONSUMER may set it
         self._consumer = new_consumer(consumer_conf)
         context = SinkContext(
             name=self.name,
@@ -273,12 +279,17 @@ class SinkRuntime:
                 ) from None
             self.health.start()
             log.info("sink %s: health endpoint at %s (/healthz /readyz /metrics)", self.name, self.health.url)
-        topics = [self.topic] + ([self.replay_topic] if s.dlq.enabled else [])
+        topics = self._topics()
         self._consumer.subscribe(topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost)
         log.info(
-            "sink %s: consuming %s as group %s (verification %s)",
-            self.name, ", ".join(topics), self.group_id, "on" if self.verification else "off",
+            "sink %s: consuming %s as group %s, %s (verification %s)",
+            self.name, ", ".join(topics), self.group_id,
+            f"static member {self.instance_id}" if self.instance_id else "dynamic member",
+            "on" if self.verification else "off",
         )  # fmt: skip
+
+    def _topics(self) -> list[str]:
+        return [self.topic] + ([self.replay_topic] if self.settings.dlq.enabled else [])
 
     def _signals(self) -> dict[int, Any]:
         if not self._install_signals or threading.current_thread() is not threading.main_thread():
@@ -408,13 +419,26 @@ class SinkRuntime:
             consumer.resume(resume)
 
     def _consume_error(self, err: KafkaError) -> None:
-        if err.fatal():
-            raise SinkError(f"sink {self.name}: fatal consumer error: {err}")
+        if _is_fatal(err):
+            self._fatal = err  # nothing more to say to the group (no LeaveGroup)
+            raise SinkError(f"sink {self.name}: fatal consumer error: {err}{self._fenced_hint(err)}")
         now = time.monotonic()
         code = err.code()
         if now - self._last_error_log.get(code, 0.0) > 30:
             self._last_error_log[code] = now
             log.warning("sink %s: consumer error: %s", self.name, err)
+
+    def _fenced_hint(self, err: KafkaError) -> str:
+        fenced = err.code() == KafkaError.FENCED_INSTANCE_ID or (
+            err.code() == KafkaError._FATAL and "group.instance.id" in err.str()  # the cause is only in the text
+        )
+        if not fenced:
+            return ""
+        return (
+            f"; another live process joined group {self.group_id} with the same group.instance.id "
+            f"{self.instance_id!r}: give every instance of a sink its own GOVBUS_SINK__GROUP_INSTANCE_ID "
+            "(or set it empty for dynamic membership)"
+        )
 
     def _drain_reports(self, timeout: float = 0.0) -> None:
         try:
@@ -630,7 +654,7 @@ class SinkRuntime:
         self.metrics.set_lag(lag)
 
     def _on_error(self, err: KafkaError) -> None:
-        if err.fatal():
+        if _is_fatal(err):
             log.error("sink %s: fatal Kafka error: %s", self.name, err)
             self._fatal = err
             self.stop()
@@ -672,6 +696,8 @@ class SinkRuntime:
                         self._inflight_records)  # fmt: skip
         if consumer is not None:
             self._commit(asynchronous=False)
+            if self.instance_id is not None and self._fatal is None:
+                self._leave_group(consumer)
             try:
                 consumer.close()  # leaves the group now instead of after the session timeout
             except (KafkaException, RuntimeError) as exc:
@@ -682,6 +708,36 @@ class SinkRuntime:
             self.health.stop()
         self.metrics.shutdown()
         log.info("sink %s: stopped", self.name)
+
+    def _leave_group(self, consumer: Consumer) -> None:
+        """A static member's close() does not leave the group (KIP-345): its partitions would wait
+        out session.timeout.ms. A stop (redeploy, scale-down) leaves explicitly, so only a crash
+        keeps the member's seat for a restart with the same id. Bounded; best effort."""
+        deadline = time.monotonic() + max(1.0, self.settings.revoke_timeout_s)
+        try:
+            consumer.unsubscribe()  # revokes, then sends LeaveGroup (close() alone would not)
+            # Sending LeaveGroup clears the member id: until then, serve the revocation (records
+            # fetched meanwhile are not acknowledged: they are redelivered).
+            while (self._ownership.owned() or consumer.memberid()) and time.monotonic() < deadline:
+                consumer.poll(0.05)
+        except (KafkaException, RuntimeError) as exc:
+            log.warning("sink %s: leaving group %s: %s", self.name, self.group_id, exc)
+
+
+def _static_id(base: str | None, topics: list[str]) -> str | None:
+    """``<base>.<digest of the subscription>``. The broker hands a process that takes over a static
+    member's seat that member's assignment without a rebalance, even when it subscribes to other
+    topics (librdkafka does not implement KIP-814's leader check): a subscription change must come
+    with a new id, which makes that restart an ordinary join."""
+    if base is None:
+        return None
+    digest = hashlib.sha256("\n".join(sorted(topics)).encode()).hexdigest()[:8]
+    return f"{base}.{digest}"
+
+
+def _is_fatal(err: KafkaError) -> bool:
+    # librdkafka reports a fatal error (e.g. a fenced static member) as _FATAL with fatal() False.
+    return bool(err.fatal()) or err.code() == KafkaError._FATAL
 
 
 def _show(partitions: list[TopicPartition]) -> str:
