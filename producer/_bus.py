@@ -358,7 +358,7 @@ class Bus:
         elif policy == "deny-admission":
             self._admission_blocked = True
         self._tracker.rejected_one()
-        raise SpoolFullError(policy, "spool", full.used, full.limit, time.monotonic() - started)
+        raise SpoolFullError(policy, "spool", full.used, full.limit, time.monotonic() - started, full.no_space)
 
     def _wait_for_room(self) -> None:
         """Memory mode, hand-off queue full: apply ``on_spool_full`` (the sender is behind or the
@@ -552,6 +552,10 @@ class Bus:
             return False, "the bus is closed"
         if self._fatal is not None:
             return False, f"fatal producer error {self._fatal.name()}: {self._fatal.str()}"
+        no_space = self._no_space()
+        if no_space is not None:
+            denied = "; admission denied" if self._admission_blocked else ""
+            return False, f"spool filesystem full ({no_space}): the spool takes no more events{denied}"
         if self._admission_blocked:
             return False, f"spool {used * 100 // max(limit, 1)}% full: admission denied until it drains"
         if used >= limit or self._spool.refusing:
@@ -568,11 +572,19 @@ class Bus:
             return
         spool = self._spool
         fill = max(spool.used / spool.max_bytes, len(self._q) / self._queue_max if not self._disk else 0.0)
+        if self._no_space() is not None:
+            fill = 1.0  # a full filesystem is a full spool, whatever spool_max_bytes says
         high = self._p.admission_high_water
         if fill >= high:
             self._admission_blocked = True
         elif fill < high - 0.1:
             self._admission_blocked = False
+
+    def _no_space(self) -> str | None:
+        """Why the spool's filesystem is full, while that matters: always in disk mode (every event
+        goes through the spool), while spooling in memory mode."""
+        no_space = self._spool.no_space
+        return no_space if self._disk or self._mode is _SPOOLING else None
 
     def _fatal_error(self) -> ProducerFatalError:
         assert self._fatal is not None
@@ -762,7 +774,9 @@ class Bus:
                     return False
                 self._cursor = self._reader.next_seq
         else:
-            if self._q:
+            if self._q and self._spool.no_space is None:
+                # What is queued goes through the spool first; but a full disk cannot take it,
+                # and with the spool replayed to its end it can go directly, still in order.
                 return False
             with self._spool.lock:
                 # Seqs published directly must never fall inside a spooled segment's range.
@@ -1109,8 +1123,8 @@ class Bus:
         while not self._stop_syncer.wait(interval):
             try:
                 self._spool.sync()
-                if self._disk:
-                    self._spool.prepare()
+                if self._disk or self._spool.no_space is not None:
+                    self._spool.prepare()  # also the probe that notices a full disk has room again
             except Exception:
                 log.exception("spool sync failed")
         self._spool.sync()

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import fcntl
 import json
 import logging
@@ -65,6 +66,7 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _READ_CHUNK = 1024 * 1024
 _SEQ_SPAN = 1 << 40
 _MAX_HEADER = 65536  # a resynchronised record's seq must be within this of the last good one
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 
 Headers = list[tuple[str, bytes | None]]
 Trace = tuple[int, int, int, str | None]  # trace id, span id, trace flags, tracestate header
@@ -94,10 +96,18 @@ class Entry:
 
 
 class SpoolFull(Exception):
-    def __init__(self, used: int, limit: int) -> None:
-        super().__init__(f"{used} of {limit} bytes")
+    """The record does not fit: ``spool_max_bytes`` is reached, or (``no_space`` says why) the
+    filesystem cannot allocate the next segment."""
+
+    def __init__(self, used: int, limit: int, no_space: str | None = None) -> None:
+        super().__init__(f"{used} of {limit} bytes" + (f"; filesystem full: {no_space}" if no_space else ""))
         self.used = used
         self.limit = limit
+        self.no_space = no_space
+
+
+class _NoSpace(SpoolError):
+    """The filesystem has no room for a segment (ENOSPC, EDQUOT): the spool is full, not broken."""
 
 
 @dataclasses.dataclass(slots=True)
@@ -315,6 +325,9 @@ class Spool:
         self.start_watermark = 0
         self.waiting_writers = 0
         self.refusing = False  # the last write did not fit (cleared by a write that does, or a release)
+        # Why the last segment allocation failed for lack of space (None: the last one succeeded).
+        # Set, the spool counts as full; prepare() (syncer thread) probes until space is back.
+        self.no_space: str | None = None
         self._dead_lock = threading.Lock()
         self._dead_fd: int | None = None
         try:
@@ -440,7 +453,16 @@ class Spool:
             seq = self.next_seq
         active = self._active
         if active is None or active.size + size > self._capacity:
-            active = self._open_segment(seq, size)
+            if self.no_space is not None:
+                # Known full: fail fast instead of a doomed allocation per write; prepare() probes.
+                self.refusing = True
+                raise SpoolFull(self.used, self.max_bytes, self.no_space)
+            try:
+                active = self._open_segment(seq, size)
+            except _NoSpace as exc:
+                self.refusing = True
+                self._out_of_space(exc)
+                raise SpoolFull(self.used, self.max_bytes, exc.message) from None
         if not active.records & 1023:
             active.index.append((seq, active.size))
         body_head = _BODY.pack(seq, kind)
@@ -466,16 +488,39 @@ class Spool:
         self.refusing = False
         return seq
 
-    def prepare(self) -> None:
+    def prepare(self) -> bool:
         """Have the next segment ready (preallocated, mapped) so that no ``emit()`` waits for it.
-        Called at start and by the syncer thread; cheap when a spare is already there."""
+        Called at start and by the syncer thread; cheap when a spare is already there. False when
+        the filesystem has no room for it (then :attr:`no_space` is set: the spool is full, and
+        the next call probes again); other errors raise :class:`SpoolError`."""
         if self._spare is not None:
-            return
-        spare = _Allocated.create(self.directory / f"spare-{os.getpid()}.tmp", self.segment_bytes)
+            return True
+        try:
+            spare = _Allocated.create(self.directory / f"spare-{os.getpid()}.tmp", self.segment_bytes)
+        except _NoSpace as exc:
+            with self.lock:
+                self._out_of_space(exc)
+            return False
         with self.lock:
             taken = self._take_spare(spare)
+            if self.no_space is not None:
+                log.warning("spool %s: space is available again; accepting events", self.directory)
+                self.no_space = None
+                self.refusing = False
+                if self.waiting_writers:
+                    self.space_freed.notify_all()
         if not taken:
             spare.discard()
+        return True
+
+    def _out_of_space(self, exc: SpoolError) -> None:
+        if self.no_space is None:
+            log.error(
+                "spool %s: the filesystem is full (%s); the spool counts as full until space is freed",
+                self.directory,
+                exc.message,
+            )
+        self.no_space = exc.message
 
     def _take_spare(self, spare: _Allocated) -> bool:
         if self._spare is not None:  # another thread was faster
@@ -494,11 +539,13 @@ class Spool:
                 os.rename(spare.path, path)  # the cheap way: allocated and mapped already
             except OSError as exc:
                 spare.discard()
-                raise SpoolError(self.directory, f"cannot create segment {path.name}: {exc}") from None
+                error = _NoSpace if exc.errno in _NO_SPACE else SpoolError
+                raise error(self.directory, f"cannot create segment {path.name}: {exc}") from None
         else:
             if spare is not None:
                 spare.discard()
             spare = _Allocated.create(path, max(self.segment_bytes, needed))
+        self.no_space = None
         spare.mapped[: len(header)] = header
         segment = _Segment(path, first_seq, first_seq - 1, len(header), self._producer, sealed=False)
         self._segments.append(segment)
@@ -679,7 +726,8 @@ class _Allocated:
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
         except OSError as exc:
-            raise SpoolError(path.parent, f"cannot create {path.name}: {exc}") from None
+            error = _NoSpace if exc.errno in _NO_SPACE else SpoolError
+            raise error(path.parent, f"cannot create {path.name}: {exc}") from None
         try:
             # Reserve the blocks now: writing into a mapping of a sparse file on a full disk is a
             # SIGBUS; here it is an error the caller sees.
@@ -691,7 +739,8 @@ class _Allocated:
             os.close(fd)
             with contextlib.suppress(OSError):
                 path.unlink()
-            raise SpoolError(path.parent, f"cannot allocate {path.name} ({capacity} bytes): {exc}") from None
+            error = _NoSpace if exc.errno in _NO_SPACE else SpoolError
+            raise error(path.parent, f"cannot allocate {path.name} ({capacity} bytes): {exc}") from None
         return cls(path, fd, mapped, capacity)
 
     def discard(self) -> None:
@@ -938,8 +987,13 @@ def _acquire(directory: Path) -> int:
             directory,
             f"in use by another producer process (pid {holder}); give each process its own GOVBUS_PRODUCER__SPOOL_DIR",
         ) from None
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    pid = f"{os.getpid()}\n".encode()
+    try:
+        # Over the old contents, then trimmed: on a full disk the existing block is reused.
+        os.pwrite(fd, pid, 0)
+        os.ftruncate(fd, len(pid))
+    except OSError as exc:  # only informative (who holds it); the flock is what counts
+        log.warning("spool %s: cannot write the pid into the lock file: %s", directory, exc)
     return fd
 
 
