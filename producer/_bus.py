@@ -41,8 +41,8 @@ from confluent_kafka import KafkaError, KafkaException, Producer
 
 import govbus.settings
 from govbus.contract import Encoder
-from govbus.errors import ConfigError
-from govbus.event import GovernanceEvent, ProducerInfo
+from govbus.errors import ConfigError, InvalidEventError
+from govbus.event import MAX_ENCODED_BYTES, MAX_RECORD_OVERHEAD, GovernanceEvent, ProducerInfo, encoded_size_bound
 from govbus.producer import _tracing
 from govbus.producer._delivery import DeliveryTracker
 from govbus.producer._errors import BusClosedError, ProducerFatalError, SpoolError, SpoolFullError
@@ -115,6 +115,28 @@ def _close_open_buses() -> None:
             bus.close()
         except Exception:  # at exit: report, and go on with the others
             log.exception("closing a govbus producer at exit failed")
+
+
+_LIBRDKAFKA_MESSAGE_MAX_BYTES = 1_000_000  # librdkafka's default message.max.bytes
+
+
+def _value_budget(conf: dict[str, Any]) -> int | None:
+    """The largest event value the producer's ``message.max.bytes`` takes (with the key and headers
+    reserve); None when every valid event fits (the model bounds it: MAX_ENCODED_BYTES)."""
+    raw = conf.get("message.max.bytes", _LIBRDKAFKA_MESSAGE_MAX_BYTES)
+    try:
+        limit = int(raw)
+    except (TypeError, ValueError):
+        return None  # librdkafka itself refuses the configuration with its reason
+    if limit >= MAX_ENCODED_BYTES + MAX_RECORD_OVERHEAD:
+        return None
+    if limit <= MAX_RECORD_OVERHEAD + 4096:
+        raise ConfigError(
+            "GOVBUS_PRODUCER__LIBRDKAFKA",
+            f"message.max.bytes={limit} leaves no room for an event after the {MAX_RECORD_OVERHEAD} bytes "
+            f"reserved for the key and headers; use at least {MAX_ENCODED_BYTES + MAX_RECORD_OVERHEAD}",
+        )
+    return limit - MAX_RECORD_OVERHEAD
 
 
 def producer_config(settings: GovbusSettings) -> dict[str, Any]:
@@ -219,6 +241,9 @@ class Bus:
             batch_hook = SigningHook.from_settings(settings.signing)
         self._hook = batch_hook
         self._queue_max = p.queue_max_events
+        # Set only when message.max.bytes was lowered below what any valid event needs: then emit()
+        # checks each event's size bound against it (otherwise it provably fits: no cost).
+        self._max_value = _value_budget(producer_config(settings))
         self._spool = Spool(
             p.spool_dir,
             max_bytes=p.spool_max_bytes,
@@ -307,6 +332,12 @@ class Bus:
             raise TypeError(f"emit() takes a govbus GovernanceEvent, got {type(event).__name__}")
         if self._check is not None:
             self._check(event)  # InvalidEventError: the pinned schema version cannot carry it
+        if self._max_value is not None and (size := encoded_size_bound(event)) > self._max_value:
+            raise InvalidEventError(
+                "<event>",
+                f"may encode to {size} bytes; with message.max.bytes={self._max_value + MAX_RECORD_OVERHEAD} "
+                f"(less {MAX_RECORD_OVERHEAD} for the key and headers) the limit is {self._max_value}",
+            )
         if self._disk:
             self._emit_disk(event)
             return

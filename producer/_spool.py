@@ -223,13 +223,13 @@ def pack_event(event: GovernanceEvent, trace: Trace | None) -> bytes:
         event.trace_id,
         event.span_id,
         event.parent_span_id,
-        event.attributes,
+        dict(event.attributes),  # a FrozenDict: marshal takes exact dicts only
         event.schema_version,
         trace,
         extras,
     )
     try:
-        return marshal.dumps(fields, 4)  # type: ignore[arg-type]  # typeshed lacks Mapping; values are checked
+        return marshal.dumps(fields, 4)  # values are checked by the model
     except ValueError:
         # marshal takes exact built-in types only; an attribute of a subclass (an IntEnum, a str
         # subclass...) is written as its base type, which encodes to the same Avro bytes.

@@ -83,7 +83,8 @@ def test_disk_mode_full_filesystem_is_a_full_spool(make_bus: Callable[..., Bus],
     bus = make_bus(durability="disk", on_spool_full=policy, block_timeout_ms=100)
     accepted, refusal = emit_until_refused(bus)  # was: SpoolError "[Errno 28] No space left on device"
     assert accepted > 100
-    assert refusal.no_space is not None and "No space left" in refusal.no_space
+    assert refusal.no_space is not None
+    assert "No space left" in refusal.no_space
     assert "filesystem is full" in str(refusal)
     assert refusal.policy == policy
     if policy == "block":
@@ -114,7 +115,8 @@ def test_memory_mode_full_filesystem_is_a_full_spool(make_bus: Callable[..., Bus
     # The broker is away: the sender tries to spool the queue and cannot.
     until(lambda: not bus.health().ok)
     health = bus.health()
-    assert "filesystem full" in health.reason and "No space left" in health.reason
+    assert "filesystem full" in health.reason
+    assert "No space left" in health.reason
     assert health.admission_blocked
     assert health.state == "spooling"
     assert health.queue_depth == 32  # kept in memory, not lost
