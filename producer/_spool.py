@@ -45,7 +45,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from govbus.event import GovernanceEvent, ProducerInfo
+from govbus.event import FrozenDict, FrozenList, GovernanceEvent, ProducerInfo
 from govbus.producer._errors import SpoolError, SpoolLockedError
 
 log = logging.getLogger("govbus.producer.spool")
@@ -223,7 +223,7 @@ def pack_event(event: GovernanceEvent, trace: Trace | None) -> bytes:
         event.trace_id,
         event.span_id,
         event.parent_span_id,
-        dict(event.attributes),  # a FrozenDict: marshal takes exact dicts only
+        _journal_attributes(event.attributes),
         event.schema_version,
         trace,
         extras,
@@ -234,6 +234,29 @@ def pack_event(event: GovernanceEvent, trace: Trace | None) -> bytes:
         # marshal takes exact built-in types only; an attribute of a subclass (an IntEnum, a str
         # subclass...) is written as its base type, which encodes to the same Avro bytes.
         return marshal.dumps((*fields[:17], _plain(event.attributes), *fields[18:20], _plain(extras)), 4)
+
+
+def _journal_attributes(attributes: Mapping[str, Any]) -> dict[str, Any]:
+    """The attributes as marshal takes them: exact dicts and lists, not the model's read-only ones."""
+    out = dict(attributes)
+    for key, value in out.items():
+        if type(value) in _FROZEN:
+            out[key] = _thaw(value)  # an existing key: the dict does not change size
+    return out
+
+
+def _thaw(value: Any) -> Any:
+    kind = type(value)
+    if kind is FrozenList or kind is list:
+        return [_thaw(v) for v in value]
+    if kind is FrozenDict or kind is dict:
+        return {k: _thaw(v) for k, v in value.items()}
+    if kind is tuple:
+        return tuple(_thaw(v) for v in value)
+    return value  # a scalar (a subclass of one: pack_event's fallback writes its base type)
+
+
+_FROZEN = (FrozenDict, FrozenList, tuple)
 
 
 def unpack_event(payload: bytes) -> tuple[GovernanceEvent, Trace | None]:
