@@ -476,14 +476,13 @@ class Spool:
             seq = self.next_seq
         active = self._active
         if active is None or active.size + size > self._capacity:
+            # (no_space, not refusing, says the spool is full: it stays set until space is back)
             if self.no_space is not None:
                 # Known full: fail fast instead of a doomed allocation per write; prepare() probes.
-                self.refusing = True
                 raise SpoolFull(self.used, self.max_bytes, self.no_space)
             try:
                 active = self._open_segment(seq, size)
             except _NoSpace as exc:
-                self.refusing = True
                 self._out_of_space(exc)
                 raise SpoolFull(self.used, self.max_bytes, exc.message) from None
         if not active.records & 1023:
@@ -529,7 +528,6 @@ class Spool:
             if self.no_space is not None:
                 log.warning("spool %s: space is available again; accepting events", self.directory)
                 self.no_space = None
-                self.refusing = False
                 if self.waiting_writers:
                     self.space_freed.notify_all()
         if not taken:

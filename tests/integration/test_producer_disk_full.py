@@ -12,6 +12,7 @@ import pytest
 from _smallfs import fill, small_filesystem
 from integration.producer_fixtures import bus_settings, check_delivery, consume
 
+from govbus.localkafka import LocalBroker
 from govbus.producer import Bus
 from govbus.sample import sample_events
 
@@ -60,3 +61,26 @@ def test_spool_on_a_full_disk_is_replayed_then_space_is_used_again(
             counters = bus.counters()
         assert (counters.delivered, counters.failed, counters.rejected) == (6000, 0, 0)
     check_delivery(consume(kafka_bootstrap, topic, 6000), emitted, partitions=3)
+
+
+def test_memory_mode_queue_a_full_disk_could_not_spool_is_published_when_the_broker_is_back(
+    kafka_bootstrap: str, local_broker: LocalBroker, new_topic: Callable[..., str], tmp_path: Path
+) -> None:
+    topic = new_topic(partitions=3)
+    emitted = list(sample_events(500, agents=8))
+    with small_filesystem(tmp_path, 4 * MIB) as fs:
+        local_broker.stop()
+        settings = bus_settings(kafka_bootstrap, topic, fs / "spool", segment_bytes=1 * MIB, spool_max_bytes=64 * MIB)
+        with Bus(settings) as bus:
+            fill(fs)  # nothing left for the overflow
+            for event in emitted:
+                bus.emit(event)
+            until(lambda: "filesystem full" in bus.health().reason)
+            assert bus.health().queue_depth == 500
+            local_broker.start()
+            # The spool has nothing to replay and cannot take the queue: publish it directly, in order.
+            assert bus.flush(60)  # was: spooling forever behind a queue the disk could not take
+            until(lambda: bus.health().ok and bus.health().state == "connected")
+            counters = bus.counters()
+        assert (counters.delivered, counters.spooled, counters.failed) == (500, 0, 0)
+    check_delivery(consume(kafka_bootstrap, topic, 500), emitted, partitions=3)
