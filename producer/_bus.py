@@ -52,6 +52,7 @@ from govbus.producer._spool import (
     TYPE_EVENT,
     TYPE_RECORD,
     Entry,
+    RescueError,
     Spool,
     SpoolFull,
     pack_event,
@@ -512,7 +513,14 @@ class Bus:
                 self._seq += 1
         else:
             self._q.clear()  # journaled: already in the spool
-        self._tracker.spooled += self._spool.rescue(entries)
+        try:
+            self._tracker.spooled += self._spool.rescue(entries)
+        except RescueError as exc:
+            # Nowhere left to keep them (a full disk): counted as failed, loudly, and close() goes on.
+            self._tracker.spooled += exc.written
+            self._tracker.failed += exc.lost
+            self._last_error = f"{exc.lost} undelivered event(s) could not be kept in the spool: {exc.message}"
+            log.critical("govbus producer: %s; they are lost", self._last_error)
 
     def __enter__(self) -> Self:
         return self

@@ -106,6 +106,15 @@ class SpoolFull(Exception):
         self.no_space = no_space
 
 
+class RescueError(SpoolError):
+    """``rescue()`` wrote ``written`` records and could not write ``lost`` (``message`` says why)."""
+
+    def __init__(self, path: Path, message: str, written: int, lost: int) -> None:
+        super().__init__(path, message)
+        self.written = written
+        self.lost = lost
+
+
 class _NoSpace(SpoolError):
     """The filesystem has no room for a segment (ENOSPC, EDQUOT): the spool is full, not broken."""
 
@@ -549,7 +558,7 @@ class Spool:
         self._spare = spare
         return True
 
-    def _open_segment(self, first_seq: int, record_size: int) -> _Segment:
+    def _open_segment(self, first_seq: int, record_size: int, *, exact: bool = False) -> _Segment:
         self.seal()
         path = self.directory / f"{first_seq:020d}{_SUFFIX}"
         header = _segment_header(self._producer)
@@ -565,7 +574,7 @@ class Spool:
         else:
             if spare is not None:
                 spare.discard()
-            spare = _Allocated.create(path, max(self.segment_bytes, needed))
+            spare = _Allocated.create(path, needed if exact else max(self.segment_bytes, needed))
         self.no_space = None
         spare.mapped[: len(header)] = header
         segment = _Segment(path, first_seq, first_seq - 1, len(header), self._producer, sealed=False)
@@ -598,27 +607,36 @@ class Spool:
     def rescue(self, entries: Iterable[tuple[int, int, bytes]]) -> int:
         """Write records that exist only in memory (memory mode, at close or after a fatal error)
         into new segments placed by seq between the existing ones. Returns how many were written.
-        Bypasses ``max_bytes`` on purpose: these events were accepted, losing them is not an option."""
+        Bypasses ``max_bytes`` on purpose: these events were accepted, losing them is not an option.
+        :class:`RescueError` (after writing what it could) when the filesystem cannot take them."""
         ordered = sorted(entries)
         if not ordered:
             return 0
+        written, lost, problem = 0, 0, ""
         with self.lock:
             self.seal()
             bounds = sorted(s.first_seq for s in self._segments)
-            run: list[tuple[int, int, bytes]] = []
+            runs: list[list[tuple[int, int, bytes]]] = [[]]
             for entry in ordered:
-                if run and _between(bounds, run[0][0], entry[0]):
+                if runs[-1] and _between(bounds, runs[-1][0][0], entry[0]):
+                    runs.append([])
+                runs[-1].append(entry)
+            for run in runs:
+                try:
                     self._write_run(run)
-                    run = []
-                run.append(entry)
-            self._write_run(run)
+                    written += len(run)
+                except SpoolError as exc:
+                    lost, problem = lost + len(run), exc.message
             self._segments.sort(key=lambda s: s.first_seq)
         self.sync()
-        return len(ordered)
+        if lost:
+            raise RescueError(self.directory, problem, written, lost)
+        return written
 
     def _write_run(self, run: list[tuple[int, int, bytes]]) -> None:
         size = sum(_HEAD.size + _BODY.size + len(payload) for _, _, payload in run)
-        self._open_segment(run[0][0], size)
+        # Exactly its size (sealed at once): on a nearly full disk the records may still fit.
+        self._open_segment(run[0][0], size, exact=True)
         limit, self.max_bytes = self.max_bytes, max(self.max_bytes, self.used + size)
         try:
             for seq, kind, payload in run:

@@ -143,3 +143,36 @@ def test_bus_starts_on_a_full_disk_without_its_spare_segment(make_bus: Callable[
     assert "filesystem full" in health.reason
     with pytest.raises(SpoolFullError):
         again.emit(big_event(0))
+
+
+def test_memory_mode_close_keeps_the_queue_in_what_space_is_left(make_bus: Callable[..., Bus], small_fs: Path) -> None:
+    bus = make_bus()
+    reserve = small_fs / "reserve"
+    reserve.write_bytes(b"\0" * (300 * KIB))
+    fill(small_fs)
+    reserve.unlink()  # 300 KiB free: less than a segment (1 MiB), more than the events need
+    for event in sample_events(200):  # ~150 KB as records
+        bus.emit(event)
+    until(lambda: "filesystem full" in bus.health().reason)
+    bus.close(0.1)  # was: SpoolError from close(), every queued event lost
+    assert bus.counters().spooled == 200
+    assert bus.counters().failed == 0
+    again = make_bus()
+    assert again.counters().recovered == 200
+
+
+def test_memory_mode_close_on_a_full_disk_counts_what_it_cannot_keep(
+    make_bus: Callable[..., Bus], small_fs: Path
+) -> None:
+    bus = make_bus()
+    filler = fill(small_fs)
+    for event in sample_events(200):
+        bus.emit(event)
+    until(lambda: "filesystem full" in bus.health().reason)
+    bus.close(0.1)  # was: SpoolError out of close(), the spool left locked
+    counters = bus.counters()
+    assert (counters.submitted, counters.spooled, counters.failed) == (200, 0, 200)
+    assert bus.health().last_error is not None
+    assert "200 undelivered event(s) could not be kept" in bus.health().last_error
+    filler.unlink()
+    assert make_bus().counters().recovered == 0  # the directory was released
