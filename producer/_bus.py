@@ -323,7 +323,9 @@ class Bus:
 
         Raises :class:`SpoolFullError` (event NOT accepted) when full, per ``on_spool_full``;
         :class:`BusClosedError`; :class:`ProducerFatalError`; ``TypeError`` for a non-event;
-        :class:`InvalidEventError` for an event the pinned ``schema_version`` cannot carry.
+        :class:`InvalidEventError` for an event the pinned ``schema_version`` cannot carry, or
+        larger than a lowered ``message.max.bytes`` takes. A full filesystem under the spool is a
+        full spool (``SpoolFullError.no_space`` says so).
         """
         if self._closed:
             raise BusClosedError()

@@ -360,6 +360,7 @@ class Spool:
         # Why the last segment allocation failed for lack of space (None: the last one succeeded).
         # Set, the spool counts as full; prepare() (syncer thread) probes until space is back.
         self.no_space: str | None = None
+        self._ack_error: str | None = None
         self._dead_lock = threading.Lock()
         self._dead_fd: int | None = None
         try:
@@ -721,7 +722,11 @@ class Spool:
             finally:
                 os.close(fd)
         except OSError as exc:
-            log.warning("spool %s: cannot write the ack file: %s", self.directory, exc)
+            if str(exc) != self._ack_error:  # once per problem, not every 100 ms (a full disk)
+                log.warning("spool %s: cannot write the ack file: %s", self.directory, exc)
+            self._ack_error = str(exc)
+        else:
+            self._ack_error = None
 
     # -- reading --------------------------------------------------------------------------------
 
