@@ -42,7 +42,14 @@ from confluent_kafka import KafkaError, KafkaException, Producer
 import govbus.settings
 from govbus.contract import Encoder
 from govbus.errors import ConfigError, InvalidEventError
-from govbus.event import MAX_ENCODED_BYTES, MAX_RECORD_OVERHEAD, GovernanceEvent, ProducerInfo, encoded_size_bound
+from govbus.event import (
+    MAX_ENCODED_BYTES,
+    MAX_RECORD_OVERHEAD,
+    FrozenDict,
+    GovernanceEvent,
+    ProducerInfo,
+    encoded_size_bound,
+)
 from govbus.producer import _tracing
 from govbus.producer._delivery import DeliveryTracker
 from govbus.producer._errors import BusClosedError, ProducerFatalError, SpoolError, SpoolFullError
@@ -333,6 +340,10 @@ class Bus:
             raise self._fatal_error()
         if not isinstance(event, GovernanceEvent):
             raise TypeError(f"emit() takes a govbus GovernanceEvent, got {type(event).__name__}")
+        if type(event.attributes) is not FrozenDict:
+            # Not built by the constructor (read from the bus: decoded without re-validation, its
+            # attributes a plain dict the caller may have changed): validated and frozen now.
+            event = event.replace()
         if self._check is not None:
             self._check(event)  # InvalidEventError: the pinned schema version cannot carry it
         if self._max_value is not None and (size := encoded_size_bound(event)) > self._max_value:

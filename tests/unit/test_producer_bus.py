@@ -459,3 +459,23 @@ def test_attributes_cannot_be_changed_after_construction(make_bus: Callable[...,
     bus.emit(event)
     until(lambda: bus.counters().spooled == 1)
     assert bus.counters().failed == 0
+
+
+@pytest.mark.parametrize("durability", ["memory", "disk"])
+def test_an_event_read_from_the_bus_and_changed_is_validated_again(
+    make_bus: Callable[..., Bus], durability: str
+) -> None:
+    from govbus.contract import Decoder, Encoder
+    from govbus.errors import InvalidEventError
+
+    bus = make_bus(durability=durability)
+    original = GovernanceEvent(agent_id="a", attributes={"x": 1})
+    decoded = Decoder().decode(Encoder().encode(original, bus.producer_info))
+    decoded.attributes["x"] = object()  # type: ignore[index]  # decoded: a plain dict, not re-validated
+    with pytest.raises(InvalidEventError) as info:
+        bus.emit(decoded)  # was: accepted, then lost (memory) or a bare ValueError (disk)
+    assert info.value.field == "attributes.x"
+    fine = Decoder().decode(Encoder().encode(original, bus.producer_info))
+    bus.emit(fine)
+    until(lambda: bus.counters().spooled == 1)
+    assert bus.counters().failed == 0
