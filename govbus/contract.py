@@ -31,7 +31,7 @@ from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 
 from govbus.errors import DecodeError, InvalidEventError
-from govbus.event import V2_FIELDS, EventKind, GovernanceEvent, ProducerInfo, decoded_event
+from govbus.event import V2_FIELDS, EventKind, FrozenDict, FrozenList, GovernanceEvent, ProducerInfo, decoded_event
 
 SINGLE_OBJECT_MAGIC = b"\xc3\x01"
 CONFLUENT_MAGIC = b"\x00"
@@ -530,6 +530,8 @@ _BY_TYPE: dict[type, Callable[[Any], bytes | None]] = {
     list: _json_value,
     dict: _json_value,
     tuple: _json_value,
+    FrozenList: _json_value,  # what the event model keeps nested lists and mappings as
+    FrozenDict: _json_value,
     type(None): lambda _v: b"\x00",
     bool: lambda v: b"\x02\x01" if v else b"\x02\x00",
     int: _long_value,

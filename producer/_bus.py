@@ -41,8 +41,15 @@ from confluent_kafka import KafkaError, KafkaException, Producer
 
 import govbus.settings
 from govbus.contract import Encoder
-from govbus.errors import ConfigError
-from govbus.event import GovernanceEvent, ProducerInfo
+from govbus.errors import ConfigError, InvalidEventError
+from govbus.event import (
+    MAX_ENCODED_BYTES,
+    MAX_RECORD_OVERHEAD,
+    FrozenDict,
+    GovernanceEvent,
+    ProducerInfo,
+    encoded_size_bound,
+)
 from govbus.producer import _tracing
 from govbus.producer._delivery import DeliveryTracker
 from govbus.producer._errors import BusClosedError, ProducerFatalError, SpoolError, SpoolFullError
@@ -58,6 +65,7 @@ from govbus.producer._spool import (
     TYPE_EVENT,
     TYPE_RECORD,
     Entry,
+    RescueError,
     Spool,
     SpoolFull,
     pack_event,
@@ -133,6 +141,28 @@ def _close_open_buses() -> None:
             bus.close()
         except Exception:  # at exit: report, and go on with the others
             log.exception("closing a govbus producer at exit failed")
+
+
+_LIBRDKAFKA_MESSAGE_MAX_BYTES = 1_000_000  # librdkafka's default message.max.bytes
+
+
+def _value_budget(conf: dict[str, Any]) -> int | None:
+    """The largest event value the producer's ``message.max.bytes`` takes (with the key and headers
+    reserve); None when every valid event fits (the model bounds it: MAX_ENCODED_BYTES)."""
+    raw = conf.get("message.max.bytes", _LIBRDKAFKA_MESSAGE_MAX_BYTES)
+    try:
+        limit = int(raw)
+    except (TypeError, ValueError):
+        return None  # librdkafka itself refuses the configuration with its reason
+    if limit >= MAX_ENCODED_BYTES + MAX_RECORD_OVERHEAD:
+        return None
+    if limit <= MAX_RECORD_OVERHEAD + 4096:
+        raise ConfigError(
+            "GOVBUS_PRODUCER__LIBRDKAFKA",
+            f"message.max.bytes={limit} leaves no room for an event after the {MAX_RECORD_OVERHEAD} bytes "
+            f"reserved for the key and headers; use at least {MAX_ENCODED_BYTES + MAX_RECORD_OVERHEAD}",
+        )
+    return limit - MAX_RECORD_OVERHEAD
 
 
 def producer_config(settings: GovbusSettings) -> dict[str, Any]:
@@ -237,6 +267,9 @@ class Bus:
             batch_hook = SigningHook.from_settings(settings.signing)
         self._hook = batch_hook
         self._queue_max = p.queue_max_events
+        # Set only when message.max.bytes was lowered below what any valid event needs: then emit()
+        # checks each event's size bound against it (otherwise it provably fits: no cost).
+        self._max_value = _value_budget(producer_config(settings))
         self._spool = Spool(
             p.spool_dir,
             max_bytes=p.spool_max_bytes,
@@ -316,7 +349,9 @@ class Bus:
 
         Raises :class:`SpoolFullError` (event NOT accepted) when full, per ``on_spool_full``;
         :class:`BusClosedError`; :class:`ProducerFatalError`; ``TypeError`` for a non-event;
-        :class:`InvalidEventError` for an event the pinned ``schema_version`` cannot carry.
+        :class:`InvalidEventError` for an event the pinned ``schema_version`` cannot carry, or
+        larger than a lowered ``message.max.bytes`` takes. A full filesystem under the spool is a
+        full spool (``SpoolFullError.no_space`` says so).
         """
         if self._closed:
             raise BusClosedError()
@@ -324,8 +359,18 @@ class Bus:
             raise self._fatal_error()
         if not isinstance(event, GovernanceEvent):
             raise TypeError(f"emit() takes a govbus GovernanceEvent, got {type(event).__name__}")
+        if type(event.attributes) is not FrozenDict:
+            # Not built by the constructor (read from the bus: decoded without re-validation, its
+            # attributes a plain dict the caller may have changed): validated and frozen now.
+            event = event.replace()
         if self._check is not None:
             self._check(event)  # InvalidEventError: the pinned schema version cannot carry it
+        if self._max_value is not None and (size := encoded_size_bound(event)) > self._max_value:
+            raise InvalidEventError(
+                "<event>",
+                f"may encode to {size} bytes; with message.max.bytes={self._max_value + MAX_RECORD_OVERHEAD} "
+                f"(less {MAX_RECORD_OVERHEAD} for the key and headers) the limit is {self._max_value}",
+            )
         if self._disk:
             self._emit_disk(event)
             return
@@ -377,7 +422,7 @@ class Bus:
         elif policy == "deny-admission":
             self._admission_blocked = True
         self._tracker.rejected_one()
-        raise SpoolFullError(policy, "spool", full.used, full.limit, time.monotonic() - started)
+        raise SpoolFullError(policy, "spool", full.used, full.limit, time.monotonic() - started, full.no_space)
 
     def _wait_for_room(self) -> None:
         """Memory mode, hand-off queue full: apply ``on_spool_full`` (the sender is behind or the
@@ -504,7 +549,14 @@ class Bus:
         if entries:
             # Below the watermark they would count as delivered and be released by the final housekeeping.
             self._tracker.unsent = min(self._tracker.unsent, min(seq for seq, _, _ in entries))
-        self._tracker.spooled += self._spool.rescue(entries)
+        try:
+            self._tracker.spooled += self._spool.rescue(entries)
+        except RescueError as exc:
+            # Nowhere left to keep them (a full disk): counted as failed, loudly, and close() goes on.
+            self._tracker.spooled += exc.written
+            self._tracker.failed += exc.lost
+            self._last_error = f"{exc.lost} undelivered event(s) could not be kept in the spool: {exc.message}"
+            log.critical("govbus producer: %s; they are lost", self._last_error)
 
     def __enter__(self) -> Self:
         return self
@@ -578,6 +630,10 @@ class Bus:
             return False, self._access.reason
         if self._fatal is not None:
             return False, f"fatal producer error {self._fatal.name()}: {self._fatal.str()}"
+        no_space = self._no_space()
+        if no_space is not None:
+            denied = "; admission denied" if self._admission_blocked else ""
+            return False, f"spool filesystem full ({no_space}): the spool takes no more events{denied}"
         if self._admission_blocked:
             return False, f"spool {used * 100 // max(limit, 1)}% full: admission denied until it drains"
         if used >= limit or self._spool.refusing:
@@ -594,11 +650,19 @@ class Bus:
             return
         spool = self._spool
         fill = max(spool.used / spool.max_bytes, len(self._q) / self._queue_max if not self._disk else 0.0)
+        if self._no_space() is not None:
+            fill = 1.0  # a full filesystem is a full spool, whatever spool_max_bytes says
         high = self._p.admission_high_water
         if fill >= high:
             self._admission_blocked = True
         elif fill < high - 0.1:
             self._admission_blocked = False
+
+    def _no_space(self) -> str | None:
+        """Why the spool's filesystem is full, while that matters: always in disk mode (every event
+        goes through the spool), while spooling in memory mode."""
+        no_space = self._spool.no_space
+        return no_space if self._disk or self._mode is _SPOOLING else None
 
     def _fatal_error(self) -> ProducerFatalError:
         assert self._fatal is not None
@@ -794,7 +858,9 @@ class Bus:
                     return False
                 self._cursor = self._reader.next_seq
         else:
-            if self._q:
+            if self._q and self._spool.no_space is None:
+                # What is queued goes through the spool first; but a full disk cannot take it,
+                # and with the spool replayed to its end it can go directly, still in order.
                 return False
             with self._spool.lock:
                 # Seqs published directly must never fall inside a spooled segment's range.
@@ -1183,8 +1249,8 @@ class Bus:
         while not self._stop_syncer.wait(interval):
             try:
                 self._spool.sync()
-                if self._disk:
-                    self._spool.prepare()
+                if self._disk or self._spool.no_space is not None:
+                    self._spool.prepare()  # also the probe that notices a full disk has room again
             except Exception:
                 log.exception("spool sync failed")
         self._spool.sync()

@@ -429,3 +429,53 @@ def test_an_event_the_encoder_refuses_is_counted_and_kept_not_fatal(
     assert health.last_error is not None
     assert "cannot be encoded" in health.last_error
     assert list((tmp_path / "spool" / "dead").glob("*.seg"))
+
+
+def test_lowered_message_max_bytes_is_checked_in_emit(make_bus: Callable[..., Bus]) -> None:
+    from govbus.errors import InvalidEventError
+
+    bus = make_bus(librdkafka={"message.max.bytes": 300_000})
+    bus.emit(GovernanceEvent(agent_id="a", attributes={"s": "x" * 60_000}))
+    with pytest.raises(InvalidEventError) as info:
+        bus.emit(GovernanceEvent(agent_id="a", attributes={f"s{i}": "x" * 60_000 for i in range(4)}))
+    assert info.value.field == "<event>"
+    assert "message.max.bytes=300000" in str(info.value)
+    assert "200000" in str(info.value)
+    assert bus.counters().submitted == 1
+    with pytest.raises(ConfigError, match=r"message\.max\.bytes"):
+        make_bus(librdkafka={"message.max.bytes": 50_000})
+
+
+@pytest.mark.parametrize("durability", ["memory", "disk"])
+def test_attributes_cannot_be_changed_after_construction(make_bus: Callable[..., Bus], durability: str) -> None:
+    # Was: the mutation succeeded; memory mode then lost the event (not even in dead/), disk mode
+    # raised a bare ValueError ("unmarshallable object") from emit().
+    bus = make_bus(durability=durability)
+    event = GovernanceEvent(agent_id="a", attributes={"x": 1, "nested": {"l": [1]}})
+    with pytest.raises(TypeError, match="read-only"):
+        event.attributes["x"] = object()  # type: ignore[index]
+    with pytest.raises(TypeError, match="read-only"):
+        event.attributes["nested"]["l"].append(object())
+    bus.emit(event)
+    until(lambda: bus.counters().spooled == 1)
+    assert bus.counters().failed == 0
+
+
+@pytest.mark.parametrize("durability", ["memory", "disk"])
+def test_an_event_read_from_the_bus_and_changed_is_validated_again(
+    make_bus: Callable[..., Bus], durability: str
+) -> None:
+    from govbus.contract import Decoder, Encoder
+    from govbus.errors import InvalidEventError
+
+    bus = make_bus(durability=durability)
+    original = GovernanceEvent(agent_id="a", attributes={"x": 1})
+    decoded = Decoder().decode(Encoder().encode(original, bus.producer_info))
+    decoded.attributes["x"] = object()  # type: ignore[index]  # decoded: a plain dict, not re-validated
+    with pytest.raises(InvalidEventError) as info:
+        bus.emit(decoded)  # was: accepted, then lost (memory) or a bare ValueError (disk)
+    assert info.value.field == "attributes.x"
+    fine = Decoder().decode(Encoder().encode(original, bus.producer_info))
+    bus.emit(fine)
+    until(lambda: bus.counters().spooled == 1)
+    assert bus.counters().failed == 0
