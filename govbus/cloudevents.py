@@ -144,7 +144,9 @@ def parse_headers(headers: Sequence[tuple[str, bytes | None]] | None) -> CloudEv
         missing = [h for h in _REQUIRED if h[3:] not in values]
         raise DecodeError(DecodeReason.BAD_HEADERS, f"missing CloudEvents header(s) {', '.join(missing)}")
     if values["specversion"] != SPEC_VERSION:
-        raise DecodeError(DecodeReason.BAD_HEADERS, f"ce_specversion is {values['specversion']!r}, expected {SPEC_VERSION!r}")
+        raise DecodeError(
+            DecodeReason.BAD_HEADERS, f"ce_specversion is {values['specversion']!r}, expected {SPEC_VERSION!r}"
+        )
     known = _KNOWN
     return CloudEventAttributes(
         specversion=values["specversion"],

@@ -144,7 +144,9 @@ def framing_of(value: bytes | None) -> Framing:
         return Framing.SINGLE_OBJECT
     if value[:1] == CONFLUENT_MAGIC:
         return Framing.CONFLUENT
-    raise DecodeError(DecodeReason.UNKNOWN_FRAMING, f"value starts with {value[:2].hex()}, neither C301 (single-object) nor 00")
+    raise DecodeError(
+        DecodeReason.UNKNOWN_FRAMING, f"value starts with {value[:2].hex()}, neither C301 (single-object) nor 00"
+    )
 
 
 # --- Python model <-> Avro datum -------------------------------------------------------------
@@ -699,7 +701,8 @@ class Decoder:
                 self.legacy_fingerprints += 1
                 return self._read(value, 10, writer), writer
             raise DecodeError(
-                DecodeReason.UNKNOWN_FINGERPRINT, f"writer schema fingerprint {value[2:10].hex()} is not among the shipped schemas"
+                DecodeReason.UNKNOWN_FINGERPRINT,
+                f"writer schema fingerprint {value[2:10].hex()} is not among the shipped schemas",
             )
         return self._read(value, 10, writer), writer
 
@@ -721,9 +724,13 @@ class Decoder:
                 dict[str, Any], schemaless_reader(buf, writer.parsed, self.reader.parsed if plan.resolve else None)
             )
         except Exception as exc:  # fastavro raises many types on garbage; all mean the same here
-            raise DecodeError(DecodeReason.CORRUPT_BODY, f"Avro body does not decode with schema {writer.label}: {exc}") from None
+            raise DecodeError(
+                DecodeReason.CORRUPT_BODY, f"Avro body does not decode with schema {writer.label}: {exc}"
+            ) from None
         if buf.tell() != len(value):
-            raise DecodeError(DecodeReason.CORRUPT_BODY, f"{len(value) - buf.tell()} trailing bytes after the Avro body")
+            raise DecodeError(
+                DecodeReason.CORRUPT_BODY, f"{len(value) - buf.tell()} trailing bytes after the Avro body"
+            )
         return plan.apply(datum) if plan.steps is not None else datum
 
 

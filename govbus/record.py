@@ -83,5 +83,7 @@ def from_record(value: bytes | None, headers: Sequence[tuple[str, bytes | None]]
     except Exception as exc:
         raise DecodeError(DecodeReason.INVALID_EVENT, f"decoded record is not a valid event: {exc}") from None
     if attributes.id != event.event_id:
-        raise DecodeError(DecodeReason.BAD_HEADERS, f"ce_id {attributes.id!r} does not match event_id {event.event_id!r}")
+        raise DecodeError(
+            DecodeReason.BAD_HEADERS, f"ce_id {attributes.id!r} does not match event_id {event.event_id!r}"
+        )
     return InRecord(event, attributes, writer)

@@ -22,10 +22,10 @@ import threading
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit, urlunsplit
 
 from govbus.contract import SchemaVersion, load_schema, schema_version, shipped_by_fingerprint
 from govbus.errors import ConfigError, DecodeError, DecodeReason, GovbusError
+from govbus.settings import redact_url
 
 if TYPE_CHECKING:
     from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
@@ -62,17 +62,6 @@ class RegistryError(GovbusError):
 def subject_for(topic: str) -> str:
     """The subject of the topic's record values (Confluent's default ``TopicNameStrategy``)."""
     return f"{topic}-value"
-
-
-def redact_url(url: str) -> str:
-    """``url`` without user info (``https://user:pw@host`` → ``https://***@host``), for messages."""
-    parts = []
-    for one in url.split(","):
-        split = urlsplit(one.strip())
-        if split.username or split.password:
-            split = split._replace(netloc="***@" + split.netloc.rpartition("@")[2])
-        parts.append(urlunsplit(split))
-    return ",".join(parts)
 
 
 def connect(settings: RegistrySettings) -> SchemaRegistryClient:
@@ -195,9 +184,12 @@ class SchemaIds:
                 if len(self._missing) >= self._max:
                     self._missing.clear()
                 self._missing[schema_id] = self._clock() + self._negative_ttl
-                raise DecodeError(DecodeReason.UNKNOWN_SCHEMA_ID, f"schema id {schema_id} is not in the schema registry") from None
+                raise DecodeError(
+                    DecodeReason.UNKNOWN_SCHEMA_ID, f"schema id {schema_id} is not in the schema registry"
+                ) from None
             raise DecodeError(
-                DecodeReason.REGISTRY_UNAVAILABLE, f"cannot fetch schema id {schema_id}: {as_registry_error('fetch', exc)}"
+                DecodeReason.REGISTRY_UNAVAILABLE,
+                f"cannot fetch schema id {schema_id}: {as_registry_error('fetch', exc)}",
             ) from None
         writer = _writer(schema_id, schema)
         if len(self._found) >= self._max:
@@ -216,7 +208,9 @@ def _writer(schema_id: int, schema: Any) -> SchemaVersion:
         parsed_json = json.loads(schema.schema_str)
         writer = load_schema(0, parsed_json, schema_id)
     except Exception as exc:
-        raise DecodeError(DecodeReason.INCOMPATIBLE_SCHEMA, f"schema id {schema_id} does not parse as Avro: {exc}") from None
+        raise DecodeError(
+            DecodeReason.INCOMPATIBLE_SCHEMA, f"schema id {schema_id} does not parse as Avro: {exc}"
+        ) from None
     parsed = writer.parsed
     name = parsed.get("name") if isinstance(parsed, dict) and parsed.get("type") == "record" else None
     if name != _EVENT_RECORD:
