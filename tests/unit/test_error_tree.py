@@ -24,7 +24,8 @@ _LINE = re.compile(r"^(?P<indent>[ │├└─]*)(?P<name>[A-Z]\w*)(?: \([\w, ]
 def _package_modules() -> list[str]:
     path = Path(__file__).with_name("test_import_layers.py")
     spec = importlib.util.spec_from_file_location("_import_layers", path)
-    assert spec is not None and spec.loader is not None
+    assert spec is not None
+    assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules.setdefault("_import_layers", module)
     spec.loader.exec_module(module)
@@ -108,6 +109,7 @@ def test_transient_is_carried_by_the_reason() -> None:
     assert {r for r in DecodeReason if r.transient} == {DecodeReason.REGISTRY_UNAVAILABLE}
     assert DecodeError(DecodeReason.REGISTRY_UNAVAILABLE, "down").transient
     err = DecodeError("corrupt-body", "bad")
-    assert err.reason is DecodeReason.CORRUPT_BODY and not err.transient
+    assert err.reason is DecodeReason.CORRUPT_BODY
+    assert not err.transient
     with pytest.raises(ValueError, match="not-a-reason"):
         DecodeError("not-a-reason", "x")

@@ -77,7 +77,8 @@ SIBLINGS = ("govbus.producer", "govbus.consumers", "govbus.gate")
 
 def _layout() -> dict[Path, Path]:
     spec = importlib.util.spec_from_file_location("_typecheck_tree", ROOT / "tools" / "typecheck_tree.py")
-    assert spec is not None and spec.loader is not None
+    assert spec is not None
+    assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules.setdefault("_typecheck_tree", module)
     spec.loader.exec_module(module)
