@@ -285,7 +285,7 @@ def test_an_unreachable_registry_holds_records_back_instead_of_dead_lettering_th
     schema_id = writer_schema_id(client, subject_for(topic), schema_version())
     flaky = FlakyRegistry(client)
     flaky.down.set()
-    monkeypatch.setattr("govbus.consumers._runtime.client_for", lambda _settings: flaky)
+    monkeypatch.setattr("govbus.consumers._runtime.resolver_for", lambda _settings: SchemaIds(flaky))
     evs = v2_events(30)
     recs = records(evs, Encoder(schema_id=schema_id))
     produce(kafka_bootstrap, topic, recs)
