@@ -23,6 +23,7 @@ is read from pyproject.toml through tools/typecheck_tree.py.
 from __future__ import annotations
 
 import ast
+import functools
 import importlib.util
 import sys
 import tomllib
@@ -87,6 +88,7 @@ def _layout() -> dict[Path, Path]:
     return links
 
 
+@functools.cache
 def modules() -> dict[str, Path]:
     """Every module of the installed package by dotted name → its source file."""
     found: dict[str, Path] = {}
@@ -154,6 +156,7 @@ def imports(module: str, file: Path, known: dict[str, Path]) -> set[str]:
     return found
 
 
+@functools.cache
 def graph() -> dict[str, set[str]]:
     known = modules()
     return {m: imports(m, f, known) for m, f in known.items()}
