@@ -13,9 +13,12 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+from _sinks import FakeMessage, events, records
 
 import govbus
 import govbus.errors
+from govbus.consumers._intake import Intake
+from govbus.contract import Decoder, Encoder, SchemaVersion
 from govbus.errors import DecodeError, DecodeReason, GovbusError
 
 _LINE = re.compile(r"^(?P<indent>[ │├└─]*)(?P<name>[A-Z]\w*)(?: \([\w, ]+\))?\s+(?P<module>govbus[\w.]*)")
@@ -113,3 +116,51 @@ def test_transient_is_carried_by_the_reason() -> None:
     assert not err.transient
     with pytest.raises(ValueError, match="not-a-reason"):
         DecodeError("not-a-reason", "x")
+
+
+class _Resolver:
+    """A SchemaResolver handed to the decoder (no registry anywhere): fails with ``reason``."""
+
+    def __init__(self, reason: DecodeReason) -> None:
+        self.reason = reason
+        self.asked: list[int] = []
+
+    def resolve(self, schema_id: int) -> SchemaVersion:
+        self.asked.append(schema_id)
+        raise DecodeError(self.reason, f"schema id {schema_id}")
+
+
+@pytest.mark.parametrize(
+    ("reason", "transient"), [(DecodeReason.REGISTRY_UNAVAILABLE, True), (DecodeReason.UNKNOWN_SCHEMA_ID, False)]
+)
+def test_the_intake_carries_transience_from_the_type(reason: DecodeReason, transient: bool) -> None:
+    # The runtime holds a record on Failure.transient (no list of reason strings to keep in step).
+    resolver = _Resolver(reason)
+    record = records(events(1), encoder=Encoder(schema_id=7))[0]
+    work = Intake(Decoder(resolver=resolver))(FakeMessage(record.value, record.headers), epoch=0)
+    assert resolver.asked == [7]
+    assert work.failure is not None
+    assert work.failure.reason == f"decode:{reason.value}"
+    assert work.failure.transient is transient
+
+
+def test_the_root_settings_are_composed_from_each_subpackage_section() -> None:
+    import govbus.config
+    import govbus.settings
+    from govbus.consumers import SinkRuntimeSettings
+    from govbus.gate import GateSettings
+    from govbus.producer import ProducerSettings
+    from govbus.signing import SigningSettings
+
+    root = govbus.config.GovbusSettings
+    assert govbus.settings.GovbusSettings is root
+    assert govbus.settings.root_settings() is root
+    sections = {name: f.annotation for name, f in root.model_fields.items()}
+    assert sections["producer"] is ProducerSettings
+    assert sections["sink"] is SinkRuntimeSettings
+    assert sections["gate"] is GateSettings
+    assert sections["signing"] is SigningSettings
+    # The environment check walks the composed tree: every section's variables are settings.
+    for name in ("GOVBUS_PRODUCER__DURABILITY", "GOVBUS_SINK__BATCH__MAX_RECORDS", "GOVBUS_GATE__POLICY_FILE"):
+        assert govbus.settings.is_setting(name), name
+    assert not govbus.settings.is_setting("GOVBUS_PRODUCER__DURABILTY")
