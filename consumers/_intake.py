@@ -98,6 +98,7 @@ class Intake:
                 exc.message,
                 verdict=None if verdict == "unverified" else verdict,
                 exception=_DECODE_ERROR,
+                transient=exc.transient,
             )
             return work
         work.record = DeliveredRecord(

@@ -39,7 +39,7 @@ from govbus.consumers._tracing import default_tracer_provider
 from govbus.consumers._verify import Verification, build_verification
 from govbus.consumers._worker import DeliveryWorker, FlushRequest, Ownership, Report, RevokeRequest, StopRequest
 from govbus.contract import Decoder
-from govbus.registry import client_for
+from govbus.registry import resolver_for
 
 if TYPE_CHECKING:
     from govbus.settings import GovbusSettings
@@ -51,8 +51,6 @@ log = logging.getLogger("govbus.consumers.runtime")
 TP = tuple[str, int]
 _UNSET: Any = object()
 _BREAKER_GAUGE = {BreakerState.CLOSED: 0, BreakerState.HALF_OPEN: 1, BreakerState.OPEN: 2}
-# A decode failure that says nothing about the record: re-read it later, never dead-letter it.
-_TRANSIENT_DECODE = frozenset({"decode:registry-unavailable"})
 _HOLD_MAX_S = 30.0
 
 
@@ -99,7 +97,7 @@ class SinkRuntime:
         self._tracer = (tracer_provider or default_tracer_provider()).get_tracer("govbus.consumers")
         self._intake = Intake(
             # Confluent-framed records resolve their schema ids through GOVBUS_REGISTRY__URL.
-            Decoder(registry=client_for(root)),
+            Decoder(resolver=resolver_for(root)),
             verification=verification,
             max_record_bytes=s.max_record_bytes,
             replay_topic=self.replay_topic,
@@ -354,7 +352,7 @@ class SinkRuntime:
                 continue  # behind a held record: re-read after it
             try:
                 work = intake(m, epoch)
-                if work.failure is not None and work.failure.reason in _TRANSIENT_DECODE and self._hold(m, work):
+                if work.failure is not None and work.failure.transient and self._hold(m, work):
                     held.add(tp)
                     continue
                 if work.failure is None and self._hold_streak:

@@ -25,12 +25,12 @@ from datetime import UTC, datetime, timedelta
 from enum import Enum
 from functools import cache, lru_cache
 from importlib import resources
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 
-from govbus.errors import DecodeError, InvalidEventError
+from govbus.errors import DecodeError, DecodeReason, InvalidEventError
 from govbus.event import V2_FIELDS, EventKind, FrozenDict, FrozenList, GovernanceEvent, ProducerInfo, decoded_event
 
 SINGLE_OBJECT_MAGIC = b"\xc3\x01"
@@ -139,12 +139,14 @@ def _by_legacy_fingerprint() -> dict[bytes, SchemaVersion]:
 def framing_of(value: bytes | None) -> Framing:
     """Which framing a record value uses; :class:`DecodeError` when it is neither."""
     if not value:
-        raise DecodeError("empty", "record value is empty")
+        raise DecodeError(DecodeReason.EMPTY, "record value is empty")
     if value[:2] == SINGLE_OBJECT_MAGIC:
         return Framing.SINGLE_OBJECT
     if value[:1] == CONFLUENT_MAGIC:
         return Framing.CONFLUENT
-    raise DecodeError("unknown-framing", f"value starts with {value[:2].hex()}, neither C301 (single-object) nor 00")
+    raise DecodeError(
+        DecodeReason.UNKNOWN_FRAMING, f"value starts with {value[:2].hex()}, neither C301 (single-object) nor 00"
+    )
 
 
 # --- Python model <-> Avro datum -------------------------------------------------------------
@@ -645,6 +647,18 @@ def _encode_fast(prefix: bytes, e: GovernanceEvent, tail: bytes, layout: _Layout
         return None
 
 
+class SchemaResolver(Protocol):
+    """Finds the writer schema of a Confluent-framed record by its schema id.
+
+    Handed to :class:`Decoder` by its caller (the contract knows no registry):
+    :class:`govbus.registry.SchemaIds` implements it over a schema registry client. ``resolve``
+    raises :class:`DecodeError` (``unknown-schema-id``, ``incompatible-schema``, or the transient
+    ``registry-unavailable``) when it cannot.
+    """
+
+    def resolve(self, schema_id: int) -> SchemaVersion: ...
+
+
 class Decoder:
     """Decodes record values of any writer version into one reader version (the newest by default).
 
@@ -652,40 +666,36 @@ class Decoder:
     Single-object values name a shipped writer schema by fingerprint; values in the legacy
     byte-reversed order (govbus 0.1.0) are read too and counted in :attr:`legacy_fingerprints`
     (docs/wire-contract.md says until when). Confluent-framed values name
-    it by schema id, resolved through ``registry`` (a ``confluent_kafka.schema_registry``
-    client, or a :class:`govbus.registry.SchemaIds`; cached); without one they fail with reason
-    ``no-registry``. A writer schema the registry has but this package does not ship (a newer
-    version) is read through schema resolution like any other.
+    it by schema id, resolved through the ``resolver`` handed in (a :class:`SchemaResolver`, e.g.
+    ``govbus.registry.SchemaIds(client)``); without one they fail with reason ``no-registry``.
+    A writer schema the registry has but this package does not ship (a newer version) is read
+    through schema resolution like any other.
     """
 
-    def __init__(self, reader_version: int | None = None, *, registry: Any = None) -> None:
+    def __init__(self, reader_version: int | None = None, *, resolver: SchemaResolver | None = None) -> None:
         self.reader = schema_version(reader_version)
         self._plans: dict[bytes, _Projection] = {}  # per writer fingerprint
-        self.ids: Any = None  # govbus.registry.SchemaIds; imported lazily, most decoders never need it
+        self.resolver = resolver
         # Single-object values read with the legacy (byte-reversed) fingerprint: the sink runtime
         # exports it as govbus.sink.records.legacy_fingerprint.
         self.legacy_fingerprints = 0
-        if registry is not None:
-            from govbus.registry import SchemaIds
-
-            self.ids = registry if isinstance(registry, SchemaIds) else SchemaIds(registry)
 
     def decode_datum(self, value: bytes | None) -> tuple[dict[str, Any], SchemaVersion]:
         framing = framing_of(value)
         assert value is not None
         if framing is Framing.CONFLUENT:
             if len(value) < 5:
-                raise DecodeError("truncated", f"Confluent header needs 5 bytes, record has {len(value)}")
+                raise DecodeError(DecodeReason.TRUNCATED, f"Confluent header needs 5 bytes, record has {len(value)}")
             schema_id = struct.unpack(">I", value[1:5])[0]
-            if self.ids is None:
+            if self.resolver is None:
                 raise DecodeError(
-                    "no-registry",
+                    DecodeReason.NO_REGISTRY,
                     f"Confluent-framed record (schema id {schema_id}) needs a schema registry (GOVBUS_REGISTRY__URL)",
                 )
-            registered: SchemaVersion = self.ids.writer(schema_id)
+            registered = self.resolver.resolve(schema_id)
             return self._read(value, 5, registered), registered
         if len(value) < 10:
-            raise DecodeError("truncated", f"single-object header needs 10 bytes, record has {len(value)}")
+            raise DecodeError(DecodeReason.TRUNCATED, f"single-object header needs 10 bytes, record has {len(value)}")
         writer = _by_fingerprint().get(value[2:10])
         if writer is None:
             writer = _by_legacy_fingerprint().get(value[2:10])
@@ -693,7 +703,8 @@ class Decoder:
                 self.legacy_fingerprints += 1
                 return self._read(value, 10, writer), writer
             raise DecodeError(
-                "unknown-fingerprint", f"writer schema fingerprint {value[2:10].hex()} is not among the shipped schemas"
+                DecodeReason.UNKNOWN_FINGERPRINT,
+                f"writer schema fingerprint {value[2:10].hex()} is not among the shipped schemas",
             )
         return self._read(value, 10, writer), writer
 
@@ -702,7 +713,7 @@ class Decoder:
         try:
             return from_datum(datum)
         except Exception as exc:  # a datum that decodes but breaks the model is still just a bad record
-            raise DecodeError("invalid-event", f"decoded record is not a valid event: {exc}") from None
+            raise DecodeError(DecodeReason.INVALID_EVENT, f"decoded record is not a valid event: {exc}") from None
 
     def _read(self, value: bytes, offset: int, writer: SchemaVersion) -> dict[str, Any]:
         buf = io.BytesIO(value)
@@ -715,9 +726,13 @@ class Decoder:
                 dict[str, Any], schemaless_reader(buf, writer.parsed, self.reader.parsed if plan.resolve else None)
             )
         except Exception as exc:  # fastavro raises many types on garbage; all mean the same here
-            raise DecodeError("corrupt-body", f"Avro body does not decode with schema {writer.label}: {exc}") from None
+            raise DecodeError(
+                DecodeReason.CORRUPT_BODY, f"Avro body does not decode with schema {writer.label}: {exc}"
+            ) from None
         if buf.tell() != len(value):
-            raise DecodeError("corrupt-body", f"{len(value) - buf.tell()} trailing bytes after the Avro body")
+            raise DecodeError(
+                DecodeReason.CORRUPT_BODY, f"{len(value) - buf.tell()} trailing bytes after the Avro body"
+            )
         return plan.apply(datum) if plan.steps is not None else datum
 
 

@@ -26,7 +26,7 @@ from govbus.consumers.sinks._options import SinkOptions, env_name, parse_options
 from govbus.errors import ConfigError
 from govbus.signing import SigningError, SigningKey, load_private_key
 
-__all__ = ["AuditSink", "AuditSinkOptions"]
+__all__ = ["AuditSink", "AuditSinkOptions", "LedgerError"]
 
 _log = logging.getLogger("govbus.consumers.sinks.audit")
 
