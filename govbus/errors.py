@@ -21,7 +21,8 @@ The whole tree, drawn here once (``tests/unit/test_error_tree.py`` checks that e
     │   ├── SpoolFullError              govbus.producer       the event was NOT accepted
     │   ├── ProducerFatalError          govbus.producer       librdkafka's fatal error: publish no more
     │   └── SpoolError                  govbus.producer       the spool directory cannot be used
-    │       └── SpoolLockedError        govbus.producer       another process holds it
+    │       ├── SpoolLockedError        govbus.producer       another process holds it
+    │       └── RescueError             govbus.producer       close() could not keep some events (.lost)
     └── SinkError                       govbus.consumers      a sink cannot be loaded, built or run
         ├── SinkNotFoundError           govbus.consumers      no such entry point
         ├── DeadLetterError             govbus.consumers      a dead letter not written yet (retried)

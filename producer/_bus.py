@@ -52,7 +52,7 @@ from govbus.event import (
 )
 from govbus.producer import _tracing
 from govbus.producer._delivery import DeliveryTracker
-from govbus.producer._errors import BusClosedError, ProducerFatalError, SpoolError, SpoolFullError
+from govbus.producer._errors import BusClosedError, ProducerFatalError, RescueError, SpoolError, SpoolFullError
 from govbus.producer._health import (
     AccessProblem,
     BusCounters,
@@ -65,7 +65,6 @@ from govbus.producer._spool import (
     TYPE_EVENT,
     TYPE_RECORD,
     Entry,
-    RescueError,
     Spool,
     SpoolFull,
     pack_event,

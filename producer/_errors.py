@@ -72,3 +72,12 @@ class SpoolError(ProducerError):
 
 class SpoolLockedError(SpoolError):
     """Another live process holds the spool directory; each producer process needs its own."""
+
+
+class RescueError(SpoolError):
+    """``rescue()`` wrote ``written`` records and could not write ``lost`` (``message`` says why)."""
+
+    def __init__(self, path: Path, message: str, written: int, lost: int) -> None:
+        super().__init__(path, message)
+        self.written = written
+        self.lost = lost

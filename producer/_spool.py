@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from govbus.event import FrozenDict, FrozenList, GovernanceEvent, ProducerInfo
-from govbus.producer._errors import SpoolError, SpoolLockedError
+from govbus.producer._errors import RescueError, SpoolError, SpoolLockedError
 
 log = logging.getLogger("govbus.producer.spool")
 
@@ -104,15 +104,6 @@ class SpoolFull(Exception):
         self.used = used
         self.limit = limit
         self.no_space = no_space
-
-
-class RescueError(SpoolError):
-    """``rescue()`` wrote ``written`` records and could not write ``lost`` (``message`` says why)."""
-
-    def __init__(self, path: Path, message: str, written: int, lost: int) -> None:
-        super().__init__(path, message)
-        self.written = written
-        self.lost = lost
 
 
 class _NoSpace(SpoolError):

@@ -57,7 +57,14 @@ def defined() -> dict[str, type[GovbusError]]:
     for name in _package_modules():
         module = importlib.import_module(name)
         for obj in vars(module).values():
-            if inspect.isclass(obj) and issubclass(obj, GovbusError) and obj.__module__ == name:
+            # A private subclass (``_NoSpace``) never reaches a caller as itself: it is caught inside
+            # its module or seen as its public parent, which is drawn.
+            if (
+                inspect.isclass(obj)
+                and issubclass(obj, GovbusError)
+                and obj.__module__ == name
+                and not obj.__name__.startswith("_")
+            ):
                 assert obj.__name__ not in found, f"two error classes named {obj.__name__}"
                 found[obj.__name__] = obj
     return found
