@@ -39,7 +39,7 @@ from pydantic import Field, SecretStr, field_validator
 from govbus.cloudevents import TRACEPARENT
 from govbus.consumers._errors import SinkError
 from govbus.consumers._spi import OK, Batch, DeliveredRecord, RetryLater, SinkBase, SinkContext, WriteResult
-from govbus.consumers.sinks._options import SinkOptions, env_name, parse_options, parse_pairs
+from govbus.consumers.sinks._options import SinkOptions, env_name, parse_pairs, resolve_options
 from govbus.consumers.sinks._retry_after import parse_retry_after
 from govbus.consumers.sinks._severity import severity
 from govbus.errors import ConfigError
@@ -173,9 +173,7 @@ class OtlpSink(SinkBase):
     """Delivers events as OTLP log records; see the module docstring and docs/sinks-reference.md."""
 
     def __init__(self, options: OtlpSinkOptions | None = None, /, **raw: Any) -> None:
-        if options is not None and raw:
-            raise TypeError("pass either an OtlpSinkOptions or keyword options, not both")
-        self.options = options or parse_options(OtlpSinkOptions, raw)
+        self.options = resolve_options(OtlpSinkOptions, options, raw)
         if self.options.protocol == "http/protobuf" and not re.match(r"https?://", self.options.endpoint):
             raise ConfigError(env_name("endpoint"), f"must be an http(s):// URL, got {self.options.endpoint!r}")
         self._provider: LoggerProvider | None = None
