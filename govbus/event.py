@@ -181,8 +181,16 @@ class GovernanceEvent:
         return dataclasses.replace(self, **changes)
 
 
+# The model's field names, in declaration order: the one list every non-frozen rendering derives
+# from. Frozen layouts (the Avro schemas and the writer that mirrors them, the spool journal, the
+# audit ledger entry, the JSON Lines key order) spell theirs out on purpose, and each has a test
+# that fails when a field is added here that the layout neither carries nor lists as left out.
+FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(GovernanceEvent))
+# The fields contract v1 has: every field but those added since.
+V1_FIELDS: tuple[str, ...] = tuple(name for name in FIELDS if name not in V2_FIELDS)
+
 # The slots' own setters: they bypass the frozen dataclass's __setattr__ without a name lookup.
-_SLOTS = tuple((f.name, getattr(GovernanceEvent, f.name).__set__) for f in dataclasses.fields(GovernanceEvent))
+_SLOTS = tuple((name, getattr(GovernanceEvent, name).__set__) for name in FIELDS)
 # (field, length limit, required non-empty) for every text field; None values are skipped.
 _TEXTS = (
     ("event_id", _MAX_ID, True),
