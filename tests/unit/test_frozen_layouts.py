@@ -29,37 +29,40 @@ from govbus.event import FIELDS, V1_FIELDS, EventKind, GovernanceEvent, Producer
 from govbus.producer import _spool
 
 PRODUCER = ProducerInfo(name="frozen", instance_id="i-1", host="host-1", library="govbus-test")
-# Every field set, none to its default: a field added to the model must be added here too.
-EVENT = GovernanceEvent(
-    agent_id="agent-7",
-    kind=EventKind.TOOL_CALL_BLOCKED,
-    severity="high",
-    action="tool.call",
-    decision="deny",
-    reason="not allowed",
-    event_id="0123456789abcdef0123456789abcdef",
-    occurred_at=datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC),
-    agent_did="did:web:agents.example:7",
-    session_id="session-9",
-    resource="fs:/etc/passwd",
-    policy_name="no-secrets",
-    latency_ms=12.5,
-    trace_id="ab" * 16,
-    span_id="cd" * 8,
-    parent_span_id="ef" * 8,
-    attributes={"tool": "shell", "n": 3, "nested": {"a": [1, 2]}},
-    schema_version="1.1",
-    producer=PRODUCER,
-    tenant_id="tenant-a",
-    policy_version="2026.1",
-    risk_score=0.25,
-)
+# A value for every field, none its default: a field added to the model must be added here too
+# (the first test says so), and then each layout below must carry it or say why not.
+VALUES: dict[str, object] = {
+    "agent_id": "agent-7",
+    "kind": EventKind.TOOL_CALL_BLOCKED,
+    "severity": "high",
+    "action": "tool.call",
+    "decision": "deny",
+    "reason": "not allowed",
+    "event_id": "0123456789abcdef0123456789abcdef",
+    "occurred_at": datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC),
+    "agent_did": "did:web:agents.example:7",
+    "session_id": "session-9",
+    "resource": "fs:/etc/passwd",
+    "policy_name": "no-secrets",
+    "latency_ms": 12.5,
+    "trace_id": "ab" * 16,
+    "span_id": "cd" * 8,
+    "parent_span_id": "ef" * 8,
+    "attributes": {"tool": "shell", "n": 3, "nested": {"a": [1, 2]}},
+    "schema_version": "1.1",
+    "producer": PRODUCER,
+    "tenant_id": "tenant-a",
+    "policy_version": "2026.1",
+    "risk_score": 0.25,
+}
+EVENT = GovernanceEvent(**VALUES)  # type: ignore[arg-type]
 
 
 def test_the_sample_event_sets_every_field() -> None:
-    unset = [f.name for f in dataclasses.fields(GovernanceEvent) if getattr(EVENT, f.name) in (None, f.default)]
-    assert not unset, f"set these in EVENT (and check every layout below): {unset}"
-    assert set(FIELDS) == {f.name for f in dataclasses.fields(GovernanceEvent)}
+    missing = [name for name in FIELDS if name not in VALUES]
+    assert not missing, f"add these to VALUES (and check every layout below): {missing}"
+    defaults = [f.name for f in dataclasses.fields(GovernanceEvent) if getattr(EVENT, f.name) in (None, f.default)]
+    assert not defaults
 
 
 def _delivered(event: GovernanceEvent) -> DeliveredRecord:
