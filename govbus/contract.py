@@ -31,7 +31,17 @@ from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 
 from govbus.errors import DecodeError, DecodeReason, InvalidEventError
-from govbus.event import V2_FIELDS, EventKind, FrozenDict, FrozenList, GovernanceEvent, ProducerInfo, decoded_event
+from govbus.event import (
+    FIELDS,
+    V1_FIELDS,
+    V2_FIELDS,
+    EventKind,
+    FrozenDict,
+    FrozenList,
+    GovernanceEvent,
+    ProducerInfo,
+    decoded_event,
+)
 
 SINGLE_OBJECT_MAGIC = b"\xc3\x01"
 CONFLUENT_MAGIC = b"\x00"
@@ -161,32 +171,23 @@ def to_datum(event: GovernanceEvent, producer: ProducerInfo, contract_version: i
         else:
             attrs[key] = value
     delta = event.occurred_at - _EPOCH
-    return {
-        "event_id": event.event_id,
-        "occurred_at": (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds,
-        "kind": event.kind.name,
-        "severity": event.severity,
-        "agent_id": event.agent_id,
-        "agent_did": event.agent_did,
-        "session_id": event.session_id,
-        "action": event.action,
-        "resource": event.resource,
-        "decision": event.decision,
-        "reason": event.reason,
-        "policy_name": event.policy_name,
-        "latency_ms": event.latency_ms,
-        "trace_id": event.trace_id,
-        "span_id": event.span_id,
-        "parent_span_id": event.parent_span_id,
-        "attributes": attrs,
-        "schema_version": event.schema_version,
-        "producer": _producer_datum(producer),
-        "contract_version": contract_version,
-        # v2. fastavro skips what a v1 schema lacks, so Encoder.check refuses such events first.
-        "tenant_id": event.tenant_id,
-        "policy_version": event.policy_version,
-        "risk_score": event.risk_score,
-    }
+    # fastavro writes in the schema's order and skips what a v1 schema lacks, so Encoder.check
+    # refuses events that set a v2 field first.
+    datum = {name: getattr(event, name) for name in _AS_IS}
+    datum["occurred_at"] = (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+    datum["kind"] = event.kind.name
+    datum["attributes"] = attrs
+    datum["producer"] = _producer_datum(producer)
+    datum["contract_version"] = contract_version
+    return datum
+
+
+# Fields whose Avro value is the model's value as it is; to_datum and from_datum convert the rest.
+_CONVERTED = ("occurred_at", "kind", "attributes", "producer")
+_AS_IS = tuple(name for name in FIELDS if name not in _CONVERTED)
+# A datum of a reader version has every v1 field; fields added since read as None when it lacks them.
+_AS_IS_V1 = tuple(name for name in _AS_IS if name in V1_FIELDS)
+_AS_IS_NEWER = tuple(name for name in _AS_IS if name not in V1_FIELDS)
 
 
 @lru_cache(maxsize=64)
@@ -216,34 +217,14 @@ def from_datum(datum: Mapping[str, Any]) -> GovernanceEvent:
     occurred = datum["occurred_at"]
     if not isinstance(occurred, datetime):  # fastavro converts timestamp-micros, but be explicit
         occurred = _EPOCH + timedelta(microseconds=occurred)
-    kind = datum["kind"]
-    producer = datum["producer"]
-    return decoded_event(
-        {
-            "event_id": datum["event_id"],
-            "occurred_at": occurred,
-            "kind": _KINDS.get(kind, EventKind.UNKNOWN),
-            "severity": datum["severity"],
-            "agent_id": datum["agent_id"],
-            "agent_did": datum["agent_did"],
-            "session_id": datum["session_id"],
-            "action": datum["action"],
-            "resource": datum["resource"],
-            "decision": datum["decision"],
-            "reason": datum["reason"],
-            "policy_name": datum["policy_name"],
-            "latency_ms": datum["latency_ms"],
-            "trace_id": datum["trace_id"],
-            "span_id": datum["span_id"],
-            "parent_span_id": datum["parent_span_id"],
-            "attributes": attrs,
-            "schema_version": datum["schema_version"],
-            "producer": ProducerInfo(**producer),
-            "tenant_id": datum.get("tenant_id"),
-            "policy_version": datum.get("policy_version"),
-            "risk_score": datum.get("risk_score"),
-        }
-    )
+    fields = {name: datum[name] for name in _AS_IS_V1}
+    for name in _AS_IS_NEWER:
+        fields[name] = datum.get(name)
+    fields["occurred_at"] = occurred
+    fields["kind"] = _KINDS.get(datum["kind"], EventKind.UNKNOWN)
+    fields["attributes"] = attrs
+    fields["producer"] = ProducerInfo(**datum["producer"])
+    return decoded_event(fields)
 
 
 _KINDS: dict[str, EventKind] = {k.name: k for k in EventKind}

@@ -138,16 +138,10 @@ class GovernanceEvent:
 
     def __post_init__(self) -> None:
         size = _FIXED_BYTES
-        size += _text(self.event_id, "event_id", _MAX_ID, required=True)
-        size += _text(self.agent_id, "agent_id", _MAX_ID, required=True)
-        size += _text(self.severity, "severity", _MAX_ID, required=True)
-        size += _text(self.schema_version, "schema_version", _MAX_ID, required=True)
-        for name in ("action", "decision", "reason"):
-            size += _text(getattr(self, name), name, _MAX_TEXT)
-        for name in ("agent_did", "session_id", "resource", "policy_name", "tenant_id", "policy_version"):
+        for name, limit, required, optional in _TEXTS:
             value = getattr(self, name)
-            if value is not None:
-                size += _text(value, name, _MAX_TEXT if name == "resource" else _MAX_ID, required=True)
+            if value is not None or not optional:
+                size += _text(value, name, limit, required=required)
         kind: object = self.kind  # AGT hands over plain strings; accept its values
         if not isinstance(kind, EventKind):
             try:
@@ -224,23 +218,25 @@ class GovernanceEvent:
         return dataclasses.replace(self, **changes)
 
 
+# The model's field names, in declaration order: the one list every non-frozen rendering derives
+# from. Frozen layouts (the Avro schemas and the writer that mirrors them, the spool journal, the
+# audit ledger entry, the JSON Lines key order) spell theirs out on purpose, and each has a test
+# that fails when a field is added here that the layout neither carries nor lists as left out.
+FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(GovernanceEvent))
+# The fields contract v1 has: every field but those added since.
+V1_FIELDS: tuple[str, ...] = tuple(name for name in FIELDS if name not in V2_FIELDS)
+
 # The slots' own setters: they bypass the frozen dataclass's __setattr__ without a name lookup.
-_SLOTS = tuple((f.name, getattr(GovernanceEvent, f.name).__set__) for f in dataclasses.fields(GovernanceEvent))
-# (field, length limit, required non-empty) for every text field; None values are skipped.
-_TEXTS = (
-    ("event_id", _MAX_ID, True),
-    ("agent_id", _MAX_ID, True),
-    ("severity", _MAX_ID, True),
-    ("schema_version", _MAX_ID, True),
-    ("action", _MAX_TEXT, False),
-    ("decision", _MAX_TEXT, False),
-    ("reason", _MAX_TEXT, False),
-    ("agent_did", _MAX_ID, True),
-    ("session_id", _MAX_ID, True),
-    ("resource", _MAX_TEXT, True),
-    ("policy_name", _MAX_ID, True),
-    ("tenant_id", _MAX_ID, True),
-    ("policy_version", _MAX_ID, True),
+_SLOTS = tuple((name, getattr(GovernanceEvent, name).__set__) for name in FIELDS)
+# Text fields' rules, from the model: (field, length limit, must not be empty, may be None).
+# Identifiers are short; free text and resources long; only free text may be empty; a field
+# whose default is None may be None (then it is not checked). The hex ids have their own rule.
+_LONG_TEXT = frozenset({"action", "decision", "reason", "resource"})
+_HEX_IDS = frozenset({"trace_id", "span_id", "parent_span_id"})
+_TEXTS = tuple(
+    (f.name, _MAX_TEXT if f.name in _LONG_TEXT else _MAX_ID, f.default != "", f.default is None)
+    for f in dataclasses.fields(GovernanceEvent)
+    if f.type in ("str", "str | None") and f.name not in _HEX_IDS
 )
 
 
@@ -254,7 +250,7 @@ def decoded_event(fields: Mapping[str, Any]) -> GovernanceEvent:
     event = object.__new__(GovernanceEvent)
     for name, slot in _SLOTS:
         slot(event, fields[name])
-    for name, limit, required in _TEXTS:
+    for name, limit, required, _ in _TEXTS:
         value = fields[name]
         if value is None:
             continue
@@ -428,7 +424,7 @@ def encoded_size_bound(event: GovernanceEvent) -> int:
     """The most bytes ``event``'s Avro value can take (what construction checked against
     :data:`MAX_ENCODED_BYTES`): for a producer whose ``message.max.bytes`` is lower than usual."""
     size = _FIXED_BYTES
-    for name, _limit, _required in _TEXTS:
+    for name, _limit, _required, _optional in _TEXTS:
         value = getattr(event, name)
         if value is not None:
             size += _VARINT + 1 + (len(value) if value.isascii() else len(value.encode()))

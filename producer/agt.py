@@ -35,7 +35,7 @@ from enum import Enum
 from typing import TYPE_CHECKING, Any
 
 from govbus.errors import GovbusError, InvalidEventError
-from govbus.event import EventKind, GovernanceEvent
+from govbus.event import V1_FIELDS, EventKind, GovernanceEvent
 
 if TYPE_CHECKING:
     from govbus.producer._bus import Bus
@@ -47,28 +47,10 @@ log = logging.getLogger("govbus.producer.agt")
 FIDELITY_KEY = "govbus.agt"
 EXTRA_FIELD_PREFIX = "agt."
 _REQUIRED_TEXT = {"agent_id": "unknown", "severity": "unknown", "schema_version": "unknown"}
-_OPTIONAL_TEXT = ("agent_did", "session_id", "resource", "policy_name", "trace_id", "span_id", "parent_span_id")
+# AGT's GovernanceEvent has the contract-v1 fields but ``producer`` (the bus fills that in).
+_FIELDS = tuple(name for name in V1_FIELDS if name != "producer")
+_OPTIONAL_TEXT = tuple(name for name in _FIELDS if GovernanceEvent.__dataclass_fields__[name].default is None)
 _PLAIN_TEXT = ("action", "decision", "reason")
-_FIELDS = (
-    "schema_version",
-    "event_id",
-    "occurred_at",
-    "kind",
-    "severity",
-    "agent_id",
-    "agent_did",
-    "session_id",
-    "action",
-    "resource",
-    "decision",
-    "reason",
-    "policy_name",
-    "latency_ms",
-    "trace_id",
-    "span_id",
-    "parent_span_id",
-    "attributes",
-)
 MAPPED_FIELDS: frozenset[str] = frozenset(_FIELDS)  # AGT's fields this mapping knows by name
 
 
