@@ -12,6 +12,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from govbus.console._settings import ConsoleSettings
 from govbus.consumers._settings import SinkRuntimeSettings
 from govbus.errors import ConfigError
 from govbus.gate._settings import GateSettings
@@ -160,6 +161,7 @@ class GovbusSettings(BaseSettings):
     sink: SinkRuntimeSettings = Field(default_factory=SinkRuntimeSettings)
     signing: SigningSettings = Field(default_factory=SigningSettings)
     registry: RegistrySettings = Field(default_factory=RegistrySettings)
+    console: ConsoleSettings = Field(default_factory=ConsoleSettings)
     topic: str = "govbus.events"
 
     @field_validator("topic")
