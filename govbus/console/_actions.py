@@ -30,9 +30,7 @@ def replay_one(conf: dict[str, Any], dead_letter: DeadLetter, target_topic: str,
         if err is not None:
             errors.append(str(err))
 
-    producer = Producer(
-        {**conf, "enable.idempotence": True, "acks": "all", "message.timeout.ms": int(timeout * 1000)}
-    )
+    producer = Producer({**conf, "enable.idempotence": True, "acks": "all", "message.timeout.ms": int(timeout * 1000)})
     try:
         producer.produce(
             target_topic, value=dead_letter.value, key=dead_letter.key, headers=headers, on_delivery=report

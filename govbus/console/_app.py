@@ -11,6 +11,7 @@ import base64
 import binascii
 import hashlib
 import hmac
+import itertools
 import logging
 import secrets
 import time
@@ -223,7 +224,12 @@ def create_app(collector: Collector, console: ConsoleSettings) -> Starlette:
                 for p, v in sorted(parts.items()):
                     per_partition.setdefault(f"p{p}", []).append((sample.t, float(v)))
             charts.append(
-                (s, line_chart(per_partition, title=f"{s.name}: lag per partition", unit="records", chart_id=f"lag-{s.name}"))
+                (
+                    s,
+                    line_chart(
+                        per_partition, title=f"{s.name}: lag per partition", unit="records", chart_id=f"lag-{s.name}"
+                    ),
+                )
             )
         total_chart = line_chart(totals, title="Lag per sink", unit="records", chart_id="lag-total")
         return c.page(request, "lag.html", "Lag", charts=charts, total_chart=total_chart)
@@ -232,7 +238,7 @@ def create_app(collector: Collector, console: ConsoleSettings) -> Starlette:
         snap = collector.snapshot
         series: dict[str, list[tuple[float, float]]] = {}
         h = snap.history
-        for a, b in zip(h, h[1:], strict=False):
+        for a, b in itertools.pairwise(h):
             dt = b.t - a.t
             if dt <= 0:
                 continue
@@ -270,7 +276,9 @@ def create_app(collector: Collector, console: ConsoleSettings) -> Starlette:
 
     async def replay(request: Request) -> Response:
         if not console.actions_enabled:
-            raise _PageError(403, "Actions are disabled", "Set GOVBUS_CONSOLE__ACTIONS_ENABLED=true to replay dead letters.")
+            raise _PageError(
+                403, "Actions are disabled", "Set GOVBUS_CONSOLE__ACTIONS_ENABLED=true to replay dead letters."
+            )
         if request.method == "GET":
             args = {k: request.query_params.get(k, "") for k in ("sink", "partition", "offset")}
         else:
@@ -279,19 +287,36 @@ def create_app(collector: Collector, console: ConsoleSettings) -> Starlette:
         sink, partition, offset = args["sink"], args["partition"], args["offset"]
         snap = collector.snapshot
         found = next(
-            (dl for dl in snap.dead_letters.get(sink, ()) if str(dl.partition) == partition and str(dl.offset) == offset),
+            (
+                dl
+                for dl in snap.dead_letters.get(sink, ())
+                if str(dl.partition) == partition and str(dl.offset) == offset
+            ),
             None,
         )
         if found is None:
             raise _PageError(
-                404, "Unknown dead letter", f"No dead letter {sink[:100]}[{partition[:20]}]@{offset[:20]} is in the console's cache."
+                404,
+                "Unknown dead letter",
+                f"No dead letter {sink[:100]}[{partition[:20]}]@{offset[:20]} is in the console's cache.",
             )
         target = collector.settings.sink.replay_topic(collector.topic, sink)
         if request.method == "GET":
             confirm = c.confirmation("replay", sink, partition, offset)
-            return c.page(request, "confirm_replay.html", "Replay?", live=False, dl=found, sink=sink, target=target, confirm=confirm)
+            return c.page(
+                request,
+                "confirm_replay.html",
+                "Replay?",
+                live=False,
+                dl=found,
+                sink=sink,
+                target=target,
+                confirm=confirm,
+            )
         if not c.check_confirmation(args["confirm"], "replay", sink, partition, offset):
-            raise _PageError(400, "Not confirmed", "The replay was not confirmed; open the dead letter and confirm again.")
+            raise _PageError(
+                400, "Not confirmed", "The replay was not confirmed; open the dead letter and confirm again."
+            )
         from govbus.console._actions import replay_one
         from govbus.errors import GovbusError
 
@@ -299,7 +324,9 @@ def create_app(collector: Collector, console: ConsoleSettings) -> Starlette:
             await run_in_threadpool(replay_one, collector.conf, found, target, console.timeout_s)
         except GovbusError as exc:
             raise _PageError(503, "Replay failed", str(exc)) from None
-        log.info("console: replayed dead letter %s[%s]@%s of sink %s to %s", found.topic, partition, offset, sink, target)
+        log.info(
+            "console: replayed dead letter %s[%s]@%s of sink %s to %s", found.topic, partition, offset, sink, target
+        )
         return c.page(
             request,
             "done.html",
@@ -313,25 +340,49 @@ def create_app(collector: Collector, console: ConsoleSettings) -> Starlette:
         if action not in ("pause", "resume"):
             raise _PageError(404, "Unknown action", f"There is no action {action[:40]!r}.")
         if not console.actions_enabled:
-            raise _PageError(403, "Actions are disabled", "Set GOVBUS_CONSOLE__ACTIONS_ENABLED=true to pause or resume sinks.")
+            raise _PageError(
+                403, "Actions are disabled", "Set GOVBUS_CONSOLE__ACTIONS_ENABLED=true to pause or resume sinks."
+            )
         sink = request.query_params.get("sink", "")
         url = console.sink_health_urls.get(sink)
         if url is None:
-            raise _PageError(404, "Unknown sink", f"No health URL is configured for sink {sink[:100]!r} (GOVBUS_CONSOLE__SINK_HEALTH_URLS).")
+            raise _PageError(
+                404,
+                "Unknown sink",
+                f"No health URL is configured for sink {sink[:100]!r} (GOVBUS_CONSOLE__SINK_HEALTH_URLS).",
+            )
         if request.method == "GET":
             confirm = c.confirmation(action, sink)
-            return c.page(request, "confirm_control.html", f"{action.title()} {sink}", live=False, action=action, sink=sink, confirm=confirm)
+            return c.page(
+                request,
+                "confirm_control.html",
+                f"{action.title()} {sink}",
+                live=False,
+                action=action,
+                sink=sink,
+                confirm=confirm,
+            )
         form = urllib.parse.parse_qs((await request.body())[:4096].decode("utf-8", "replace"))
         if not c.check_confirmation(form.get("confirm", [""])[0], action, sink):
-            raise _PageError(400, "Not confirmed", f"The {action} was not confirmed; open the sink's action page and confirm again.")
+            raise _PageError(
+                400, "Not confirmed", f"The {action} was not confirmed; open the sink's action page and confirm again."
+            )
         from govbus.console._actions import control_sink
 
         try:
             answer = await run_in_threadpool(control_sink, url, action, console.timeout_s)
         except (OSError, ValueError) as exc:
-            raise _PageError(503, f"{action.title()} failed", f"Sink {sink}'s health server at {url} did not accept it: {exc}") from None
+            raise _PageError(
+                503, f"{action.title()} failed", f"Sink {sink}'s health server at {url} did not accept it: {exc}"
+            ) from None
         log.info("console: %s sink %s", action, sink)
-        return c.page(request, "done.html", f"{action.title()}d", live=False, message=f"Sink {sink}: {action} accepted ({answer}).")
+        return c.page(
+            request,
+            "done.html",
+            f"{action.title()}d",
+            live=False,
+            message=f"Sink {sink}: {action} accepted ({answer}).",
+        )
 
     async def gate(request: Request) -> Response:
         snap = collector.snapshot
@@ -346,7 +397,9 @@ def create_app(collector: Collector, console: ConsoleSettings) -> Starlette:
             if s.health is not None and s.health.reachable:
                 verdicts.update(s.health.verdicts)
                 per_sink.append((s.name, s.health.verdicts))
-        return c.page(request, "signatures.html", "Signatures", verdicts=dict(sorted(verdicts.items())), per_sink=per_sink)
+        return c.page(
+            request, "signatures.html", "Signatures", verdicts=dict(sorted(verdicts.items())), per_sink=per_sink
+        )
 
     async def events(request: Request) -> Response:
         snap = collector.snapshot

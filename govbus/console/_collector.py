@@ -159,7 +159,8 @@ class Collector:
         self.console = console or settings_console(settings)
         self.topic = settings.topic
         self.conf = settings.kafka.librdkafka()
-        self._admin = AdminClient({**self.conf, "logger": log})
+        admin_conf: dict[str, Any] = {**self.conf, "logger": log}
+        self._admin = AdminClient(admin_conf)
         self._decoder: Any = None
         self._tail = TailReader(
             self.conf, keep={self.topic: self.console.events_kept}, transform={self.topic: self._event_row}
@@ -308,7 +309,7 @@ class Collector:
         return snap
 
     def _watermarks(self, md: Any, topics: Sequence[str], timeout: float) -> dict[tuple[str, int], tuple[int, int]]:
-        parts = []
+        parts: list[TopicPartition] = []
         for topic in topics:
             meta = md.topics.get(topic)
             if meta is not None and meta.error is None:
@@ -332,7 +333,9 @@ class Collector:
         except Exception as exc:
             return None, _describe(exc)
         checks = tuple(CheckView(c.name, c.passing, c.reason) for c in snap.checks)
-        return GateView(snap.checked_at, decision.allowed, decision.mode, checks, decision.reasons, self._gate_policy_name), None
+        return GateView(
+            snap.checked_at, decision.allowed, decision.mode, checks, decision.reasons, self._gate_policy_name
+        ), None
 
     def _build_gate(self) -> Any:
         # The same checks as `govbus gate check`, evaluated one-shot (no debounce), so the page
@@ -350,9 +353,7 @@ class Collector:
             health_file = Path(spool) / "health.json"
             max_age = self.settings.gate.producer_health_max_age_s
             producer_source = lambda: producer_health_file_source(health_file, max_age)  # noqa: E731
-        probe = BusProbe(
-            self.conf, self.topic, producer=producer_source, signing=lambda: signing_status(self.settings)
-        )
+        probe = BusProbe(self.conf, self.topic, producer=producer_source, signing=lambda: signing_status(self.settings))
         return Gate(one_shot, probe.run)
 
     def _refresh_audit(self, now: float) -> AuditView | None:

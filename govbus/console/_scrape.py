@@ -7,7 +7,6 @@ import json
 import re
 import urllib.error
 import urllib.request
-from collections import Counter
 from typing import Any
 
 __all__ = ["SinkHealth", "parse_prometheus", "post_control", "scrape"]
@@ -73,8 +72,8 @@ def scrape(sink: str, url: str, timeout: float) -> SinkHealth:
         metrics = parse_prometheus(_get(url + "/metrics", timeout).decode("utf-8", "replace"))
     except (OSError, ValueError) as exc:
         return SinkHealth(sink, url, False, error=f"{type(exc).__name__}: {exc}")
-    verdicts: Counter[str] = Counter()
-    dead: Counter[str] = Counter()
+    verdicts: dict[str, float] = {}
+    dead: dict[str, float] = {}
     consumed = delivered = 0.0
     for name, labels, value in metrics:
         if name == "govbus_sink_records_consumed_total":
@@ -82,13 +81,15 @@ def scrape(sink: str, url: str, timeout: float) -> SinkHealth:
         elif name == "govbus_sink_records_delivered_total":
             delivered += value
         elif name == "govbus_sink_records_flagged_total":
-            verdicts[labels.get("verdict", "?")] += value
+            verdict = labels.get("verdict", "?")
+            verdicts[verdict] = verdicts.get(verdict, 0.0) + value
         elif name in ("govbus_sink_records_skipped_total", "govbus_sink_records_dead_lettered_total"):
             reason = labels.get("reason", "?")
             if reason.startswith("verify:"):
-                verdicts[reason.removeprefix("verify:")] += value
+                verdict = reason.removeprefix("verify:")
+                verdicts[verdict] = verdicts.get(verdict, 0.0) + value
             if name == "govbus_sink_records_dead_lettered_total":
-                dead[reason] += value
+                dead[reason] = dead.get(reason, 0.0) + value
     return SinkHealth(
         sink,
         url,
@@ -96,8 +97,8 @@ def scrape(sink: str, url: str, timeout: float) -> SinkHealth:
         status=status if isinstance(status, dict) else {},
         consumed=consumed,
         delivered=delivered,
-        verdicts=dict(verdicts),
-        dead_lettered=dict(dead),
+        verdicts=verdicts,
+        dead_lettered=dead,
     )
 
 

@@ -62,14 +62,12 @@ class ConsoleServer:
         """Starts the collector and serves on this thread until interrupted."""
         self.collector.start()
         try:
-            self._serve(install_signals=True)
+            self._serve()
         finally:
             self.close()
 
-    def _serve(self, install_signals: bool = False) -> None:
-        if not install_signals:
-            # uvicorn installs signal handlers only on the main thread; off it there is nothing to do.
-            self._server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    def _serve(self) -> None:
+        # uvicorn captures SIGINT/SIGTERM only when it runs on the main thread (serve_forever).
         asyncio.run(self._server.serve(sockets=[self._sock]))
 
     def close(self) -> None:

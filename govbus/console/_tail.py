@@ -116,17 +116,7 @@ class TailReader:
             for msg in msgs:
                 if msg.error() is not None:
                     continue
-                ts_type, ts = msg.timestamp()
-                rec = RawRecord(
-                    msg.topic(),
-                    msg.partition(),
-                    msg.offset(),
-                    ts if ts_type else None,
-                    msg.key(),
-                    msg.value(),
-                    tuple(msg.headers() or ()),
-                )
-                self._add(rec)
+                self._add(_raw(msg))
 
     def _add(self, rec: RawRecord) -> None:
         with self._lock:
@@ -162,3 +152,16 @@ class TailReader:
             self.error = str(exc)
             return
         self._assigned.update((tp.topic, tp.partition) for tp in new)
+
+
+def _raw(msg: Any) -> RawRecord:
+    ts_type, ts = msg.timestamp()
+    return RawRecord(
+        msg.topic(),
+        msg.partition(),
+        msg.offset(),
+        ts if ts_type else None,
+        msg.key(),
+        msg.value(),
+        tuple(msg.headers() or ()),
+    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 
 from govbus.errors import ConfigError
 
@@ -37,9 +38,10 @@ def _run(args: argparse.Namespace) -> int:
             err = config_error(exc)
             raise ConfigError(f"--{err.setting.removeprefix('GOVBUS_').lower()}", err.message) from None
     server = ConsoleServer(settings, console)
-    print(f"govbus console at {server.url} (topic {settings.topic}; actions {'enabled' if console.actions_enabled else 'disabled'})", flush=True)
-    try:
+    print(
+        f"govbus console at {server.url} (topic {settings.topic}; actions {'enabled' if console.actions_enabled else 'disabled'})",
+        flush=True,
+    )
+    with contextlib.suppress(KeyboardInterrupt):
         server.serve_forever()
-    except KeyboardInterrupt:
-        pass
     return 0

@@ -137,10 +137,14 @@ def topo(kafka_bootstrap: str, new_topic: Callable[..., str]) -> Iterator[Topolo
     ledger = tmp / "audit.ledger"
     # History first: sample events of every kind and a few gate decisions, as a kernel would write them.
     decisions = [
-        decision_event(Decision(True, f"agent-{i}", (), None, 0.01, "enforce", False)).replace(event_id=uuid.uuid4().hex)
+        decision_event(Decision(True, f"agent-{i}", (), None, 0.01, "enforce", False)).replace(
+            event_id=uuid.uuid4().hex
+        )
         for i in range(3)
     ] + [
-        decision_event(Decision(False, "agent-denied", ("sink:audit: group has 0 live member(s)",), None, 0.0, "enforce", True))
+        decision_event(
+            Decision(False, "agent-denied", ("sink:audit: group has 0 live member(s)",), None, 0.0, "enforce", True)
+        )
     ]
     evs: list[GovernanceEvent] = events(60, seed=3) + decisions
     produce(kafka_bootstrap, topic, records(evs))
@@ -272,10 +276,7 @@ def test_topology_page_matches_govbus_lag_and_the_topic(topo: Topology, browser:
         assert text_of(browser, "class-audit") == "audit"
         assert text_of(browser, "class-file") == "debug"
         await_page(browser, lambda: text_of(browser, "health-file") == "ready", what="file sink ready")
-        tail = topo.console.collector._tail
-        await_page(
-            browser, lambda: PRODUCER.name in browser.find_element(By.ID, "producers").text, what="the producer"
-        )
+        await_page(browser, lambda: PRODUCER.name in browser.find_element(By.ID, "producers").text, what="the producer")
         shot(browser, "topology")
 
         browser.get(topo.url + "/lag")
@@ -306,7 +307,8 @@ def test_gate_page_matches_govbus_gate_check(topo: Topology, browser: webdriver.
     verdict = "admitting" if check["allowed"] else "DENYING"
     assert text_of(browser, "gate-verdict") == verdict
     decisions = browser.find_element(By.ID, "gate-decisions").text
-    assert "agent-denied" in decisions and "deny" in decisions
+    assert "agent-denied" in decisions
+    assert "deny" in decisions
     shot(browser, "gate")
 
 
@@ -315,7 +317,8 @@ def test_events_search_throughput_signatures_and_audit(topo: Topology, browser: 
     await_page(browser, lambda: text_of(browser, "event-count") == "1", what="one event of agent-denied")
     browser.get(topo.url + "/events?kind=tool_call_blocked")
     rows = browser.find_elements(By.CSS_SELECTOR, "#events tr")[1:]
-    assert rows and all("tool_call_blocked" in r.text for r in rows)
+    assert rows
+    assert all("tool_call_blocked" in r.text for r in rows)
     browser.get(topo.url + "/events")
     shot(browser, "events")
 
@@ -333,9 +336,7 @@ def test_events_search_throughput_signatures_and_audit(topo: Topology, browser: 
     shot(browser, "audit")
 
 
-def test_garbage_record_appears_as_a_dead_letter_and_can_be_replayed(
-    topo: Topology, browser: webdriver.Chrome
-) -> None:
+def test_garbage_record_appears_as_a_dead_letter_and_can_be_replayed(topo: Topology, browser: webdriver.Chrome) -> None:
     browser.get(topo.url + "/dead-letters")
     before = int(await_page(browser, lambda: text_of(browser, "dlq-total-file"), what="dead-letter count") or 0)
     p = Producer({"bootstrap.servers": topo.bootstrap})
@@ -358,7 +359,11 @@ def test_garbage_record_appears_as_a_dead_letter_and_can_be_replayed(
     await_page(browser, lambda: "Replayed" in (text_of(browser, "done-message") or ""), what="replay done")
     # The sink reads it again from its replay topic, fails again: a second dead letter.
     browser.get(topo.url + "/dead-letters")
-    await_page(browser, lambda: text_of(browser, "dlq-total-file") == str(before + 2), what="the replayed record dead-lettered again")
+    await_page(
+        browser,
+        lambda: text_of(browser, "dlq-total-file") == str(before + 2),
+        what="the replayed record dead-lettered again",
+    )
 
 
 def test_bad_input_gives_a_clear_page_never_a_trace(topo: Topology, browser: webdriver.Chrome) -> None:
@@ -373,15 +378,32 @@ def test_bad_input_gives_a_clear_page_never_a_trace(topo: Topology, browser: web
     for path, (status, text) in cases.items():
         code, body = http_get(topo.url + path)
         assert code == status, (path, code, body[:300])
-        assert text in body and "Traceback" not in body, (path, body[:500])
+        assert text in body, (path, body[:500])
+        assert "Traceback" not in body, (path, body[:500])
     browser.get(topo.url + "/events?session=" + "s" * 10_000)
     assert "at most 200" in (text_of(browser, "error-message") or "")
     code, body = http_get(topo.url + "/actions/replay?sink=file&partition=0&offset=424242")
-    assert code == 404 and "No dead letter" in body
+    assert code == 404
+    assert "No dead letter" in body
     req = urllib.request.Request(topo.url + "/actions/pause?sink=file", data=b"confirm=forged", method="POST")
     with pytest.raises(urllib.error.HTTPError) as refused:  # no confirmation: nothing happens
         urllib.request.urlopen(req, timeout=5)
     assert refused.value.code == 400
+
+
+def test_pause_and_resume_a_sink_from_the_console(topo: Topology, browser: webdriver.Chrome) -> None:
+    browser.get(topo.url + "/actions/pause?sink=audit")
+    browser.find_element(By.ID, "confirm").click()
+    await_page(browser, lambda: "pause accepted" in (text_of(browser, "done-message") or ""), what="pause accepted")
+    browser.get(topo.url + "/")
+    await_page(browser, lambda: text_of(browser, "health-audit") == "paused", what="audit shown paused")
+    await_page(browser, lambda: int(text_of(browser, "lag-audit") or 0) > 0, what="audit lag growing while paused")
+    shot(browser, "topology-paused")
+    browser.get(topo.url + "/actions/resume?sink=audit")
+    browser.find_element(By.ID, "confirm").click()
+    await_page(browser, lambda: "resume accepted" in (text_of(browser, "done-message") or ""), what="resume accepted")
+    browser.get(topo.url + "/")
+    await_page(browser, lambda: text_of(browser, "health-audit") == "ready", what="audit consuming again")
 
 
 def test_lag_plot_moves_while_a_sink_is_stopped(topo: Topology, browser: webdriver.Chrome) -> None:
@@ -424,5 +446,6 @@ def test_console_requires_auth_off_loopback_and_survives_a_stopped_broker() -> N
         assert code == 200, body[:300]
         assert "token" not in final
         assert time.monotonic() - started < 5
-        assert "The bus cannot be read" in body and "Traceback" not in body
+        assert "The bus cannot be read" in body
+        assert "Traceback" not in body
         assert token not in body
