@@ -6,6 +6,11 @@
   if (!main || main.dataset.live !== "1") return;
   const every = Math.max(500, parseInt(main.dataset.refresh || "2000", 10));
   async function tick() {
+    const focused = document.activeElement;
+    if (focused && main.contains(focused) && /^(INPUT|SELECT|TEXTAREA)$/.test(focused.tagName)) {
+      setTimeout(tick, every); // the operator is typing a search: do not swap the form away
+      return;
+    }
     const url = new URL(window.location.href);
     url.searchParams.set("fragment", "1");
     try {
