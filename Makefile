@@ -11,18 +11,21 @@ PYTEST_ARGS ?=
 .PHONY: help install constraints system-deps demo test unit integration system bench lint typecheck fmt clean broker-up broker-down
 
 help:
-	@echo "make demo   - start a local Kafka broker, run a sample kernel and a consumer, print a report"
+	@echo "make demo   - start a local Kafka broker, run a sample kernel, sinks and the console, print a report"
 	@echo "make test   - install everything and run the unit, integration and system tests"
 	@echo "make bench  - run the benchmarks, print a table, write benchmarks/results.json"
 	@echo "make lint   - ruff and mypy"
 	@echo "make constraints - re-pin constraints.txt to the newest versions pyproject.toml allows"
 
 # Java 17 and Maven run the real Apache Kafka broker the tests and the demo use; rsyslog is the
-# real receiver of the syslog sink's tests.
+# real receiver of the syslog sink's tests; Chromium and its ChromeDriver run the console's
+# browser tests (headless, Debian's own: no browser download).
 system-deps:
-	@if ! command -v java >/dev/null || ! command -v mvn >/dev/null || ! command -v rsyslogd >/dev/null; then \
-	  echo "installing Java 17, Maven and rsyslog from Debian"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openjdk-17-jre-headless maven rsyslog >/dev/null; \
+	@if ! command -v java >/dev/null || ! command -v mvn >/dev/null || ! command -v rsyslogd >/dev/null \
+	  || ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
+	  echo "installing Java 17, Maven, rsyslog, Chromium and ChromeDriver from Debian"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openjdk-17-jre-headless maven rsyslog \
+	    chromium chromium-driver >/dev/null; \
 	fi
 
 # The versions the tests ran with: pip first (--build-constraint needs pip >= 25.3), then the
