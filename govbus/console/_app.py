@@ -242,7 +242,7 @@ def create_app(collector: Collector, console: ConsoleSettings) -> Starlette:
             dt = b.t - a.t
             if dt <= 0:
                 continue
-            series.setdefault("topic (produced)", []).append((b.t, max(0.0, (b.topic_end - a.topic_end) / dt)))
+            series.setdefault("topic", []).append((b.t, max(0.0, (b.topic_end - a.topic_end) / dt)))
             for name, committed in b.committed.items():
                 if name in a.committed:
                     series.setdefault(name, []).append((b.t, max(0.0, (committed - a.committed[name]) / dt)))

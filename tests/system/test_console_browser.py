@@ -47,6 +47,7 @@ from govbus.consumers.sinks.file import FileSink
 from govbus.contract import Encoder
 from govbus.event import GovernanceEvent
 from govbus.gate._gate import Decision, decision_event
+from govbus.localkafka import LocalBroker
 from govbus.record import to_record
 from govbus.settings import load_settings
 
@@ -420,6 +421,32 @@ def test_lag_plot_moves_while_a_sink_is_stopped(topo: Topology, browser: webdriv
     # The trickle keeps producing; the stopped sink's lag line climbs on the same page.
     await_page(browser, lambda: last_lag() >= first + 5, timeout=30, what="the lag plot to climb")
     shot(browser, "lag-stopped-sink")
+
+
+def test_a_stopped_broker_is_a_message_over_the_last_data(
+    topo: Topology, browser: webdriver.Chrome, local_broker: LocalBroker
+) -> None:
+    browser.get(topo.url + "/")
+    await_page(browser, lambda: text_of(browser, "topic-partitions") == "3", what="the topology")
+    local_broker.kill()  # as abrupt as an outage gets, and quicker to come back from than a clean stop
+    try:
+        await_page(
+            browser,
+            lambda: "The bus cannot be read" in (text_of(browser, "broker-error") or ""),
+            what="the stopped broker on the open page",
+        )
+        assert text_of(browser, "topic-partitions") == "3"  # the last data read is still shown
+        for path in ("/", "/lag", "/dead-letters", "/gate", "/events?agent=x", "/audit"):
+            started = time.monotonic()
+            code, body = http_get(topo.url + path, timeout=10)
+            assert code == 200, (path, body[:300])
+            assert "The bus cannot be read" in body, path
+            assert "Traceback" not in body, path
+            assert time.monotonic() - started < 3, f"{path} waited on the broker"
+        shot(browser, "broker-stopped")
+    finally:
+        local_broker.start()
+    await_page(browser, lambda: text_of(browser, "broker-error") is None, timeout=60, what="the banner gone")
 
 
 def test_console_requires_auth_off_loopback_and_survives_a_stopped_broker() -> None:
