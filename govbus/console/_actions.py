@@ -3,17 +3,54 @@ replay one dead letter to its sink's replay topic, and pause or resume a sink.""
 
 from __future__ import annotations
 
+import time
+import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from confluent_kafka import KafkaError, KafkaException, Producer
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from govbus.cloudevents import format_time
 from govbus.console._scrape import post_control
 from govbus.consumers._dlq import H_REPLAYED_AT, DeadLetter
 from govbus.consumers._errors import DeadLetterError
+from govbus.record import message_headers
 
-__all__ = ["control_sink", "replay_one"]
+__all__ = ["control_sink", "read_one", "replay_one"]
+
+
+def read_one(conf: dict[str, Any], topic: str, partition: int, offset: int, timeout: float) -> DeadLetter:
+    """The record at ``topic[partition]@offset``, read by an assigned consumer (no group joined,
+    nothing committed); :class:`DeadLetterError` if it cannot be read within ``timeout``."""
+    consumer = Consumer(
+        {
+            **conf,
+            "group.id": f"govbus.console.{uuid.uuid4().hex[:12]}",
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "enable.partition.eof": True,
+        }
+    )
+    try:
+        consumer.assign([TopicPartition(topic, partition, offset)])
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            msg = consumer.poll(0.2)
+            if msg is None:
+                continue
+            err = msg.error()
+            if err is not None:
+                if err.code() == KafkaError._PARTITION_EOF:
+                    break
+                continue
+            if msg.offset() == offset:
+                ts_type, ts = msg.timestamp()
+                headers = message_headers(msg.headers())
+                return DeadLetter(topic, partition, offset, ts if ts_type else None, msg.key(), msg.value(), headers)
+            break  # compacted or deleted: the broker handed the next one
+    finally:
+        consumer.close()
+    raise DeadLetterError(f"cannot read {topic}[{partition}]@{offset} (deleted by retention, or the broker is away)")
 
 
 def replay_one(conf: dict[str, Any], dead_letter: DeadLetter, target_topic: str, timeout: float) -> None:

@@ -317,11 +317,15 @@ def create_app(collector: Collector, console: ConsoleSettings) -> Starlette:
             raise _PageError(
                 400, "Not confirmed", "The replay was not confirmed; open the dead letter and confirm again."
             )
-        from govbus.console._actions import replay_one
+        from govbus.console._actions import read_one, replay_one
         from govbus.errors import GovbusError
 
         try:
-            await run_in_threadpool(replay_one, collector.conf, found, target, console.timeout_s)
+            # The cache keeps a dead letter's first bytes only: replay what the topic holds.
+            full = await run_in_threadpool(
+                read_one, collector.conf, found.topic, found.partition, found.offset, console.timeout_s
+            )
+            await run_in_threadpool(replay_one, collector.conf, full, target, console.timeout_s)
         except GovbusError as exc:
             raise _PageError(503, "Replay failed", str(exc)) from None
         log.info(

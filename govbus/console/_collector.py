@@ -29,7 +29,7 @@ from govbus.consumers._dlq import DeadLetter
 from govbus.consumers._lag import SINK_GROUP_PREFIX, GroupLag, sink_lag
 from govbus.settings import GovbusSettings
 
-__all__ = ["AuditView", "Collector", "EventRow", "GateView", "Sample", "SinkView", "Snapshot"]
+__all__ = ["AuditView", "Collector", "EventRow", "GateView", "KeptDeadLetter", "Sample", "SinkView", "Snapshot"]
 
 log = logging.getLogger("govbus.console")
 _LATEST = OffsetSpec.latest()  # type: ignore[no-untyped-call]
@@ -128,7 +128,7 @@ class Snapshot:
     broker_error: str | None = None
     broker_error_since: datetime | None = None
     events: tuple[EventRow, ...] = ()
-    dead_letters: dict[str, tuple[DeadLetter, ...]] = dataclasses.field(default_factory=dict)
+    dead_letters: dict[str, tuple[KeptDeadLetter, ...]] = dataclasses.field(default_factory=dict)
 
     @property
     def topic_end(self) -> int:
@@ -434,8 +434,23 @@ def verify_audit(path: Path, keyring_path: Path | None) -> AuditView:
     )
 
 
-def _dead_letter(rec: RawRecord) -> DeadLetter:
-    return DeadLetter(rec.topic, rec.partition, rec.offset, rec.timestamp_ms, rec.key, rec.value, list(rec.headers))
+_KEEP_VALUE = 64  # bytes of a dead letter's value kept for display; a replay re-reads the record
+
+
+@dataclasses.dataclass(frozen=True)
+class KeptDeadLetter(DeadLetter):
+    """A dead letter as the console keeps it: the value cut to its first bytes (dead letters may be
+    16 MiB each), ``value_size`` the original length."""
+
+    value_size: int | None = None
+
+
+def _dead_letter(rec: RawRecord) -> KeptDeadLetter:
+    value = rec.value[:_KEEP_VALUE] if rec.value is not None else None
+    size = len(rec.value) if rec.value is not None else None
+    return KeptDeadLetter(
+        rec.topic, rec.partition, rec.offset, rec.timestamp_ms, rec.key, value, list(rec.headers), size
+    )
 
 
 def _by_topic(marks: dict[tuple[str, int], tuple[int, int]]) -> dict[str, list[int]]:

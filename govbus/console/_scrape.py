@@ -34,8 +34,10 @@ class SinkHealth:
     def state(self) -> str:
         if not self.reachable:
             return "unreachable"
-        if self.status.get("paused"):
+        if self.status.get("operator_paused"):
             return "paused"
+        if self.status.get("paused"):
+            return "backpressure"  # the runtime paused itself: in-flight budget full or sink backing off
         return "ready" if self.status.get("ready") else "not ready"
 
 

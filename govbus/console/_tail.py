@@ -52,6 +52,8 @@ class TailReader:
                 "enable.auto.offset.store": False,
                 "enable.partition.eof": False,
                 "auto.offset.reset": "latest",
+                # Bounds librdkafka's pre-fetch queue: the console keeps only the newest records.
+                "queued.max.messages.kbytes": 8192,
                 "logger": log,
             }
         )

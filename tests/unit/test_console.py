@@ -122,3 +122,23 @@ def test_health_server_control_endpoint_only_when_the_runtime_offers_one() -> No
     finally:
         plain.stop()
         controlled.stop()
+
+
+def test_the_console_keeps_only_the_head_of_a_dead_letters_value() -> None:
+    from govbus.console._collector import _dead_letter
+    from govbus.console._tail import RawRecord
+
+    big = RawRecord("t.dlq.file", 0, 7, None, b"k", b"x" * (16 << 20), (("govbus.dlq.reason", b"oversize"),))
+    kept = _dead_letter(big)
+    assert kept.value == b"x" * 64
+    assert kept.value_size == 16 << 20
+    assert kept.reason == "oversize"
+
+
+def test_sink_health_state_tells_an_operator_pause_from_backpressure() -> None:
+    from govbus.console._scrape import SinkHealth
+
+    assert SinkHealth("a", "u", True, status={"ready": True, "paused": True, "operator_paused": True}).state == "paused"
+    assert SinkHealth("a", "u", True, status={"ready": True, "paused": True}).state == "backpressure"
+    assert SinkHealth("a", "u", True, status={"ready": True}).state == "ready"
+    assert SinkHealth("a", "u", False, error="refused").state == "unreachable"
