@@ -4,6 +4,12 @@ sink health server's control endpoint."""
 from __future__ import annotations
 
 import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
 import urllib.error
 import urllib.request
 
@@ -142,3 +148,50 @@ def test_sink_health_state_tells_an_operator_pause_from_backpressure() -> None:
     assert SinkHealth("a", "u", True, status={"ready": True, "paused": True}).state == "backpressure"
     assert SinkHealth("a", "u", True, status={"ready": True}).state == "ready"
     assert SinkHealth("a", "u", False, error="refused").state == "unreachable"
+
+
+def test_govbus_console_prints_its_url_serves_and_stops_on_sigint() -> None:
+    """The command as a process: no broker is reachable, yet it serves at once and says why."""
+    env = {
+        **os.environ,
+        "GOVBUS_KAFKA__BOOTSTRAP_SERVERS": "127.0.0.1:9",
+        "GOVBUS_CONSOLE__TIMEOUT_S": "0.5",
+        "GOVBUS_CONSOLE__REFRESH_S": "0.5",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "govbus.cli", "console", "--port", "0"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        match = re.search(r"govbus console at (http://127\.0\.0\.1:\d+)", line)
+        assert match, line
+        deadline = time.monotonic() + 30
+        while True:  # the listening socket exists before the line is printed; the app needs a moment
+            try:
+                with urllib.request.urlopen(match.group(1) + "/", timeout=5) as resp:
+                    body = resp.read().decode()
+                break
+            except (urllib.error.URLError, ConnectionError):
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+        assert "govbus console" in body
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+
+
+@pytest.mark.parametrize(("args", "named"), [(["--host", "0.0.0.0"], "--host"), (["--port", "99999"], "--port")])
+def test_govbus_console_refuses_bad_options_naming_them(args: list[str], named: str) -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "govbus.cli", "console", *args], capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 2
+    assert f"govbus: error: {named}:" in out.stderr
