@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import collections
 import hashlib
 import hmac
 import itertools
@@ -45,6 +46,7 @@ _HERE = Path(__file__).parent
 MAX_SEARCH_CHARS = 200  # longer search text is refused with a message, not searched
 _MAX_ROWS = 200  # rows of the events page
 _COOKIE = "govbus_console"
+_MAX_SESSIONS = 1000
 _PAGES = (
     ("/", "Topology"),
     ("/lag", "Lag"),
@@ -77,7 +79,8 @@ class Console:
         self.env.filters["ms_time"] = _ms_time
         self.env.filters["dt"] = _dt
         self._secret = secrets.token_bytes(32)  # per process: confirmations and sessions die with it
-        self._sessions: set[str] = set()
+        # Session cookies of ?token= logins, oldest first; bounded so logins cannot grow memory.
+        self._sessions: collections.OrderedDict[str, None] = collections.OrderedDict()
 
     # -- rendering ----------------------------------------------------------------------------
 
@@ -131,7 +134,9 @@ class Console:
         query = urllib.parse.urlencode([(k, v) for k, v in request.query_params.multi_items() if k != "token"])
         response = RedirectResponse(request.url.path + (f"?{query}" if query else ""), status_code=303)
         session = secrets.token_urlsafe(32)
-        self._sessions.add(session)
+        self._sessions[session] = None
+        while len(self._sessions) > _MAX_SESSIONS:
+            self._sessions.popitem(last=False)
         response.set_cookie(_COOKIE, session, httponly=True, samesite="strict")
         return response
 

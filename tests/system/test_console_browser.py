@@ -218,10 +218,24 @@ def browser() -> Iterator[webdriver.Chrome]:
 
 
 def text_of(driver: webdriver.Chrome, element_id: str) -> str | None:
-    try:
-        return str(driver.find_element(By.ID, element_id).text)
-    except (NoSuchElementException, StaleElementReferenceException):
-        return None
+    """The element's text, None if absent. The live part is swapped every refresh, so an element
+    found may be replaced before its text is read: find it again (a swap takes microseconds)."""
+    for _ in range(20):
+        try:
+            return str(driver.find_element(By.ID, element_id).text)
+        except NoSuchElementException:
+            return None
+        except StaleElementReferenceException:
+            continue
+    return None
+
+
+def texts(driver: webdriver.Chrome, css: str) -> list[str]:
+    """The texts of every element matching ``css``, read in one script run (no stale elements)."""
+    found = driver.execute_script(
+        "return Array.from(document.querySelectorAll(arguments[0])).map(e => e.innerText);", css
+    )
+    return [str(t) for t in found]
 
 
 def await_page(driver: webdriver.Chrome, check: Callable[[], Any], timeout: float = 30, what: str = "") -> Any:
@@ -301,13 +315,16 @@ def test_gate_page_matches_govbus_gate_check(topo: Topology, browser: webdriver.
     assert set(expected) == {"broker", "topic", "sink:file", "sink:audit"}, check
 
     def shown() -> dict[str, str]:
-        cells = browser.find_elements(By.CSS_SELECTOR, "#gate-checks td[data-check]")
-        return {c.get_attribute("data-check"): c.text for c in cells}
+        pairs = browser.execute_script(
+            "return Array.from(document.querySelectorAll('#gate-checks td[data-check]'))"
+            ".map(e => [e.dataset.check, e.innerText]);"
+        )
+        return {str(k): str(v) for k, v in pairs}
 
     await_page(browser, lambda: shown() == expected, what=f"gate checks {expected}")
     verdict = "admitting" if check["allowed"] else "DENYING"
     assert text_of(browser, "gate-verdict") == verdict
-    decisions = browser.find_element(By.ID, "gate-decisions").text
+    decisions = text_of(browser, "gate-decisions") or ""
     assert "agent-denied" in decisions
     assert "deny" in decisions
     shot(browser, "gate")
@@ -317,9 +334,9 @@ def test_events_search_throughput_signatures_and_audit(topo: Topology, browser: 
     browser.get(topo.url + "/events?agent=agent-denied")
     await_page(browser, lambda: text_of(browser, "event-count") == "1", what="one event of agent-denied")
     browser.get(topo.url + "/events?kind=tool_call_blocked")
-    rows = browser.find_elements(By.CSS_SELECTOR, "#events tr")[1:]
+    rows = texts(browser, "#events tr")[1:]
     assert rows
-    assert all("tool_call_blocked" in r.text for r in rows)
+    assert all("tool_call_blocked" in r for r in rows)
     browser.get(topo.url + "/events")
     shot(browser, "events")
 
@@ -351,7 +368,14 @@ def test_garbage_record_appears_as_a_dead_letter_and_can_be_replayed(topo: Topol
         what="the decode reason",
     )
     shot(browser, "dead-letters")
-    browser.find_element(By.CSS_SELECTOR, "#dlq-file a.dl-link").click()
+    # The live part is swapped every refresh: take the link's address rather than click a node
+    # that may be replaced under the click.
+    href = await_page(
+        browser,
+        lambda: browser.find_element(By.CSS_SELECTOR, "#dlq-file a.dl-link").get_attribute("href"),
+        what="the dead letter's link",
+    )
+    browser.get(href)
     await_page(browser, lambda: (text_of(browser, "dl-reason") or "").startswith("decode:"), what="dead letter view")
     shot(browser, "dead-letter")
     browser.find_element(By.ID, "replay").click()
