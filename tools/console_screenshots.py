@@ -56,7 +56,19 @@ def main(out: Path) -> int:
     work = Path(tempfile.mkdtemp(prefix="govbus-shots-"))
     env = {**os.environ, "GOVBUS_CONSOLE__PORT": "0"}
     demo = subprocess.Popen(
-        [sys.executable, "-m", "govbus.cli", "demo", "--events", "6000", "--rate", "60", "--out", str(work / "demo")],
+        [
+            sys.executable,
+            "-m",
+            "govbus.cli",
+            "demo",
+            "--events",
+            "20000",
+            "--rate",
+            "60",
+            "--keep-running",
+            "--out",
+            str(work / "demo"),
+        ],
         stdout=subprocess.PIPE,
         text=True,
         env=env,
@@ -100,7 +112,14 @@ def main(out: Path) -> int:
         p.flush(10)
         driver.get(url + "/dead-letters")
         wait(lambda: driver.find_elements(By.CSS_SELECTOR, ".reason-cell"), 60, "a dead letter")
-        time.sleep(8)  # let the history fill: the charts need a few dozen readings to be worth a look
+        # Let the history fill: the charts need a dozen readings to be worth a look.
+        driver.get(url + "/throughput")
+
+        def readings() -> bool:
+            m = re.search(r"last (\d+) readings", driver.find_element(By.TAG_NAME, "main").text)
+            return m is not None and int(m.group(1)) >= 12
+
+        wait(readings, 180, "a dozen readings")
         for name, path in PAGES:
             driver.get(url + path)
             wait(lambda: driver.find_element(By.ID, "live"), 10, name)
