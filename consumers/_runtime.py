@@ -113,6 +113,7 @@ class SinkRuntime:
         self._committed: dict[TP, int] = {}
         self._paused: set[TP] = set()
         self._paused_all = False
+        self._operator_paused = False  # POST /control/pause on the health endpoint (the console)
         # Partitions held back while the schema registry is unreachable: when to resume them.
         self._held: dict[TP, float] = {}
         self._hold_streak = 0
@@ -158,6 +159,7 @@ class SinkRuntime:
             "topic": self.topic,
             "assigned": sorted(f"{t}[{p}]" for t, p in owned),
             "paused": self._paused_all,
+            "operator_paused": self._operator_paused,
             "inflight_records": self._inflight_records,
             "inflight_bytes": self._inflight_bytes,
             "worker": worker.state if worker else "not started",
@@ -269,7 +271,9 @@ class SinkRuntime:
         self._worker.start()
         if s.health.enabled:
             try:
-                self.health = HealthServer(s.health.host, s.health.port, self.status, self.metrics.render_prometheus)
+                self.health = HealthServer(
+                    s.health.host, s.health.port, self.status, self.metrics.render_prometheus, self._control
+                )
             except OSError as exc:
                 raise SinkError(
                     f"cannot serve the health endpoint on {s.health.host}:{s.health.port}: {exc}; "
@@ -308,6 +312,12 @@ class SinkRuntime:
     def _restore_signals(previous: dict[int, Any]) -> None:
         for sig, h in previous.items():
             signal.signal(sig, h)
+
+    def _control(self, action: str) -> dict[str, Any]:
+        # Called on the health server's thread; the consume loop applies it in _backpressure.
+        self._operator_paused = action == "pause"
+        log.info("sink %s: %s requested by an operator", self.name, action)
+        return {"sink": self.name, "operator_paused": self._operator_paused}
 
     def _worker_abandon(self) -> None:
         if self._worker is not None:
@@ -521,7 +531,7 @@ class SinkRuntime:
             return
         inf = self.settings.inflight
         full = self._inflight_records >= inf.max_records or self._inflight_bytes >= inf.max_bytes
-        blocked = worker.backing_off or worker.breaker.state is BreakerState.OPEN
+        blocked = worker.backing_off or worker.breaker.state is BreakerState.OPEN or self._operator_paused
         if not self._paused_all and (full or blocked):
             owned = [TopicPartition(t, p) for t, p in self._ownership.owned()]
             if owned:
@@ -531,7 +541,8 @@ class SinkRuntime:
             self.metrics.paused.add(1, self.metrics.attrs())
             log.info(
                 "sink %s: paused %d partition(s): %s (in flight: %d records, %d bytes)",
-                self.name, len(owned), "sink is backing off" if blocked else "in-flight budget full",
+                self.name, len(owned),
+                "paused by an operator" if self._operator_paused else "sink is backing off" if blocked else "in-flight budget full",
                 self._inflight_records, self._inflight_bytes,
             )  # fmt: skip
         elif self._paused_all and not blocked:

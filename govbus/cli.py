@@ -25,6 +25,7 @@ _COMMAND_MODULES = (
     "govbus.gate.cli",
     "govbus.signing.cli",
     "govbus.consumers.sinks.audit_cli",
+    "govbus.console.cli",
 )
 
 

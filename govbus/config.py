@@ -16,6 +16,7 @@ section             class                                owned by
 ``sink``            ``SinkRuntimeSettings``              govbus.consumers
 ``gate``            ``GateSettings``                     govbus.gate
 ``signing``         ``SigningSettings``                  govbus.signing
+``console``         ``ConsoleSettings``                  govbus.console
 ==================  ===================================  =======================
 
 A new section: define its model in the subpackage, export it from the subpackage's
@@ -31,6 +32,7 @@ from typing import Any
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from govbus.console import ConsoleSettings
 from govbus.consumers import SinkRuntimeSettings
 from govbus.gate import GateSettings
 from govbus.producer import ProducerSettings
@@ -59,6 +61,7 @@ class GovbusSettings(BaseSettings):
     sink: SinkRuntimeSettings = Field(default_factory=SinkRuntimeSettings)
     signing: SigningSettings = Field(default_factory=SigningSettings)
     registry: RegistrySettings = Field(default_factory=RegistrySettings)
+    console: ConsoleSettings = Field(default_factory=ConsoleSettings)
     topic: str = "govbus.events"
 
     def __init__(self, **values: Any) -> None:

@@ -244,9 +244,24 @@ def test_sinks_run_until_stopped_and_drain_on_stop(name: str, monkeypatch: pytes
 
 def test_other_govbus_services_are_one_shot() -> None:
     for name, svc in GOVBUS.items():
-        if not sink_name(svc):
+        if not sink_name(svc) and subcommand(argv_of(svc)) != ("console",):
             assert one_shot(svc), name
             assert svc["healthcheck"] == {"disable": True}, name
+
+
+def test_console_is_long_running_authenticated_and_scrapes_every_sink(monkeypatch: pytest.MonkeyPatch) -> None:
+    svc = SERVICES["console"]
+    assert svc["restart"] == "unless-stopped"
+    assert has_healthcheck(svc)
+    settings = settings_from_env(govbus_env(svc), monkeypatch)
+    assert settings.console.auth_required, "it binds beyond loopback"
+    assert all(p.startswith("127.0.0.1:") for p in svc["ports"]), "published on this machine only"
+    urls = settings.console.sink_health_urls
+    assert sorted(urls) == deployed_sinks()
+    for sink, url in urls.items():
+        host, port = hostport(urlsplit(url).netloc)
+        assert sink_name(SERVICES[host]) == sink
+        assert port == settings_from_env(govbus_env(SERVICES[host]), monkeypatch).sink.health.port
 
 
 # ---- the broker and the receivers the sinks point at ----------------------------------------

@@ -100,7 +100,8 @@ def test_image_env_names_are_settings_and_load(monkeypatch: pytest.MonkeyPatch) 
 
 def test_exposed_port_is_the_sink_health_port(monkeypatch: pytest.MonkeyPatch) -> None:
     settings = settings_from_env({k: v for k, v in image_env().items() if k.startswith("GOVBUS_")}, monkeypatch)
-    assert [i.value for i in final_stage() if i.keyword == "EXPOSE"] == [str(settings.sink.health.port)]
+    exposed = [i.value for i in final_stage() if i.keyword == "EXPOSE"]
+    assert exposed == [f"{settings.sink.health.port} {settings.console.port}"]  # sinks' health, the console
 
 
 def _healthcheck() -> list[str]:
