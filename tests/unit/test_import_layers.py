@@ -53,7 +53,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
         ),
     ),
     ("registry", ("govbus.registry",)),
-    ("components", ("govbus.producer", "govbus.consumers", "govbus.gate")),
+    # The console is an entry point; only its settings section sits with the components.
+    ("components", ("govbus.producer", "govbus.consumers", "govbus.gate", "govbus.console._settings")),
     ("composition", ("govbus.config",)),
     (
         "entry",
@@ -69,6 +70,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "govbus.consumers.cli",
             "govbus.consumers.sinks.audit_cli",
             "govbus.gate.cli",
+            "govbus.console",
         ),
     ),
 ]
