@@ -21,6 +21,7 @@ from typing import Any
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
 from govbus._librdkafka import new_consumer, new_producer
+from govbus.acl import principal_of
 from govbus.admin import ensure_topic
 from govbus.cloudevents import format_time
 from govbus.consumers._errors import DeadLetterError, DeadLetterFatalError
@@ -156,6 +157,7 @@ class DeadLetterer:
         self.sink = sink
         self.group = group
         self.topic_for = topic_for
+        self._conf = conf
         self._producer = new_producer(
             {
                 **conf,
@@ -197,7 +199,8 @@ class DeadLetterer:
         if err is not None and err.code() in _ACL_REFUSALS:
             topic = example_topic or "its dead-letter topic"
             hint = (
-                f"; the sink's principal needs the ACL operation WRITE on {topic} (its idempotent producer "
+                f"; the sink's principal {principal_of(self._conf)} needs the ACL operation WRITE on {topic} "
+                "(its idempotent producer "
                 "gets its id only with WRITE on some topic, or IDEMPOTENT_WRITE on the cluster)"
             )
         return DeadLetterFatalError(
@@ -319,6 +322,27 @@ def _reader(conf: dict[str, Any], group: str) -> Consumer:
     )
 
 
+_COORDINATOR_MOVING = frozenset(
+    {KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_LOAD_IN_PROGRESS, KafkaError.COORDINATOR_NOT_AVAILABLE}
+)
+
+
+def _committed(consumer: Consumer, parts: list[TopicPartition], timeout: float) -> list[TopicPartition]:
+    """The group's committed offsets; a coordinator that is moving or loading (a new group, a fresh
+    cluster) answers within moments, so those answers are retried within ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return list(consumer.committed(parts, timeout=max(0.1, deadline - time.monotonic())))
+        except KafkaException as exc:
+            err = exc.args[0] if exc.args else None
+            if not isinstance(err, KafkaError) or err.code() not in _COORDINATOR_MOVING:
+                raise
+            if time.monotonic() + 0.1 >= deadline:
+                raise
+            time.sleep(0.1)
+
+
 def _read_until_end(consumer: Consumer, topic: str, *, start_committed: bool, timeout: float) -> Iterator[Any]:
     """Assigns every partition of ``topic`` and yields its records up to the end as of now."""
     md = consumer.list_topics(topic, timeout=timeout)
@@ -334,7 +358,7 @@ def _read_until_end(consumer: Consumer, topic: str, *, start_committed: bool, ti
     if start_committed:
         starts = [
             TopicPartition(topic, tp.partition, tp.offset if tp.offset >= 0 else OFFSET_BEGINNING)
-            for tp in consumer.committed(parts, timeout=timeout)
+            for tp in _committed(consumer, parts, timeout)
         ]
     else:
         starts = [TopicPartition(topic, tp.partition, OFFSET_BEGINNING) for tp in parts]
@@ -354,6 +378,8 @@ def _read_until_end(consumer: Consumer, topic: str, *, start_committed: bool, ti
         if err is not None:
             if err.code() == KafkaError._PARTITION_EOF:
                 continue
+            if err.code() == KafkaError.GROUP_AUTHORIZATION_FAILED and not start_committed:
+                continue  # inspect never uses its group: its principal needs no ACL on one
             raise DeadLetterError(f"reading {topic!r}: {err}")
         deadline = time.monotonic() + timeout
         p = msg.partition()
