@@ -21,7 +21,7 @@ from typing import Any
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
 from govbus._librdkafka import new_consumer, new_producer
-from govbus.acl import principal_of
+from govbus.acl import missing_acl, principal_of
 from govbus.admin import ensure_topic
 from govbus.cloudevents import format_time
 from govbus.consumers._errors import DeadLetterError, DeadLetterFatalError
@@ -327,7 +327,9 @@ _COORDINATOR_MOVING = frozenset(
 )
 
 
-def _committed(consumer: Consumer, parts: list[TopicPartition], timeout: float) -> list[TopicPartition]:
+def _committed(
+    consumer: Consumer, parts: list[TopicPartition], timeout: float, conf: dict[str, Any]
+) -> list[TopicPartition]:
     """The group's committed offsets; a coordinator that is moving or loading (a new group, a fresh
     cluster) answers within moments, so those answers are retried within ``timeout``."""
     deadline = time.monotonic() + timeout
@@ -336,6 +338,18 @@ def _committed(consumer: Consumer, parts: list[TopicPartition], timeout: float) 
             return list(consumer.committed(parts, timeout=max(0.1, deadline - time.monotonic())))
         except KafkaException as exc:
             err = exc.args[0] if exc.args else None
+            if isinstance(err, KafkaError) and err.code() == KafkaError._TIMED_OUT:
+                # A coordinator lookup refused by an ACL surfaces as a consumer error, not here.
+                event = consumer.poll(0.1)
+                refused = event.error() if event is not None else None
+                err = (
+                    refused if refused is not None and refused.code() == KafkaError.GROUP_AUTHORIZATION_FAILED else err
+                )
+            if isinstance(err, KafkaError) and err.code() == KafkaError.GROUP_AUTHORIZATION_FAILED:
+                group = f"GROUP {conf.get('group.id', '?')}"
+                raise DeadLetterError(
+                    f"cannot read the replay progress: {missing_acl(err, 'READ', group, conf)}"
+                ) from None
             if not isinstance(err, KafkaError) or err.code() not in _COORDINATOR_MOVING:
                 raise
             if time.monotonic() + 0.1 >= deadline:
@@ -343,10 +357,14 @@ def _committed(consumer: Consumer, parts: list[TopicPartition], timeout: float) 
             time.sleep(0.1)
 
 
-def _read_until_end(consumer: Consumer, topic: str, *, start_committed: bool, timeout: float) -> Iterator[Any]:
+def _read_until_end(
+    consumer: Consumer, topic: str, *, start_committed: bool, timeout: float, conf: dict[str, Any] | None = None
+) -> Iterator[Any]:
     """Assigns every partition of ``topic`` and yields its records up to the end as of now."""
     md = consumer.list_topics(topic, timeout=timeout)
     meta = md.topics.get(topic)
+    if meta is not None and meta.error is not None and meta.error.code() in _ACL_REFUSALS:
+        raise DeadLetterError(f"cannot read {topic!r}: {missing_acl(meta.error, 'READ', f'TOPIC {topic}', conf or {})}")
     if meta is None or meta.error is not None:
         raise DeadLetterError(f"topic {topic!r} does not exist or cannot be described: {meta.error if meta else ''}")
     parts = [TopicPartition(topic, p) for p in sorted(meta.partitions)]
@@ -358,7 +376,7 @@ def _read_until_end(consumer: Consumer, topic: str, *, start_committed: bool, ti
     if start_committed:
         starts = [
             TopicPartition(topic, tp.partition, tp.offset if tp.offset >= 0 else OFFSET_BEGINNING)
-            for tp in _committed(consumer, parts, timeout)
+            for tp in _committed(consumer, parts, timeout, conf or {})
         ]
     else:
         starts = [TopicPartition(topic, tp.partition, OFFSET_BEGINNING) for tp in parts]
@@ -410,7 +428,7 @@ def read_dead_letters(
     consumer = _reader(conf, f"govbus.dlq-inspect.{uuid.uuid4().hex[:12]}")
     count = 0
     try:
-        for msg in _read_until_end(consumer, topic, start_committed=False, timeout=timeout):
+        for msg in _read_until_end(consumer, topic, start_committed=False, timeout=timeout, conf=conf):
             dl = _dead_letter(msg)
             if reason is not None and not (dl.reason or "").startswith(reason):
                 continue
@@ -451,13 +469,25 @@ def replay_dead_letters(
     as history), plus ``govbus.replay.time``.
     """
     consumer = _reader(conf, group)
-    producer = new_producer({**conf, "enable.idempotence": True, "acks": "all", "linger.ms": 5, "logger": log})
+    fatal: list[KafkaError] = []  # the cause behind "Local: Fatal error" (e.g. no producer id: no WRITE)
+    producer = new_producer(
+        {
+            **conf,
+            "enable.idempotence": True,
+            "acks": "all",
+            "linger.ms": 5,
+            "logger": log,
+            "error_cb": lambda e: fatal.append(e) if e.fatal() else None,
+        }
+    )
     replayed = passed = 0
     errors: list[str] = []
     next_offsets: dict[int, int] = {}
     now = format_time(datetime.now(UTC)).encode()
     try:
-        for msg in _read_until_end(consumer, dlq_topic, start_committed=not from_beginning, timeout=timeout):
+        for msg in _read_until_end(
+            consumer, dlq_topic, start_committed=not from_beginning, timeout=timeout, conf={**conf, "group.id": group}
+        ):
             if limit is not None and replayed >= limit:
                 break
             dl = _dead_letter(msg)
@@ -473,10 +503,26 @@ def replay_dead_letters(
                     headers.append((H_REPLAYED_AT, now))
 
                     def report(err: KafkaError | None, _m: object) -> None:
-                        if err is not None:
-                            errors.append(str(err))
+                        cause = fatal[0] if err is not None and err.code() == KafkaError._FATAL and fatal else err
+                        if cause is not None and cause.code() in _ACL_REFUSALS:
+                            errors.append(missing_acl(cause, "WRITE", f"TOPIC {target_topic}", conf))
+                        elif cause is not None:
+                            errors.append(str(cause))
 
-                    producer.produce(target_topic, value=dl.value, key=dl.key, headers=headers, on_delivery=report)
+                    try:
+                        producer.produce(target_topic, value=dl.value, key=dl.key, headers=headers, on_delivery=report)
+                    except KafkaException as exc:
+                        producer.poll(0)  # serves error_cb: the fatal error's cause
+                        cause = fatal[0] if fatal else exc.args[0]
+                        text = (
+                            missing_acl(cause, "WRITE", f"TOPIC {target_topic}", conf)
+                            if cause.code() in _ACL_REFUSALS
+                            else str(cause)
+                        )
+                        raise DeadLetterError(
+                            f"replay to {target_topic!r} failed: {text}; nothing was committed, so running it "
+                            "again replays the same dead letters"
+                        ) from None
                     producer.poll(0)
             else:
                 passed += 1
