@@ -85,7 +85,9 @@ def _consume(conf: dict[str, Any], topic: str, group: str, n: int) -> float:
 
 def _scram_user(admin: AdminClient) -> tuple[str, str]:
     name, password = f"bench-{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
-    upsert = UserScramCredentialUpsertion(name, ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, 4096), password.encode())
+    upsert = UserScramCredentialUpsertion(
+        name, ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, 4096), password.encode()
+    )
     for f in admin.alter_user_scram_credentials([upsert]).values():
         f.result(30)
     return name, password

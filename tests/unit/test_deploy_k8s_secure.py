@@ -91,7 +91,9 @@ def test_each_workload_is_its_own_principal_over_sasl_ssl_with_the_ca_mounted(
         assert ca.rsplit("/", 1)[1] == "ca.crt"
         if kind == "Deployment" and name.startswith("govbus-sink-"):
             assert env["GOVBUS_SINK__DLQ__CREATE_TOPICS"] == "false", "a sink's role has no CREATE"
-        settings: GovbusSettings = settings_from_env({k: v for k, v in env.items() if k.startswith("GOVBUS_")}, monkeypatch)
+        settings: GovbusSettings = settings_from_env(
+            {k: v for k, v in env.items() if k.startswith("GOVBUS_")}, monkeypatch
+        )
         assert settings.kafka.librdkafka()["sasl.username"] == principal
         seen.add(principal)
     assert len(seen) == len(PRINCIPALS), "no two workloads share a principal"
