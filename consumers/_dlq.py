@@ -447,6 +447,23 @@ class ReplayReport:
     target: str
 
 
+def _replay_refused(
+    producer: Any, exc: KafkaException, fatal: list[KafkaError], target: str, conf: dict[str, Any]
+) -> DeadLetterError:
+    """The replay producer went fatal (no producer id: no WRITE): the cause, with the ACL named."""
+    cause: KafkaError = exc.args[0]
+    if cause.code() == KafkaError._FATAL:
+        try:
+            producer.poll(0)  # serves error_cb, or raises the fatal error itself
+        except KafkaException as again:
+            cause = again.args[0]
+        cause = fatal[0] if fatal and cause.code() == KafkaError._FATAL else cause
+    text = missing_acl(cause, "WRITE", f"TOPIC {target}", conf) if cause.code() in _ACL_REFUSALS else str(cause)
+    return DeadLetterError(
+        f"replay to {target!r} failed: {text}; nothing was committed, so running it again replays the same dead letters"
+    )
+
+
 def replay_dead_letters(
     conf: dict[str, Any],
     dlq_topic: str,
@@ -511,19 +528,9 @@ def replay_dead_letters(
 
                     try:
                         producer.produce(target_topic, value=dl.value, key=dl.key, headers=headers, on_delivery=report)
+                        producer.poll(0)
                     except KafkaException as exc:
-                        producer.poll(0)  # serves error_cb: the fatal error's cause
-                        cause = fatal[0] if fatal else exc.args[0]
-                        text = (
-                            missing_acl(cause, "WRITE", f"TOPIC {target_topic}", conf)
-                            if cause.code() in _ACL_REFUSALS
-                            else str(cause)
-                        )
-                        raise DeadLetterError(
-                            f"replay to {target_topic!r} failed: {text}; nothing was committed, so running it "
-                            "again replays the same dead letters"
-                        ) from None
-                    producer.poll(0)
+                        raise _replay_refused(producer, exc, fatal, target_topic, conf) from None
             else:
                 passed += 1
             next_offsets[dl.partition] = dl.offset + 1

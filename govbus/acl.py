@@ -25,11 +25,19 @@ import argparse
 import dataclasses
 import json
 import logging
+import time
 from collections.abc import Iterable, Sequence
 from typing import Any, Literal
 
 from confluent_kafka import KafkaError, KafkaException
-from confluent_kafka.admin import AclBinding, AclOperation, AclPermissionType, ResourcePatternType, ResourceType
+from confluent_kafka.admin import (
+    AclBinding,
+    AclBindingFilter,
+    AclOperation,
+    AclPermissionType,
+    ResourcePatternType,
+    ResourceType,
+)
 
 from govbus._librdkafka import new_admin
 from govbus.errors import ConfigError, GovbusError
@@ -174,7 +182,33 @@ def apply_plan(conf: dict[str, Any], principal: str, entries: Iterable[AclEntry]
             f"cannot create ACLs: no broker at {conf.get('bootstrap.servers', '?')} answered within {timeout:g} s "
             "(is GOVBUS_KAFKA__BOOTSTRAP_SERVERS right, and are the credentials in GOVBUS_KAFKA__* accepted?)"
         ) from None
+    _await_effective(admin, bindings, timeout)
     return len(bindings)
+
+
+def _await_effective(admin: Any, bindings: list[AclBinding], timeout: float) -> None:
+    """Returns once the answering broker lists every binding: ACLs are committed by the controller
+    and applied by each broker as it replays the metadata log, so a client that starts right after
+    ``create_acls`` could still be refused (seen on a loaded machine)."""
+    deadline = time.monotonic() + timeout
+    missing = list(bindings)
+    while missing:
+        filters = {
+            AclBindingFilter(
+                b.restype, b.name, b.resource_pattern_type, b.principal, b.host, b.operation, b.permission_type
+            ): b
+            for b in missing
+        }
+        still: list[AclBinding] = []
+        for acl_filter, binding in filters.items():
+            found = admin.describe_acls(acl_filter, request_timeout=timeout).result(timeout)
+            if not found:
+                still.append(binding)
+        missing = still
+        if missing and time.monotonic() > deadline:
+            raise AclError(f"{len(missing)} ACL(s) created but not in effect after {timeout:g} s, e.g. {missing[0]}")
+        if missing:
+            time.sleep(0.05)
 
 
 def principal_of(conf: dict[str, Any]) -> str:
