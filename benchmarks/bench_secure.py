@@ -129,23 +129,29 @@ def run(ctx: Any) -> list[Row]:
     load = os.getloadavg()[0]
     conditions = (
         f"{EVENTS} govbus records (~{sum(len(v or b'') for _k, v, _h in recs) // len(recs)} B), {PARTITIONS} "
-        f"partitions, median of {ROUNDS} alternating rounds; value: SASL_SSL SCRAM-SHA-512 (TLS 1.3) on the secure "
+        f"partitions, median of {ROUNDS} alternating rounds; value: SASL_SSL SCRAM-SHA-512 on the secure "
         f"local broker, baseline: PLAINTEXT on the plaintext local broker, same run, same machine (2 cores shared "
         f"with other engineers' test runs: 1-min load {load:.0f} at the end, so absolute figures are noisy)"
     )
+
+    def rounds(figures: dict[str, list[float]]) -> str:
+        return "; rounds SASL_SSL {} vs PLAINTEXT {} ev/s".format(
+            "/".join(f"{v:.0f}" for v in figures["secure"]), "/".join(f"{v:.0f}" for v in figures["plain"])
+        )
+
     return [
         Row(
             "secure: producer acknowledged throughput (SASL_SSL)",
             statistics.median(produced["secure"]),
             "ev/s",
             statistics.median(produced["plain"]),
-            "idempotent, acks=all, lz4, linger 20 ms; " + conditions,
+            "idempotent, acks=all, lz4, linger 20 ms; " + conditions + rounds(produced),
         ),
         Row(
             "secure: consumer throughput (SASL_SSL)",
             statistics.median(consumed["secure"]),
             "ev/s",
             statistics.median(consumed["plain"]),
-            "raw confluent-kafka consumer, from its first record; " + conditions,
+            "raw confluent-kafka consumer, from its first record; " + conditions + rounds(consumed),
         ),
     ]

@@ -132,6 +132,7 @@ def test_dlq_inspect_and_replay_name_the_missing_acl(secure_kafka: SecureKafka) 
     producer = Producer({**secure_kafka.admin_config(), "acks": "all"})
     producer.produce(dlq, b"dead", key=b"k")
     assert producer.flush(30) == 0
+    del producer  # not kept alive (reconnecting) by a traceback's frames after the broker stops
     user, conf = _user_conf(secure_kafka)
     with pytest.raises(DeadLetterError) as raised:
         list(read_dead_letters(conf, dlq))
