@@ -71,7 +71,7 @@ def provision(demo: SecureDemo, topic: str, sinks: Sequence[str], say: Callable[
     users = {"kernel": ["kernel", "gate"], **{f"sink-{n}": [f"sink:{n}"] for n in sinks}}
     demo.passwords = {user: secrets.token_urlsafe(24) for user in users}
     admin = new_admin(demo.admin)
-    upserts = [
+    upserts: list[Any] = [
         UserScramCredentialUpsertion(u, ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, 4096), p.encode())
         for u, p in demo.passwords.items()
     ]

@@ -171,7 +171,7 @@ def apply_plan(conf: dict[str, Any], principal: str, entries: Iterable[AclEntry]
         err = exc.args[0] if exc.args else None
         code = err.code() if isinstance(err, KafkaError) else None
         who = principal_of(conf)
-        if code == KafkaError.CLUSTER_AUTHORIZATION_FAILED:
+        if isinstance(err, KafkaError) and code == KafkaError.CLUSTER_AUTHORIZATION_FAILED:
             raise AclError(
                 f"cannot create ACLs: {err.name()}: {who} lacks the ACL operation ALTER on CLUSTER {CLUSTER_NAME}; "
                 "run acl apply as an admin (a super user, or a principal with the admin role)"
