@@ -141,7 +141,7 @@ def test_dlq_inspect_and_replay_name_the_missing_acl(secure_kafka: SecureKafka) 
     secure_kafka.allow(user, "TOPIC", dlq, "READ")
     group = "govbus.dlq-replay.file"
     with pytest.raises(DeadLetterError) as raised:
-        replay_dead_letters(conf, dlq, replay, group=group)
+        replay_dead_letters(conf, dlq, replay, group=group, timeout=4)
     assert f"User:{user} lacks the ACL operation READ on GROUP {group}" in str(raised.value)
 
     secure_kafka.allow(user, "GROUP", group, "READ")
