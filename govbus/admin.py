@@ -97,7 +97,9 @@ def _registered_sinks() -> list[str]:
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     topics = sub.add_parser("topics", help="create the event topic and the sinks' dead-letter topics")
     tsub = topics.add_subparsers(dest="topics_command", metavar="ACTION", required=True)
-    create = tsub.add_parser("create", help="create GOVBUS_TOPIC and <topic>.dlq.<sink>, <topic>.replay.<sink> for each sink (idempotent)")
+    create = tsub.add_parser(
+        "create", help="create GOVBUS_TOPIC and <topic>.dlq.<sink>, <topic>.replay.<sink> for each sink (idempotent)"
+    )
     create.add_argument("--partitions", type=int, default=6, help="partitions of the event topic (default 6)")
     create.add_argument("--replication-factor", type=int, default=-1, help="default: the broker's default")
     create.add_argument("--min-insync-replicas", type=int, help="min.insync.replicas of the event topic")

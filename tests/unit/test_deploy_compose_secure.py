@@ -100,9 +100,7 @@ def govbus_env(svc: dict[str, Any]) -> dict[str, str]:
 
 def kafka_clients() -> dict[str, dict[str, Any]]:
     return {
-        n: s
-        for n, s in GOVBUS.items()
-        if subcommand(argv_of(s)) not in NO_KAFKA and tuple(argv_of(s)[1:4]) != TLS_STEP
+        n: s for n, s in GOVBUS.items() if subcommand(argv_of(s)) not in NO_KAFKA and tuple(argv_of(s)[1:4]) != TLS_STEP
     }
 
 
@@ -244,7 +242,8 @@ def test_listener_names_avoid_the_image_scripts_jks_and_jaas_checks() -> None:
     # apache/kafka's start script requires JKS keystore variables when the advertised listeners
     # contain "SSL://", and a JAAS file when they contain "SASL_".
     advertised = _kafka_env()["KAFKA_ADVERTISED_LISTENERS"]
-    assert "SSL://" not in advertised and "SASL_" not in advertised
+    assert "SSL://" not in advertised
+    assert "SASL_" not in advertised
 
 
 def test_authorizer_denies_what_no_acl_allows() -> None:
@@ -316,7 +315,8 @@ def test_the_cas_key_never_leaves_the_tls_steps() -> None:
         if name not in steps:
             assert ca_volumes.isdisjoint(mounts(svc).values()), name
     for svc in steps.values():
-        assert svc["user"] == "0:0" and parse_command(argv_of(svc)).owner, "root only to hand files over"
+        assert svc["user"] == "0:0"
+        assert parse_command(argv_of(svc)).owner, "root only to hand files over"
 
 
 # ---- govbus services ------------------------------------------------------------------------
@@ -327,9 +327,7 @@ def test_command_parses(argv: list[str]) -> None:
     parse_command(argv)
 
 
-@pytest.mark.parametrize(
-    "words", sorted({help_words(argv_of(s)) for s in GOVBUS.values()}), ids=lambda w: " ".join(w)
-)
+@pytest.mark.parametrize("words", sorted({help_words(argv_of(s)) for s in GOVBUS.values()}), ids=lambda w: " ".join(w))
 def test_help_of_every_command_used(words: tuple[str, ...]) -> None:
     assert_help(words)
 
@@ -373,7 +371,8 @@ def test_every_kafka_client_is_authenticated_and_verifies_the_broker(
         assert loaded["sasl.password"] == path.read_text(encoding="utf-8").strip()
     else:
         # The admin's certificate: only the admin tools mount it.
-        assert kafka.ssl_certificate_location and kafka.ssl_key_location
+        assert kafka.ssl_certificate_location
+        assert kafka.ssl_key_location
         ((_, args),) = written_by(volume_at(svc, kafka.ssl_key_location))
         assert f"User:CN={args.name}" in _kafka_env()["KAFKA_SUPER_USERS"]
         assert tuple(argv_of(svc)[1:3]) in {("acl", "apply"), ("acl", "user"), ("topics", "create")}, name
@@ -385,7 +384,8 @@ def _scram_users(monkeypatch: pytest.MonkeyPatch) -> dict[str, tuple[str, Path]]
     for name in kafka_clients():
         kafka = _kafka_settings(name, monkeypatch)
         if kafka.security_protocol == "SASL_SSL":
-            assert kafka.sasl_username and kafka.sasl_password_file
+            assert kafka.sasl_username
+            assert kafka.sasl_password_file
             out[name] = (kafka.sasl_username, secret_file(GOVBUS[name], kafka.sasl_password_file))
     return out
 
@@ -415,7 +415,7 @@ def test_init_users_sets_every_password_the_services_use(monkeypatch: pytest.Mon
 def _acl_jobs(monkeypatch: pytest.MonkeyPatch) -> dict[str, set[AclEntry]]:
     """principal → the ACLs its acl-* steps apply (with each step's own settings)."""
     jobs: dict[str, set[AclEntry]] = {}
-    for name, svc in GOVBUS.items():
+    for _name, svc in GOVBUS.items():
         argv = argv_of(svc)
         if tuple(argv[1:3]) != ("acl", "apply"):
             continue
@@ -470,12 +470,11 @@ def test_acl_steps_run_before_their_principals_service(monkeypatch: pytest.Monke
     users = _scram_users(monkeypatch)
     for name, (user, _) in users.items():
         steps = [
-            n
-            for n, s in GOVBUS.items()
-            if tuple(argv_of(s)[1:3]) == ("acl", "apply") and f"User:{user}" in argv_of(s)
+            n for n, s in GOVBUS.items() if tuple(argv_of(s)[1:3]) == ("acl", "apply") and f"User:{user}" in argv_of(s)
         ]
         deps = SERVICES[name]["depends_on"]
-        assert steps and all(deps[s]["condition"] == "service_completed_successfully" for s in steps), name
+        assert steps, name
+        assert all(deps[s]["condition"] == "service_completed_successfully" for s in steps), name
 
 
 def test_topics_are_created_by_the_admin_for_every_sink() -> None:
@@ -518,7 +517,8 @@ def test_tls_issue_writes_owner_only_files(tmp_path: Path) -> None:
     assert {p.name for p in (tmp_path / "clients").iterdir()} == {"ca.pem"}
     assert (tmp_path / "clients" / "ca.pem").read_bytes() == (out / "ca.pem").read_bytes()
     bad = issue("--dir", str(out), "--owner", "root")
-    assert bad.returncode != 0 and "--owner" in bad.stderr
+    assert bad.returncode != 0
+    assert "--owner" in bad.stderr
 
 
 def test_sasl_password_file(tmp_path: Path) -> None:
