@@ -172,6 +172,12 @@ def test_check_jsonschema_accepts_the_override() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def test_every_govbus_service_builds_the_checked_dockerfile() -> None:
+    # Relative to the project directory (the first file's), as every path in an override is.
+    for name, svc in GOVBUS.items():
+        assert svc["build"] == {"context": ".", "dockerfile": "deploy/Dockerfile"}, name
+
+
 def test_nothing_is_interpolated() -> None:
     assert "$" not in OVERRIDE_FILE.read_text(encoding="utf-8")
 
