@@ -205,7 +205,7 @@ def test_memory_mode_full_queue_applies_the_policy(make_bus: Callable[..., Bus])
 
     def pace(i: int) -> None:  # below the queue's size: only a full spool can stop the sender
         if i % 32 == 31:
-            until(lambda: not bus._q or bus._spool.refusing)
+            until(lambda: not bus._queue or bus._spool.refusing)
 
     _, refusal = emit_until_refused(bus, pace=pace)
     assert refusal.what == "hand-off queue"
@@ -219,7 +219,7 @@ def test_fatal_error_surfaces_as_typed_exception_and_in_health(make_bus: Callabl
     for event in sample_events(10):
         bus.emit(event)
     # librdkafka reports fatal errors through the error callback (e.g. a fenced idempotent producer).
-    bus._on_error(KafkaError(KafkaError._FENCED, "producer fenced by a newer instance", fatal=True))
+    bus._delivery.on_error(KafkaError(KafkaError._FENCED, "producer fenced by a newer instance", fatal=True))
     with pytest.raises(ProducerFatalError, match="_FENCED"):
         bus.emit(next(iter(sample_events(1))))
     with pytest.raises(ProducerFatalError):
