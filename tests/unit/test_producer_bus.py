@@ -479,3 +479,18 @@ def test_an_event_read_from_the_bus_and_changed_is_validated_again(
     bus.emit(fine)
     until(lambda: bus.counters().spooled == 1)
     assert bus.counters().failed == 0
+
+
+def test_a_librdkafka_refusal_names_the_variable_and_releases_the_spool(
+    monkeypatch: pytest.MonkeyPatch, make_bus: Callable[..., Bus], tmp_path: Path
+) -> None:
+    # The Bus builds its producer with govbus._librdkafka.new_producer, like every other client.
+    monkeypatch.setenv("GOVBUS_PRODUCER__LIBRDKAFKA", '{"no.such.prop": 1}')
+    with pytest.raises(ConfigError) as error:
+        Bus(
+            topic="govbus.test", kafka={"bootstrap_servers": closed_port()}, producer={"spool_dir": str(tmp_path / "s")}
+        )
+    assert error.value.setting == "GOVBUS_PRODUCER__LIBRDKAFKA"
+    assert "no.such.prop" in error.value.message
+    monkeypatch.delenv("GOVBUS_PRODUCER__LIBRDKAFKA")
+    make_bus(tmp_path / "s")  # the spool's lock was released: a corrected Bus opens it
