@@ -152,7 +152,7 @@ class Bus:
             schema_id = configured_schema_id(settings)
         self._encoder = Encoder(options.schema_version, schema_id=schema_id)
         # A writer pinned to an older contract refuses, in emit(), events it could not carry.
-        self._check = self._encoder.check if self._encoder.restricted else None
+        self._schema_check = self._encoder.check if self._encoder.restricted else None
         tracing = _tracing.Tracing(self.topic, tracer_provider, _VERSION)
         if batch_hook is None and settings.signing.producer_signs():
             # GOVBUS_SIGNING__PRIVATE_KEY_PATH set: every event is signed. A key verifiers would
@@ -164,7 +164,7 @@ class Bus:
         # Set only when message.max.bytes was lowered below what any valid event needs: then emit()
         # checks each event's size bound against it (otherwise it provably fits: no cost).
         conf = producer_config(settings)
-        self._max_value = _value_budget(conf)
+        self._max_value_bytes = _value_budget(conf)
         spool = self._spool = Spool(
             options.spool_dir,
             max_bytes=options.spool_max_bytes,
@@ -255,13 +255,13 @@ class Bus:
             # Not built by the constructor (read from the bus: decoded without re-validation, its
             # attributes a plain dict the caller may have changed): validated and frozen now.
             event = event.replace()
-        if self._check is not None:
-            self._check(event)  # InvalidEventError: the pinned schema version cannot carry it
-        if self._max_value is not None and (size := encoded_size_bound(event)) > self._max_value:
+        if self._schema_check is not None:
+            self._schema_check(event)  # InvalidEventError: the pinned schema version cannot carry it
+        if self._max_value_bytes is not None and (size := encoded_size_bound(event)) > self._max_value_bytes:
             raise InvalidEventError(
                 "<event>",
-                f"may encode to {size} bytes; with message.max.bytes={self._max_value + MAX_RECORD_OVERHEAD} "
-                f"(less {MAX_RECORD_OVERHEAD} for the key and headers) the limit is {self._max_value}",
+                f"may encode to {size} bytes; with message.max.bytes={self._max_value_bytes + MAX_RECORD_OVERHEAD} "
+                f"(less {MAX_RECORD_OVERHEAD} for the key and headers) the limit is {self._max_value_bytes}",
             )
         if self._disk:
             self._emit_disk(event)
