@@ -338,7 +338,7 @@ class SinkRuntime:
             if tp in held:
                 continue  # behind a held record: re-read after it
             try:
-                work = intake(m, epoch)
+                work = intake(m, epoch, defer=True)  # decoded below, in one batch
                 if work.failure is not None and work.failure.reason in _TRANSIENT_DECODE and self._hold(m, work):
                     held.add(tp)
                     continue
@@ -352,6 +352,7 @@ class SinkRuntime:
                             m.headers() or [], None)  # fmt: skip
                 work.failure = Failure(f"internal:{type(exc).__name__}", str(exc), exception=type(exc).__qualname__)
                 items.append(work)
+        intake.settle()
         if not items:
             return
         n, size = WorkQueue.total(items)
