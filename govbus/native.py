@@ -39,7 +39,7 @@ _announced = False
 def _mode() -> str:
     mode = os.environ.get(ENV, "auto").strip().lower()
     if mode not in ("auto", "off"):
-        raise ConfigError(f"{ENV}={mode!r}: expected 'auto' or 'off'")
+        raise ConfigError(ENV, f"is {mode!r}; expected 'auto' or 'off'")
     return mode
 
 
