@@ -21,6 +21,7 @@ from confluent_kafka import TIMESTAMP_LOG_APPEND_TIME, TIMESTAMP_NOT_AVAILABLE
 
 from govbus.consumers._dlq import H_PARTITION
 from govbus.consumers._native_record import NativeRecord
+from govbus.consumers._native_verify import NativeVerify
 from govbus.consumers._pipeline import Failure, Work
 from govbus.consumers._spi import DeliveredRecord
 from govbus.consumers._verify import Verification
@@ -57,6 +58,9 @@ class Intake:
         # Decodes the event of a NativeRecord when a sink asks for it (not counted twice as legacy).
         self._lazy_decoder = Decoder(decoder.reader.version, registry=decoder.ids)
         self._pending: list[tuple[Work, str, str, bool]] = []
+        # Records whose verification waits for settle() too: (work, signed partition, broker time).
+        self._native_verify = NativeVerify.build(verification) if native else None
+        self._pending_verify: list[tuple[Work, int, int | None]] = []
         # Records the compiled core refused but the Python path accepted (a bug to report).
         self.native_disagreements = 0
 
@@ -100,6 +104,12 @@ class Intake:
             return work
         verdict, detail, flagged = "unverified", "", False
         if self.verification is not None:
+            if self._native_verify is not None and not replayed and value[:2] == SINGLE_OBJECT_MAGIC:
+                broker_time = ts if ts_type == TIMESTAMP_LOG_APPEND_TIME else None
+                self._pending_verify.append((work, partition, broker_time))
+                return work
+            if self._pending_verify:
+                self._settle_verify()  # the sequence tracker sees each partition's records in order
             signed_partition = partition
             if replayed:
                 # Signatures bind the partition the record was first written to.
@@ -130,7 +140,9 @@ class Intake:
         return work
 
     def settle(self) -> None:
-        """Decodes the records deferred since the last call, in one native call."""
+        """Verifies and decodes the records deferred since the last call, one native call each."""
+        if self._pending_verify:
+            self._settle_verify()
         pending, self._pending = self._pending, []
         if not pending:
             return
@@ -161,6 +173,20 @@ class Intake:
                 self.native_disagreements += 1
                 log.warning("native decoder refused %s[%d]@%d (%s); the Python path accepted it",
                             work.topic, work.partition, work.offset, result)  # fmt: skip
+
+    def _settle_verify(self) -> None:
+        pending, self._pending_verify = self._pending_verify, []
+        assert self._native_verify is not None
+        judged = self._native_verify.judge([(w.value or b"", w.key, w.headers, p, t) for w, p, t in pending])
+        for (work, _, _), (action, verdict, detail) in zip(pending, judged, strict=True):
+            if action == "dead-letter":
+                work.failure = Failure(f"verify:{verdict}", detail or verdict, verdict=verdict)
+            elif action == "skip":
+                work.skip = f"verify:{verdict}"
+            elif self._renderer is not None:
+                self._pending.append((work, verdict, detail, action == "flag"))
+            else:
+                self._decode(work, verdict, detail, action == "flag")
 
     def _decode(self, work: Work, verdict: str, detail: str, flagged: bool) -> bool:
         """Decodes ``work`` on the Python path (the reference); True when it is deliverable."""

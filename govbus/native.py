@@ -17,7 +17,7 @@ from govbus.contract import Decoder, _by_legacy_fingerprint, _fast_layout, _Proj
 from govbus.errors import ConfigError
 from govbus.event import EventKind
 
-__all__ = ["ENV", "active", "announce", "describe", "renderer_for"]
+__all__ = ["ENV", "active", "announce", "describe", "renderer_for", "signature_checker"]
 
 log = logging.getLogger("govbus.native")
 
@@ -108,6 +108,15 @@ def _kind(symbol: str, steps: dict[str, tuple[str, Any]] | None) -> str:
             symbols, default = arg
             symbol = symbol if symbol in symbols else default
     return _KIND_VALUES.get(symbol, EventKind.UNKNOWN.value)
+
+
+def signature_checker(cache_size: int) -> Any | None:
+    """A native batch signature checker (``govbus._native.SignatureChecker``), or None without the core."""
+    announce()
+    if not active():
+        return None
+    assert _MODULE is not None
+    return _MODULE.SignatureChecker(cache_size)
 
 
 def set_panic_probe(value: bytes | None) -> None:

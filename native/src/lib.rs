@@ -8,6 +8,7 @@ pub mod avro;
 pub mod event;
 pub mod json;
 pub mod record;
+pub mod verify;
 
 use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -143,10 +144,112 @@ impl RecordRenderer {
     }
 }
 
+struct SigInput {
+    value: Option<PyBackedBytes>,
+    key: Option<PyBackedBytes>,
+    headers: Vec<(PyBackedStr, Option<PyBackedBytes>)>,
+    partition: u32,
+}
+
+fn extract_sig(item: &Bound<'_, PyAny>) -> PyResult<SigInput> {
+    let t = item.downcast::<PyTuple>()?;
+    let opt = |o: Bound<'_, PyAny>| -> PyResult<Option<PyBackedBytes>> {
+        if o.is_none() {
+            Ok(None)
+        } else {
+            Ok(Some(o.extract()?))
+        }
+    };
+    let raw_headers = t.get_item(2)?;
+    let mut headers = Vec::new();
+    if !raw_headers.is_none() {
+        for h in raw_headers.try_iter()? {
+            let h = h?;
+            let h = h.downcast::<PyTuple>()?;
+            if h.len() != 2 {
+                return Err(pyo3::exceptions::PyValueError::new_err("a header is a pair"));
+            }
+            headers.push((h.get_item(0)?.extract()?, opt(h.get_item(1)?)?));
+        }
+    }
+    Ok(SigInput { value: opt(t.get_item(0)?)?, key: opt(t.get_item(1)?)?, headers, partition: t.get_item(3)?.extract()? })
+}
+
+/// Batch signature checks (suite ed25519-merkle-v1) with a cache of verified batch roots.
+#[pyclass(module = "govbus._native")]
+struct SignatureChecker {
+    inner: verify::Checker,
+}
+
+#[pymethods]
+impl SignatureChecker {
+    #[new]
+    fn new(cache_size: usize) -> Self {
+        SignatureChecker { inner: verify::Checker::new(cache_size) }
+    }
+
+    /// The trusted keys, kid (UTF-8 bytes) -> raw 32-byte Ed25519 public key; empties the cache.
+    fn set_keys(&mut self, keys: HashMap<Vec<u8>, Vec<u8>>) {
+        let parsed = keys
+            .into_iter()
+            .filter_map(|(kid, raw)| {
+                let raw: [u8; 32] = raw.try_into().ok()?;
+                Some((kid, ed25519_dalek::VerifyingKey::from_bytes(&raw).ok()?))
+            })
+            .collect();
+        self.inner.set_keys(parsed);
+    }
+
+    #[getter]
+    fn signature_checks(&self) -> u64 {
+        self.inner.signature_checks
+    }
+
+    /// Per record `(value, key, headers, partition)`: `(kid, stream, sequence, signed_at_ms, ce_id)`
+    /// when it is authentic, None when the Python verifier must judge it.
+    fn check<'py>(&mut self, py: Python<'py>, records: &Bound<'py, PyList>) -> PyResult<Bound<'py, PyList>> {
+        let inputs: Vec<Option<SigInput>> = records.iter().map(|item| extract_sig(&item).ok()).collect();
+        let checker = &mut self.inner;
+        type Auth = Option<(Vec<u8>, Vec<u8>, u64, u64, Option<Vec<u8>>)>;
+        let outs: Vec<Auth> = py.allow_threads(|| {
+            inputs
+                .iter()
+                .map(|input| {
+                    let i = input.as_ref()?;
+                    let headers: Vec<(&str, Option<&[u8]>)> =
+                        i.headers.iter().map(|(n, v)| (&**n, v.as_ref().map(|b| &**b))).collect();
+                    catch_unwind(AssertUnwindSafe(|| {
+                        checker.check(i.value.as_deref(), i.key.as_deref(), &headers, i.partition).map(|a| {
+                            (a.kid.to_vec(), a.stream.to_vec(), a.sequence, a.signed_at, a.ce_id.map(|c| c.to_vec()))
+                        })
+                    }))
+                    .ok()
+                    .flatten()
+                })
+                .collect()
+        });
+        let result = PyList::empty(py);
+        for out in outs {
+            match out {
+                Some((kid, stream, seq, at, ce_id)) => result.append((
+                    PyBytes::new(py, &kid),
+                    PyBytes::new(py, &stream),
+                    seq,
+                    at,
+                    ce_id.map(|c| PyBytes::new(py, &c)),
+                ))?,
+                None => result.append(py.None())?,
+            }
+        }
+        Ok(result)
+    }
+}
+
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_class::<RecordRenderer>()?;
+    m.add_class::<SignatureChecker>()?;
     m.add_function(wrap_pyfunction!(_set_panic_probe, m)?)?;
     Ok(())
 }
