@@ -383,7 +383,7 @@ def _works(values: list[tuple[bytes | None, Any]], native_on: bool) -> list[Any]
                 re.sub(r"0x[0-9a-f]+", "0x", w.failure.message),
                 w.failure.verdict,
                 w.failure.exception,
-            ),  # fmt: skip
+            ),
             w.record and encode_line(w.record),
             w.record and repr(w.record.event),  # repr: a NaN attribute is unequal to itself
             w.record and w.record.attributes,
