@@ -69,7 +69,7 @@ class NativeRecord(DeliveredRecord):
         setter(r, "_attrs", None)
         return r
 
-    @property  # type: ignore[override]
+    @property
     def event(self) -> GovernanceEvent:
         e = self._event
         if e is None:
@@ -89,7 +89,7 @@ class NativeRecord(DeliveredRecord):
         if not hasattr(self, "_attrs"):
             object.__setattr__(self, "_attrs", None)
 
-    @property  # type: ignore[override]
+    @property
     def attributes(self) -> CloudEventAttributes:
         a = self._attrs
         if a is None:

@@ -8,6 +8,7 @@ tests hold the compiled code to. ``govbus --version`` and one log line say which
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 from types import ModuleType
@@ -26,10 +27,9 @@ ENV = "GOVBUS_NATIVE"  # "auto" (default: use the compiled core when it is insta
 
 def _load() -> tuple[ModuleType | None, str]:
     try:
-        from govbus import _native  # type: ignore[attr-defined]
+        return importlib.import_module("govbus._native"), ""
     except ImportError as exc:
         return None, f"govbus._native is not installed ({exc})"
-    return _native, ""
 
 
 _MODULE, _MISSING = _load()
