@@ -6,6 +6,7 @@
 
 pub mod avro;
 pub mod event;
+pub mod fuzzing;
 pub mod json;
 pub mod record;
 pub mod verify;

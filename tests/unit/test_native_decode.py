@@ -13,6 +13,7 @@ import os
 import re
 import struct
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -473,3 +474,23 @@ def test_dates_before_year_1000_and_at_the_edges() -> None:
         micros = (moment - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
         compare(_value(_datum(occurred_at=micros)), _headers())
     assert struct  # keeps the import used for readers adding byte-level cases
+
+
+# --- the fuzz corpus (native/fuzz/corpus/decode): both paths agree on every kept input ------------
+
+_CORPUS = Path(__file__).resolve().parents[2] / "native" / "fuzz" / "corpus" / "decode"
+
+
+def test_fuzz_corpus_decodes_identically_on_both_paths() -> None:
+    files = sorted(_CORPUS.iterdir())
+    assert len(files) >= 10
+    headers = [("ce_specversion", b"1.0"), ("ce_id", b"e1"), ("ce_source", b"/agent-os/agent/a"), ("ce_type", b"t")]
+    for f in files:
+        compare(f.read_bytes(), headers)
+
+
+def test_fuzz_targets_know_the_shipped_fingerprints() -> None:
+    source = (_CORPUS.parents[2] / "src" / "fuzzing.rs").read_text(encoding="utf-8")
+    for version in (1, 2):
+        fp = schema_version(version).fingerprint
+        assert ", ".join(f"0x{b:02x}" for b in fp) in source, f"native/src/fuzzing.rs lacks v{version}'s fingerprint"
