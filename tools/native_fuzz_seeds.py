@@ -77,7 +77,7 @@ def main() -> None:
                 h["ce_source"].decode(),
                 h["ce_time"].decode(),
                 i % 4,
-            )  # fmt: skip
+            )
         )
     for i, (r, extra) in enumerate(zip(recs, signer.sign_batch(inputs), strict=True)):
         headers = [(name, v) for name, v in [*r.headers, *extra] if name in NAMES]
