@@ -124,7 +124,8 @@ fn main() {
                 fs::write(crashes.join(format!("crash-{runs}")), &input).ok();
             }
             Some(label) => {
-                if seen.insert(label) && added < 200 {
+                // Kept inputs stay small (the corpus is committed): at most 2 KiB.
+                if input.len() <= 2048 && seen.insert(label) && added < 200 {
                     fs::write(dir.join(format!("found-{seed:x}-{runs}")), &input).ok();
                     corpus.push(input);
                     added += 1;
