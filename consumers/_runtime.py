@@ -366,8 +366,8 @@ class SinkRuntime:
             if tp in held:
                 continue  # behind a held record: re-read after it
             try:
-                work = intake(m, epoch)
-                if work.failure is not None and work.failure.transient and self._hold(m, work):
+                work = intake(m, epoch, defer=True)  # decoded below, in one batch
+                if work.failure is not None and work.failure.transient and self._hold(work):
                     held.add(tp)
                     continue
                 if work.failure is None and self._hold_streak:
@@ -380,6 +380,19 @@ class SinkRuntime:
                             m.headers() or [], None)  # fmt: skip
                 work.failure = Failure(f"internal:{type(exc).__name__}", str(exc), exception=type(exc).__qualname__)
                 items.append(work)
+        intake.settle()
+        if any(w.failure is not None and w.failure.transient for w in items):
+            # Decoded in the batch (after the native verifier): hold those partitions the same way.
+            kept: list[Work] = []
+            for work in items:
+                tp = (work.topic, work.partition)
+                if tp in held:
+                    continue
+                if work.failure is not None and work.failure.transient and self._hold(work):
+                    held.add(tp)
+                    continue
+                kept.append(work)
+            items = kept
         if not items:
             return
         n, size = WorkQueue.total(items)
@@ -390,13 +403,13 @@ class SinkRuntime:
         self._work.put_many(items)
         self.metrics.consumed.add(n, self.metrics.attrs())
 
-    def _hold(self, m: Any, work: Work) -> bool:
+    def _hold(self, work: Work) -> bool:
         """The schema registry cannot be reached: rewind the partition to this record and pause it
         for a backoff, instead of dead-lettering a record that is fine. False if it cannot be
         rewound (the record is then dead-lettered: never skipped silently)."""
         consumer = self._consumer
         assert consumer is not None
-        tp = TopicPartition(m.topic(), m.partition(), m.offset())
+        tp = TopicPartition(work.topic, work.partition, work.offset)
         try:
             consumer.pause([tp])
             consumer.seek(tp)
