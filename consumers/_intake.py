@@ -17,6 +17,7 @@ from govbus.consumers._spi import DeliveredRecord
 from govbus.consumers._verify import Verification
 from govbus.contract import Decoder
 from govbus.errors import DecodeError
+from govbus.heartbeat import is_heartbeat
 from govbus.record import from_record
 
 __all__ = ["Intake"]
@@ -34,8 +35,11 @@ class Intake:
         verification: Verification | None = None,
         max_record_bytes: int = 1 << 20,
         replay_topic: str | None = None,
+        deliver_heartbeats: bool = True,
     ) -> None:
         self.decoder = decoder
+        # False: producer heartbeats are acknowledged without delivery (unless they reveal a gap).
+        self.deliver_heartbeats = deliver_heartbeats
         self.verification = verification
         self.max_record_bytes = max_record_bytes
         self.replay_topic = replay_topic
@@ -100,6 +104,9 @@ class Intake:
                 exception=_DECODE_ERROR,
                 transient=exc.transient,
             )
+            return work
+        if not self.deliver_heartbeats and not flagged and is_heartbeat(decoded.event):
+            work.skip = "heartbeat"
             return work
         work.record = DeliveredRecord(
             decoded.event,

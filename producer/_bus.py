@@ -53,6 +53,7 @@ from govbus.event import (
 from govbus.producer import _tracing
 from govbus.producer._delivery import DeliveryTracker
 from govbus.producer._errors import BusClosedError, ProducerFatalError, RescueError, SpoolError, SpoolFullError
+from govbus.producer._heartbeat import Heartbeats
 from govbus.producer._health import (
     AccessProblem,
     BusCounters,
@@ -264,7 +265,8 @@ class Bus:
             from govbus.producer._signing import SigningHook
 
             batch_hook = SigningHook.from_settings(settings.signing)
-        self._hook = batch_hook
+        self._heartbeats = Heartbeats(self, p.heartbeat_interval_ms / 1000, batch_hook) if p.heartbeat_interval_ms else None
+        self._hook = self._heartbeats.hook if self._heartbeats is not None else batch_hook
         self._queue_max = p.queue_max_events
         # Set only when message.max.bytes was lowered below what any valid event needs: then emit()
         # checks each event's size bound against it (otherwise it provably fits: no cost).
@@ -325,6 +327,8 @@ class Bus:
         self._poller.start()
         self._sender.start()
         self._syncer.start()
+        if self._heartbeats is not None:
+            self._heartbeats.start()
         _OPEN.add(self)  # closed at interpreter exit if the kernel forgets: nothing left in memory
         log.info(
             "govbus producer %s (%s) publishing to %s: durability %s, spool %s%s",
@@ -478,6 +482,8 @@ class Bus:
         delivered to the spool, where the next Bus on the same directory finds and replays it."""
         if self._closed:
             return
+        if self._heartbeats is not None:
+            self._heartbeats.stop()  # the final heartbeats go out with the flush below
         self._closed = True
         _OPEN.discard(self)
         if timeout is None:
