@@ -65,7 +65,10 @@ class Heartbeats:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join()
-        self.beat(final=True)
+        if self.sent:
+            # Only a stream that has beaten is watched; a Bus closed within its first interval
+            # (a one-shot CLI, a test) adds nothing to the topic.
+            self.beat(final=True)
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval_s):
