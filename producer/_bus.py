@@ -61,6 +61,7 @@ from govbus.producer._health import (
     authentication_failed,
     authorization_failed,
 )
+from govbus.producer._heartbeat import Heartbeats
 from govbus.producer._partition import Partitioner
 from govbus.producer._spool import (
     TYPE_EVENT,
@@ -265,7 +266,9 @@ class Bus:
             from govbus.producer._signing import SigningHook
 
             batch_hook = SigningHook.from_settings(settings.signing)
-        self._heartbeats = Heartbeats(self, p.heartbeat_interval_ms / 1000, batch_hook) if p.heartbeat_interval_ms else None
+        self._heartbeats = (
+            Heartbeats(self, p.heartbeat_interval_ms / 1000, batch_hook) if p.heartbeat_interval_ms else None
+        )
         self._hook = self._heartbeats.hook if self._heartbeats is not None else batch_hook
         self._queue_max = p.queue_max_events
         # Set only when message.max.bytes was lowered below what any valid event needs: then emit()

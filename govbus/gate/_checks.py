@@ -214,7 +214,9 @@ class BusProbe:
             elif cc.max_lag is not None and view.total_lag > cc.max_lag:
                 problem = f"{view.group} lags {view.total_lag} record(s), above max_lag {cc.max_lag}"
             else:
-                healthy.setdefault(view.sink_class, []).append(f"{view.group} ({view.members} member(s), lag {view.total_lag})")
+                healthy.setdefault(view.sink_class, []).append(
+                    f"{view.group} ({view.members} member(s), lag {view.total_lag})"
+                )
                 continue
             sick.setdefault(view.sink_class, []).append(problem)
         results: list[CheckResult] = []

@@ -16,7 +16,7 @@ from confluent_kafka.admin import OffsetSpec
 
 from govbus.consumers._classes import class_from_client_id
 
-__all__ = ["GroupView", "StallTracker", "observe_groups", "end_offsets"]
+__all__ = ["GroupView", "StallTracker", "end_offsets", "observe_groups"]
 
 SINK_GROUP_PREFIX = "govbus.sink."
 _LATEST: OffsetSpec = OffsetSpec.latest()  # type: ignore[no-untyped-call]
@@ -39,7 +39,9 @@ class GroupView:
         return sum(self.lag.values())
 
 
-def end_offsets(admin: Any, topic: str, partitions: Iterable[int], timeout: float) -> tuple[dict[int, int], dict[int, int]]:
+def end_offsets(
+    admin: Any, topic: str, partitions: Iterable[int], timeout: float
+) -> tuple[dict[int, int], dict[int, int]]:
     """(earliest, latest) offset per partition."""
     tps = [TopicPartition(topic, p) for p in partitions]
     out: list[dict[int, int]] = []

@@ -33,7 +33,7 @@ class WatchRunner:
 
     def __init__(self, settings: GovbusSettings, *, publish: Any = None) -> None:
         self.settings = settings
-        w: WatchSettings = settings.watch  # type: ignore[attr-defined]
+        w: WatchSettings = settings.watch
         self.w = w
         self.topic = w.topic or settings.topic
         if w.alerts_topic == self.topic:
@@ -99,7 +99,10 @@ class WatchRunner:
         for kind, _ in book.active:
             active[kind] = active.get(kind, 0) + 1
         lines += [f'govbus_watch_alerts_active{{alert="{k}"}} {n}' for k, n in sorted(active.items())]
-        lines += ["# HELP govbus_watch_alerts_raised_total Alerts raised.", "# TYPE govbus_watch_alerts_raised_total counter"]
+        lines += [
+            "# HELP govbus_watch_alerts_raised_total Alerts raised.",
+            "# TYPE govbus_watch_alerts_raised_total counter",
+        ]
         lines += [f'govbus_watch_alerts_raised_total{{alert="{k}"}} {n}' for k, n in sorted(book.raised_total.items())]
         lines += [
             "# TYPE govbus_watch_records_total counter",
@@ -151,7 +154,7 @@ class WatchRunner:
                         continue
                     if consumer.assignment():
                         self.started.set()
-                    wd.observe(msg.value(), msg.key(), msg.headers(), msg.partition())
+                    wd.observe(msg.value(), msg.key(), msg.headers(), msg.partition() or 0)  # type: ignore[arg-type]
                 if consumer.assignment():
                     self.started.set()
                 wd.tick()

@@ -88,7 +88,7 @@ def test_required_classes_in_the_policy() -> None:
     assert p.checks.classes.stall_after_s == 5
     with pytest.raises(ConfigError, match="required_classes"):
         parse_policy({"required_classes": {"archive": 1}})
-    with pytest.raises(ConfigError, match="required_classes.audit"):
+    with pytest.raises(ConfigError, match=r"required_classes\.audit"):
         parse_policy({"required_classes": {"audit": 0}})
 
 
@@ -140,7 +140,9 @@ def test_intake_delivers_a_heartbeat_that_reveals_a_gap_even_when_skipping() -> 
     intake = Intake(Decoder(), verification=Verification(Verifier(ring), VerdictPolicy()), deliver_heartbeats=False)
     intake(FakeMessage(recs[0].value, recs[0].headers, key=recs[0].key, partition=0), 1)
     w = intake(FakeMessage(recs[3].value, recs[3].headers, key=recs[3].key, partition=0, offset=3), 1)
-    assert w.record is not None and w.record.verdict == "gap" and w.record.flagged
+    assert w.record is not None
+    assert w.record.verdict == "gap"
+    assert w.record.flagged
 
 
 # -- the watchdog ----------------------------------------------------------------------------------
@@ -181,7 +183,8 @@ def test_silence_is_raised_after_interval_times_factor_and_cleared_by_records(ke
     assert ("silent", stream) in wd.alerts.active
     wd.tick()
     assert [e.decision for e in published] == ["raised"]  # raised once, not every tick
-    assert published[0].action == "govbus.watch.silent" and published[0].kind.value == "anomaly_detected"
+    assert published[0].action == "govbus.watch.silent"
+    assert published[0].kind.value == "anomaly_detected"
     hb = heartbeat_event("govbus.heartbeat.t.0", partition=0, stream=signer.stream_id, next_seq=3, interval_s=1.0,
                          counters={})  # fmt: skip
     nxt = sign(records([hb]), signer, 1)
@@ -208,7 +211,8 @@ def test_a_heartbeat_after_missing_records_is_a_lost_tail() -> None:
     wd, published = _watchdog(clock, ring)
     _feed(wd, recs[:2] + recs[5:])  # 2, 3, 4 lost
     (alert,) = published
-    assert alert.action == "govbus.watch.lost-tail" and "2..4" in alert.reason
+    assert alert.action == "govbus.watch.lost-tail"
+    assert "2..4" in alert.reason
 
 
 def test_forged_records_do_not_keep_a_stream_alive() -> None:
@@ -218,7 +222,8 @@ def test_forged_records_do_not_keep_a_stream_alive() -> None:
     forged = recs[1]
     forged.headers = [(n, v if n != "govbus_sig" else bytes(64)) for n, v in forged.headers]
     _feed(wd, [forged])
-    assert not wd.streams and wd.inauthentic == 1
+    assert not wd.streams
+    assert wd.inauthentic == 1
 
 
 def _view(committed: int, end: int = 10, members: int = 1) -> GroupView:
