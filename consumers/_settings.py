@@ -185,7 +185,7 @@ class SinkRuntimeSettings(_Section):
     # shipped default (govbus.consumers._classes.SHIPPED_CLASSES). The gate's required_classes
     # counts sinks by it; audit and siem never skip records (docs/sinks.md "Sink classes").
     sink_class: Literal["audit", "siem", "observability", "debug"] | None = None
-    # Producer heartbeats (docs/signing.md §13): "auto" delivers them to audit sinks (the ledger
+    # Producer heartbeats (docs/signing.md §16): "auto" delivers them to audit sinks (the ledger
     # records them) and skips them elsewhere; a heartbeat that reveals a gap is always delivered.
     heartbeats: Literal["auto", "skip", "deliver"] = "auto"
     auto_offset_reset: Literal["earliest", "latest"] = "earliest"

@@ -5,7 +5,7 @@ apart by its kind and action: kind ``checkpoint_created`` (a checkpoint of the p
 action ``govbus.heartbeat``, policy ``govbus.heartbeat``. It is routed to the partition it speaks
 for and signed in that partition's stream like any event, so it takes the next sequence number:
 a verifier that sees it knows every earlier number of the stream in that partition, and reports
-a gap at once if the tail before it was lost. See docs/signing.md §13.
+a gap at once if the tail before it was lost. See docs/signing.md §16.
 """
 
 from __future__ import annotations

@@ -275,8 +275,8 @@ def _sequence_vectors(key: SigningKey, keyring: Keyring) -> list[dict[str, Any]]
          ["valid", "replay", "valid"]),
         ("a gap outranks a replay by event id", [gap[0], gap[3], gap[1], gap[2]],
          ["valid", "gap", "reordered", "reordered"]),
-        ("a heartbeat (§13) after its stream's whole tail: valid", hb, ["valid"] * 5),
-        ("a heartbeat (§13) after a lost tail (sequences 2, 3): gap", [hb[0], hb[1], hb[4]], ["valid", "valid", "gap"]),
+        ("a heartbeat (§16) after its stream's whole tail: valid", hb, ["valid"] * 5),
+        ("a heartbeat (§16) after a lost tail (sequences 2, 3): gap", [hb[0], hb[1], hb[4]], ["valid", "valid", "gap"]),
     ]  # fmt: skip
     out = []
     for name, recs, expect in scenarios:
@@ -294,7 +294,7 @@ def _sequence_vectors(key: SigningKey, keyring: Keyring) -> list[dict[str, Any]]
 
 
 def _heartbeat_stream(key: SigningKey) -> list[dict[str, Any]]:
-    """Four events and the stream's heartbeat for partition 0 (docs/signing.md §13), one batch."""
+    """Four events and the stream's heartbeat for partition 0 (docs/signing.md §16), one batch."""
     from datetime import UTC, datetime
 
     from govbus.contract import Encoder
