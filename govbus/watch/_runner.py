@@ -14,6 +14,7 @@ from govbus.consumers._health import HealthServer, HealthStatus
 from govbus.contract import Decoder
 from govbus.errors import ConfigError
 from govbus.event import GovernanceEvent
+from govbus.producer._settings import default_spool_dir
 from govbus.record import from_record
 from govbus.settings import GovbusSettings
 from govbus.watch._alerts import ALERT_KINDS, AlertBook
@@ -44,7 +45,12 @@ class WatchRunner:
             from govbus.producer import Bus
 
             ensure_topic(self._conf, w.alerts_topic, partitions=w.alerts_partitions)
-            alerts_settings = settings.model_copy(update={"topic": w.alerts_topic})
+            update: dict[str, Any] = {"topic": w.alerts_topic}
+            if "spool_dir" not in settings.producer.model_fields_set:
+                # Not the kernels' default spool directory: a kernel on this host may hold its lock.
+                spool = default_spool_dir().with_name("watch-spool")
+                update["producer"] = settings.producer.model_copy(update={"spool_dir": spool})
+            alerts_settings = settings.model_copy(update=update)
             self._bus = Bus(alerts_settings)
             publish = self._bus.emit
         self.published: list[GovernanceEvent] = []

@@ -263,3 +263,26 @@ def test_a_group_without_members_is_never_stalled() -> None:
     tracker.update(_view(3, members=0))
     clock.now += 5
     assert tracker.update(_view(3, members=0)) == {}
+
+
+# -- the command -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({"GOVBUS_WATCH__ALERTS_TOPIC": "govbus.events"}, "GOVBUS_WATCH__ALERTS_TOPIC"),
+        ({"GOVBUS_WATCH__SILENT_FACTR": "3"}, "GOVBUS_WATCH__SILENT_FACTOR"),
+        ({"GOVBUS_WATCH__SILENT_FACTOR": "1"}, "GOVBUS_WATCH__SILENT_FACTOR"),
+    ],
+)
+def test_govbus_watch_refuses_bad_settings_naming_the_variable(
+    env: dict[str, str], named: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from govbus.cli import main
+
+    monkeypatch.setenv("GOVBUS_KAFKA__BOOTSTRAP_SERVERS", "127.0.0.1:1")
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    assert main(["watch"]) == 2
+    assert named in capsys.readouterr().err
