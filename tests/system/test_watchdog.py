@@ -276,3 +276,28 @@ def test_a_required_class_without_a_healthy_sink_denies_and_admission_resumes_wh
     finally:
         runtime.stop()
         thread.join(30)
+
+
+def test_gate_check_prints_each_required_class(
+    kafka_bootstrap: str,
+    new_topic: Callable[..., str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from govbus.cli import main
+
+    topic = new_topic(partitions=1)
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(
+        f"required_classes: {{audit: 1, siem: 2}}\n"
+        f"checks: {{producer: {{enabled: false}}, classes: {{group_prefix: govbus.sink.none-{topic}}}}}\n"
+    )
+    monkeypatch.setenv("GOVBUS_KAFKA__BOOTSTRAP_SERVERS", kafka_bootstrap)
+    monkeypatch.setenv("GOVBUS_TOPIC", topic)
+    assert main(["gate", "check", "--policy", str(policy)]) == 1
+    out = capsys.readouterr().out
+    assert "class:audit  FAIL" in out
+    assert "class:siem   FAIL" in out
+    assert "the policy requires 2" in out
+    assert "DENIED" in out
