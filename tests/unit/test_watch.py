@@ -286,3 +286,32 @@ def test_govbus_watch_refuses_bad_settings_naming_the_variable(
         monkeypatch.setenv(k, v)
     assert main(["watch"]) == 2
     assert named in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("name", "override", "replay", "heartbeats"),
+    [
+        ("audit", None, "dead-letter", True),  # audit: never skips, records heartbeats
+        ("http", None, "dead-letter", False),  # siem: never skips
+        ("stdout", None, "skip", False),  # debug: the shortcut stands
+        ("stdout", "audit", "dead-letter", True),  # a deployment's override counts
+    ],
+)
+def test_the_runtime_applies_its_class(
+    name: str, override: str | None, replay: str, heartbeats: bool, tmp_path: Path
+) -> None:
+    from _sinks import CollectingSink
+
+    from govbus.consumers import SinkRuntime
+    from govbus.settings import load_settings
+
+    _, ring = signing_pair("cls-k1")
+    ring.save(tmp_path / "keyring.json")
+    sink: dict[str, Any] = {"verify": {"keyring": str(tmp_path / "keyring.json")}, "health": {"enabled": False}}
+    if override:
+        sink["sink_class"] = override
+    runtime = SinkRuntime(CollectingSink(), load_settings(sink=sink), name=name)
+    assert runtime.sink_class == (override or SHIPPED_CLASSES[name])
+    assert runtime.verification is not None
+    assert runtime.verification.policy.replay == replay
+    assert runtime._intake.deliver_heartbeats is heartbeats
