@@ -301,3 +301,31 @@ def test_gate_check_prints_each_required_class(
     assert "class:siem   FAIL" in out
     assert "the policy requires 2" in out
     assert "DENIED" in out
+
+
+def test_a_cleanly_closed_producer_sends_final_heartbeats_and_is_not_reported_silent(
+    kafka_bootstrap: str, new_topic: Callable[..., str], watch: Callable[..., Watching], tmp_path: Path
+) -> None:
+    from govbus.producer import Bus
+
+    topic = new_topic(partitions=3)
+    keys, keyring = _keys(tmp_path, "close-k1")
+    w = watch(topic, signing={"keyring_path": str(keyring)})
+    wd = w.runner.watchdog
+    settings = load_settings(
+        kafka={"bootstrap_servers": kafka_bootstrap},
+        topic=topic,
+        producer={"spool_dir": str(tmp_path / "spool"), "heartbeat_interval_ms": 200},
+        signing={"private_key_path": str(keys["close-k1"]), "keyring_path": str(keyring)},
+    )
+    bus = Bus(settings)
+    for event in events(30):
+        bus.emit(event)
+    assert bus.flush(30)
+    wait_for(lambda: wd.heartbeats >= 3 and wd.streams, 30, what="heartbeats from every partition written to")
+    assert bus.counters().failed == 0
+    bus.close()
+    wait_for(lambda: not wd.streams, 30, what="the final heartbeats")
+    assert wd.inauthentic == 0
+    assert not wd.alerts.active
+    assert not w.alerts("govbus.watch.silent")
