@@ -53,7 +53,6 @@ from govbus.event import (
 from govbus.producer import _tracing
 from govbus.producer._delivery import DeliveryTracker
 from govbus.producer._errors import BusClosedError, ProducerFatalError, RescueError, SpoolError, SpoolFullError
-from govbus.producer._heartbeat import Heartbeats
 from govbus.producer._health import (
     AccessProblem,
     BusCounters,
