@@ -9,8 +9,9 @@ the group's member list: what counts is the class the sink actually runs with.
 
 from __future__ import annotations
 
-import re
-from typing import TYPE_CHECKING, Literal, get_args
+from typing import TYPE_CHECKING
+
+from govbus.sinkclass import SINK_CLASSES, SinkClass, class_from_client_id, client_id_with_class
 
 if TYPE_CHECKING:
     from govbus.consumers._settings import VerdictPolicy
@@ -26,8 +27,6 @@ __all__ = [
     "resolve_class",
 ]
 
-SinkClass = Literal["audit", "siem", "observability", "debug"]
-SINK_CLASSES: tuple[str, ...] = get_args(SinkClass)
 # Sinks of these classes never trade information for convenience: verdict shortcuts that would
 # skip a record become dead letters, and backpressure blocks (docs/sinks.md "Sink classes").
 NO_DROP_CLASSES = frozenset({"audit", "siem"})
@@ -42,7 +41,6 @@ SHIPPED_CLASSES: dict[str, SinkClass] = {
 }
 # A sink that declares nothing may be anything: it is counted as the least demanding class.
 UNDECLARED: SinkClass = "debug"
-_SUFFIX = re.compile(r"\.class-([a-z]+)$")
 
 
 def resolve_class(name: str, sink: object, override: str | None = None) -> SinkClass:
@@ -54,19 +52,6 @@ def resolve_class(name: str, sink: object, override: str | None = None) -> SinkC
             raise ValueError(f"sink class must be one of {', '.join(SINK_CLASSES)}; got {candidate!r}")
         return candidate  # type: ignore[return-value]  # checked against SINK_CLASSES above
     return UNDECLARED
-
-
-def client_id_with_class(client_id: str, sink_class: str) -> str:
-    """``client_id`` carrying ``sink_class`` (replacing any class it carried)."""
-    return f"{_SUFFIX.sub('', client_id)}.class-{sink_class}"
-
-
-def class_from_client_id(client_id: str | None) -> str | None:
-    """The class a member's ``client.id`` declares, or None (an older sink, or a foreign client)."""
-    if not client_id:
-        return None
-    found = _SUFFIX.search(client_id)
-    return found.group(1) if found and found.group(1) in SINK_CLASSES else None
 
 
 def no_drop_policy(policy: VerdictPolicy) -> VerdictPolicy:

@@ -50,10 +50,13 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "govbus.settings",
             "govbus._librdkafka",
             "govbus.admin",
+            "govbus.heartbeat",
+            "govbus.sinkclass",
         ),
     ),
     ("registry", ("govbus.registry",)),
-    ("components", ("govbus.producer", "govbus.consumers", "govbus.gate")),
+    # govbus.watch reads what the others write (sink groups, producer heartbeats): not a sibling.
+    ("components", ("govbus.producer", "govbus.consumers", "govbus.gate", "govbus.watch")),
     ("composition", ("govbus.config",)),
     (
         "entry",
@@ -69,6 +72,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "govbus.consumers.cli",
             "govbus.consumers.sinks.audit_cli",
             "govbus.gate.cli",
+            "govbus.watch.cli",
         ),
     ),
 ]
