@@ -26,6 +26,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from opentelemetry.trace import TracerProvider
 
 from govbus._librdkafka import new_consumer
+from govbus.acl import missing_acl
 from govbus.consumers._classes import NO_DROP_CLASSES, client_id_with_class, no_drop_policy, resolve_class
 from govbus.consumers._dlq import DeadLetterer, prepare_topics
 from govbus.consumers._errors import DeadLetterFatalError, SinkError
@@ -53,6 +54,7 @@ TP = tuple[str, int]
 _UNSET: Any = object()
 _BREAKER_GAUGE = {BreakerState.CLOSED: 0, BreakerState.HALF_OPEN: 1, BreakerState.OPEN: 2}
 _HOLD_MAX_S = 30.0
+_ACL_REFUSED = frozenset({KafkaError.GROUP_AUTHORIZATION_FAILED, KafkaError.TOPIC_AUTHORIZATION_FAILED})
 
 
 class SinkRuntime:
@@ -134,6 +136,7 @@ class SinkRuntime:
         self._last_error_log: dict[int, float] = {}
         self._fatal: KafkaError | None = None
         self._dlq_fatal: DeadLetterFatalError | None = None
+        self._acl_refused: SinkError | None = None
         self._consumer: Consumer | None = None
         self._dlq: DeadLetterer | None = None
         self._worker: DeliveryWorker | None = None
@@ -205,6 +208,8 @@ class SinkRuntime:
                 self._restore_signals(previous)
         if self._dlq_fatal is not None:
             raise self._dlq_fatal
+        if self._acl_refused is not None:
+            raise self._acl_refused
         if self._fatal is not None:
             raise SinkError(
                 f"sink {self.name}: stopped on a fatal Kafka error: {self._fatal}{self._fenced_hint(self._fatal)}"
@@ -359,7 +364,7 @@ class SinkRuntime:
         for m in msgs:
             err = m.error()
             if err is not None:
-                self._consume_error(err)
+                self._consume_error(err, m.topic())
                 continue
             tp = (m.topic(), m.partition())
             epoch = epoch_of(tp)
@@ -433,7 +438,10 @@ class SinkRuntime:
         if resume:
             consumer.resume(resume)
 
-    def _consume_error(self, err: KafkaError) -> None:
+    def _consume_error(self, err: KafkaError, topic: str | None = None) -> None:
+        if err.code() in _ACL_REFUSED:
+            self._refused(err, topic)
+            return
         if _is_fatal(err):
             self._fatal = err  # nothing more to say to the group (no LeaveGroup)
             raise SinkError(f"sink {self.name}: fatal consumer error: {err}{self._fenced_hint(err)}")
@@ -454,6 +462,21 @@ class SinkRuntime:
             f"{self.instance_id!r}: give every instance of a sink its own GOVBUS_SINK__GROUP_INSTANCE_ID "
             "(or set it empty for dynamic membership)"
         )
+
+    def _refused(self, err: KafkaError, topic: str | None) -> None:
+        """A missing ACL never heals by retrying: name it and stop (exit code 2), fail closed."""
+        if self._acl_refused is not None:
+            return
+        if err.code() == KafkaError.GROUP_AUTHORIZATION_FAILED:
+            resource = f"GROUP {self.group_id}"
+        elif topic:
+            resource = f"TOPIC {topic}"
+        else:
+            resource = f"TOPIC {self.topic} or TOPIC {self.replay_topic}"
+        reason = missing_acl(err, "READ", resource, self._kafka_conf, role=f"sink:{self.name}")
+        self._acl_refused = SinkError(f"sink {self.name}: authorization: {reason} ({err.str()})")
+        log.error("%s", self._acl_refused)
+        self.stop()
 
     def _drain_reports(self, timeout: float = 0.0) -> None:
         try:

@@ -56,6 +56,12 @@ def ensure_topic(
         code = err.code() if isinstance(err, KafkaError) else None
         if code in _UNANSWERED:
             raise unanswered from None
+        if code in (KafkaError.TOPIC_AUTHORIZATION_FAILED, KafkaError.CLUSTER_AUTHORIZATION_FAILED):
+            from govbus.acl import missing_acl
+
+            raise TopicError(
+                f"cannot create topic {topic!r}: {missing_acl(err, 'CREATE', f'TOPIC {topic}', conf)}"
+            ) from None
         if code != KafkaError.TOPIC_ALREADY_EXISTS:
             raise TopicError(f"cannot create topic {topic!r}: {err}") from None
     deadline = time.monotonic() + timeout

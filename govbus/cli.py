@@ -18,6 +18,7 @@ from govbus.errors import GovbusError
 _COMMAND_MODULES = (
     "govbus.localkafka.cli",
     "govbus.admin",
+    "govbus.acl",
     "govbus.schemas_cli",
     "govbus.demo",
     "govbus.kernel",

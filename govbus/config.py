@@ -33,7 +33,7 @@ from typing import Any
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from govbus.console import ConsoleSettings
+from govbus.console._settings import ConsoleSettings  # the section only, not the web stack
 from govbus.consumers import SinkRuntimeSettings
 from govbus.gate import GateSettings
 from govbus.producer import ProducerSettings

@@ -36,6 +36,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--partitions", type=int, default=6)
     p.add_argument("--out", type=Path, default=Path("demo-out"), help="where sinks write (default ./demo-out)")
     p.add_argument("--bootstrap", help="use this cluster instead of starting a local broker")
+    p.add_argument(
+        "--secure",
+        action="store_true",
+        help="a secure local broker (SASL_SSL, ACLs): every process its own principal with its role's ACLs",
+    )
     p.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for every sink to catch up")
     p.add_argument(
         "--keep-running", action="store_true", help="after the report, keep the broker and the console up until Ctrl-C"
@@ -72,15 +77,26 @@ class _Demo:
         self.topic = f"govbus.demo.{int(time.time())}"
         self.sinks: dict[str, subprocess.Popen[bytes]] = {}
         self.health_ports = {name: _free_port() for name in SINKS}  # the console scrapes them
+        self.secure: Any = None  # a govbus._demo_secure.SecureDemo with --secure
 
     # -- the run ---------------------------------------------------------------------------
 
     def run(self) -> int:
         shutil.rmtree(self.out, ignore_errors=True)
         (self.out / "logs").mkdir(parents=True)
-        bootstrap = self.args.bootstrap or self._start_broker()
-        conf = {"bootstrap.servers": bootstrap}
+        if getattr(self.args, "secure", False):
+            from govbus import _demo_secure
+
+            if self.args.bootstrap:
+                raise GovbusError("--secure starts its own secure broker: drop --bootstrap")
+            self.secure = _demo_secure.start(self.stack, _say)
+            bootstrap, conf = self.secure.bootstrap, dict(self.secure.admin)
+        else:
+            bootstrap = self.args.bootstrap or self._start_broker()
+            conf = {"bootstrap.servers": bootstrap}
         ensure_topic(conf, self.topic, partitions=self.args.partitions)
+        if self.secure is not None:
+            _demo_secure.provision(self.secure, self.topic, SINKS, _say)
         _say(f"• topic {self.topic} ({self.args.partitions} partitions)")
         keys = self._make_keys()
         receiver = self._start_receiver()
@@ -97,7 +113,7 @@ class _Demo:
         from govbus.settings import load_settings
 
         settings = load_settings(
-            kafka={"bootstrap_servers": bootstrap},
+            kafka=self.secure.kafka("kernel") if self.secure is not None else {"bootstrap_servers": bootstrap},
             topic=self.topic,
             producer={"name": "demo-kernel", "spool_dir": str(self.out / "spool")},
             signing={"private_key_path": str(keys["key"]), "keyring_path": str(keys["keyring"])},
@@ -120,7 +136,10 @@ class _Demo:
             bus.emit(event)
 
         probe = BusProbe(
-            conf, self.topic, producer=producer_status(bus, policy), signing=lambda: signing_status(settings)
+            settings.kafka.librdkafka(),
+            self.topic,
+            producer=producer_status(bus, policy),
+            signing=lambda: signing_status(settings),
         )
         gate = self.stack.enter_context(Gate(policy, probe.run, recorder=record))
         self._await_gate(gate)
@@ -247,6 +266,8 @@ class _Demo:
             "GOVBUS_SINK__HEALTH__PORT": str(self.health_ports[name]),
             "GOVBUS_SINK__COMMIT_INTERVAL_MS": "200",
         }
+        if self.secure is not None:
+            env.update({**self.secure.env(f"sink-{name}"), "GOVBUS_SINK__DLQ__CREATE_TOPICS": "false"})
         options = {
             "file": {"PATH": str(self.out / "events.jsonl")},
             "audit": {

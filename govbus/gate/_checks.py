@@ -17,6 +17,7 @@ from confluent_kafka import ConsumerGroupTopicPartitions, KafkaError, KafkaExcep
 from confluent_kafka.admin import ConfigResource, OffsetSpec
 
 from govbus._librdkafka import new_admin
+from govbus.acl import principal_of
 from govbus.gate._policy import GatePolicy, SinkRequirement
 from govbus.watch._groups import StallTracker, list_sink_groups, observe_groups
 
@@ -78,7 +79,7 @@ class BusProbe:
         self._stalls: StallTracker | None = None  # stalls need history: kept across refreshes
 
     def _on_error(self, err: KafkaError) -> None:
-        if err.code() in _AUTHENTICATION:
+        if err.code() in _AUTHENTICATION or _tls_refused(err):
             self._auth_error = err
 
     def run(self, policy: GatePolicy) -> list[CheckResult]:
@@ -172,16 +173,22 @@ class BusProbe:
         if metadata is None:
             return False, "unknown: the broker did not answer"
         group = sink.group_id
-        desc = self._describe_group(group, timeout)
+        try:
+            desc = self._describe_group(group, timeout)
+            lag = None if sink.max_lag is None else self._group_lag(group, topic, metadata, timeout)
+        except KafkaException as exc:
+            err = exc.args[0] if exc.args else None
+            if isinstance(err, KafkaError) and err.code() in _AUTHORIZATION:
+                return False, authorization_reason(err, "DESCRIBE", f"group {group}", self._kafka_conf)
+            raise
         members = len(desc.members)
         if members < sink.min_members:
             return (
                 False,
                 f"group {group} has {members} live member(s), needs {sink.min_members} (state {desc.state.name})",
             )
-        if sink.max_lag is None:
+        if sink.max_lag is None or lag is None:
             return True, f"group {group}: {members} member(s)"
-        lag = self._group_lag(group, topic, metadata, timeout)
         if lag > sink.max_lag:
             return False, f"group {group} lags {lag} record(s) behind {topic}, above the bound {sink.max_lag}"
         return True, f"group {group}: {members} member(s), lag {lag}"
@@ -279,14 +286,23 @@ def authentication_reason(err: KafkaError, conf: dict[str, Any]) -> str:
     return (
         f"auth: authentication failed ({err.str()}); the broker refuses the credentials in "
         f"GOVBUS_KAFKA__SASL_USERNAME / GOVBUS_KAFKA__SASL_PASSWORD (GOVBUS_KAFKA__SASL_MECHANISM="
-        f"{conf.get('sasl.mechanism')}) or the client certificate GOVBUS_KAFKA__SSL_CERTIFICATE_LOCATION"
+        f"{conf.get('sasl.mechanism')}) or the client certificate GOVBUS_KAFKA__SSL_CERTIFICATE_LOCATION "
+        "(expired, or not from the broker's CA), or GOVBUS_KAFKA__SSL_CA_LOCATION does not hold the broker's CA"
     )
+
+
+def _tls_refused(err: KafkaError) -> bool:
+    """A TLS handshake no retry fixes: the broker rejected our certificate (a TLS alert: expired,
+    unknown CA…), or we do not trust the broker's. Who we are is refused: ``auth``, not an outage."""
+    text = err.str()
+    if err.code() == KafkaError._SSL:
+        return "certificate verify failed" in text
+    return err.code() == KafkaError._TRANSPORT and "alert" in text and "certificate" in text
 
 
 def authorization_reason(err: KafkaError, operation: str, resource: str, conf: dict[str, Any]) -> str:
     """``authorization: …``: the gate's principal lacks an ACL."""
-    user = conf.get("sasl.username")
-    principal = f"User:{user}" if user else "the gate's principal"
+    principal = principal_of(conf)
     return f"authorization: {err.name()}: {principal} lacks the ACL operation {operation} on {resource}; grant it"
 
 

@@ -56,7 +56,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ),
     ("registry", ("govbus.registry",)),
     # govbus.watch reads what the others write (sink groups, producer heartbeats): not a sibling.
-    ("components", ("govbus.producer", "govbus.consumers", "govbus.gate", "govbus.watch")),
+    # The console is an entry point; only its settings section sits with the components.
+    ("components", ("govbus.producer", "govbus.consumers", "govbus.gate", "govbus.watch", "govbus.console._settings")),
     ("composition", ("govbus.config",)),
     (
         "entry",
@@ -73,6 +74,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "govbus.consumers.sinks.audit_cli",
             "govbus.gate.cli",
             "govbus.watch.cli",
+            "govbus.console",
         ),
     ),
 ]
