@@ -21,7 +21,7 @@ from typing import Any
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
 from govbus._librdkafka import new_consumer, new_producer
-from govbus.acl import missing_acl, principal_of
+from govbus._principal import missing_acl, principal_of
 from govbus.admin import ensure_topic
 from govbus.cloudevents import format_time
 from govbus.consumers._errors import DeadLetterError, DeadLetterFatalError

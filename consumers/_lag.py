@@ -14,7 +14,7 @@ from confluent_kafka import ConsumerGroupTopicPartitions, KafkaError, KafkaExcep
 from confluent_kafka.admin import AdminClient, OffsetSpec
 
 from govbus._librdkafka import new_admin
-from govbus.acl import missing_acl, principal_of
+from govbus._principal import missing_acl, principal_of
 from govbus.consumers._errors import SinkError
 
 __all__ = ["SINK_GROUP_PREFIX", "GroupLag", "PartitionLag", "sink_lag"]

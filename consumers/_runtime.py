@@ -26,7 +26,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from opentelemetry.trace import TracerProvider
 
 from govbus._librdkafka import new_consumer
-from govbus.acl import missing_acl
+from govbus._principal import missing_acl
 from govbus.consumers._classes import NO_DROP_CLASSES, client_id_with_class, no_drop_policy, resolve_class
 from govbus.consumers._dlq import DeadLetterer, prepare_topics
 from govbus.consumers._errors import DeadLetterFatalError, SinkError

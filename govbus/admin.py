@@ -57,7 +57,7 @@ def ensure_topic(
         if code in _UNANSWERED:
             raise unanswered from None
         if code in (KafkaError.TOPIC_AUTHORIZATION_FAILED, KafkaError.CLUSTER_AUTHORIZATION_FAILED):
-            from govbus.acl import missing_acl
+            from govbus._principal import missing_acl
 
             raise TopicError(
                 f"cannot create topic {topic!r}: {missing_acl(err, 'CREATE', f'TOPIC {topic}', conf)}"

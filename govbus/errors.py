@@ -9,6 +9,7 @@ The whole tree, drawn here once (``tests/unit/test_error_tree.py`` checks that e
     ├── DecodeError                     govbus.errors         a record does not decode (.reason: DecodeReason)
     ├── BrokerError                     govbus.errors         the local development broker (govbus broker)
     ├── TopicError                      govbus.admin          a topic cannot be created or has no leader
+    ├── AclError                        govbus.acl            ACLs could not be created (acl apply)
     ├── SchemaInvalidError (ValueError) govbus.compat         a shipped schema does not parse
     ├── RegistryError                   govbus.registry       a schema registry operation failed (.status)
     ├── SigningError                    govbus.signing

@@ -378,9 +378,9 @@ class Collector:
 
         if self._decoder is None:
             from govbus.contract import Decoder
-            from govbus.registry import client_for
+            from govbus.registry import resolver_for
 
-            self._decoder = Decoder(registry=client_for(self.settings))
+            self._decoder = Decoder(resolver=resolver_for(self.settings))
         try:
             decoded = from_record(rec.value, list(rec.headers), self._decoder) if rec.value is not None else None
         except DecodeError as exc:

@@ -17,7 +17,7 @@ from confluent_kafka import ConsumerGroupTopicPartitions, KafkaError, KafkaExcep
 from confluent_kafka.admin import ConfigResource, OffsetSpec
 
 from govbus._librdkafka import new_admin
-from govbus.acl import principal_of
+from govbus._principal import principal_of
 from govbus.gate._policy import GatePolicy, SinkRequirement
 from govbus.watch._groups import StallTracker, list_sink_groups, observe_groups
 

@@ -49,6 +49,8 @@ def _env(docs: list[dict[str, Any]], container: dict[str, Any]) -> dict[str, str
     for entry in container.get("env", []):
         if "value" in entry:
             env[entry["name"]] = str(entry["value"])
+        elif entry["valueFrom"].get("fieldRef", {}).get("fieldPath") == "metadata.name":
+            env[entry["name"]] = "govbus-pod-0"  # the downward API: the pod's name
         else:
             ref = entry["valueFrom"]["secretKeyRef"]
             env[entry["name"]] = _get(docs, "Secret", ref["name"])["stringData"][ref["key"]]

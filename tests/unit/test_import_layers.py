@@ -49,6 +49,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "govbus.signing",
             "govbus.settings",
             "govbus._librdkafka",
+            "govbus._principal",
             "govbus.admin",
             "govbus.heartbeat",
             "govbus.sinkclass",
