@@ -27,6 +27,7 @@ from govbus.consumers._spi import DeliveredRecord
 from govbus.consumers._verify import Verification
 from govbus.contract import SINGLE_OBJECT_MAGIC, Decoder
 from govbus.errors import DecodeError
+from govbus.heartbeat import HEARTBEAT_KEY_PREFIX, is_heartbeat
 from govbus.native import renderer_for as native_renderer
 from govbus.record import from_record
 
@@ -49,8 +50,11 @@ class Intake:
         max_record_bytes: int = 1 << 20,
         replay_topic: str | None = None,
         native: bool = True,
+        deliver_heartbeats: bool = True,
     ) -> None:
         self.decoder = decoder
+        # False: producer heartbeats are acknowledged without delivery (unless they reveal a gap).
+        self.deliver_heartbeats = deliver_heartbeats
         self.verification = verification
         self.max_record_bytes = max_record_bytes
         self.replay_topic = replay_topic
@@ -162,6 +166,15 @@ class Intake:
                     line, event_id, decoder, work.topic, work.partition, work.offset, work.timestamp_ms,
                     work.key, work.value or b"", work.headers, verdict, detail, flagged,
                 )  # fmt: skip
+                if (
+                    not self.deliver_heartbeats
+                    and not flagged
+                    and work.key is not None
+                    and work.key.startswith(HEARTBEAT_KEY_PREFIX)  # only candidates pay for the event
+                    and is_heartbeat(work.record.event)
+                ):
+                    work.record = None
+                    work.skip = "heartbeat"
             elif result == _INTERNAL:
                 work.failure = Failure(
                     _INTERNAL,
@@ -204,6 +217,9 @@ class Intake:
             )
             return False
         assert value is not None
+        if not self.deliver_heartbeats and not flagged and is_heartbeat(decoded.event):
+            work.skip = "heartbeat"
+            return False
         work.record = DeliveredRecord(
             decoded.event,
             decoded.attributes,

@@ -27,6 +27,7 @@ _COMMAND_MODULES = (
     "govbus.signing.cli",
     "govbus.consumers.sinks.audit_cli",
     "govbus.console.cli",
+    "govbus.watch.cli",
 )
 
 

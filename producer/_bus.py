@@ -52,6 +52,7 @@ from govbus.producer._batch import BatchEncoder, BatchHook, EventBatchEncoder, O
 from govbus.producer._delivery import Delivery, DeliveryTracker
 from govbus.producer._errors import BusClosedError, ProducerFatalError, RescueError, SpoolFullError
 from govbus.producer._health import BusCounters, BusHealth
+from govbus.producer._heartbeat import Heartbeats
 from govbus.producer._housekeeping import Metadata, Poller
 from govbus.producer._sender import Sender, SenderState
 from govbus.producer._spool import TYPE_EVENT, Spool, SpoolFull, pack_event
@@ -160,6 +161,13 @@ class Bus:
             from govbus.producer._signing import SigningHook
 
             batch_hook = SigningHook.from_settings(settings.signing)
+        # Heartbeats see which partitions the batches went to (GOVBUS_PRODUCER__HEARTBEAT_INTERVAL_MS).
+        self._heartbeats = (
+            Heartbeats(self, options.heartbeat_interval_ms / 1000, batch_hook)
+            if options.heartbeat_interval_ms
+            else None
+        )
+        hook = self._heartbeats.hook if self._heartbeats is not None else batch_hook
         self._queue_max = options.queue_max_events
         # Set only when message.max.bytes was lowered below what any valid event needs: then emit()
         # checks each event's size bound against it (otherwise it provably fits: no cost).
@@ -197,7 +205,7 @@ class Bus:
                 key_by=options.key_by,
                 source=options.source,
             ),
-            hook=batch_hook,
+            hook=hook,
             producer_info=self.producer_info,
             tracing=tracing,
             bootstrap=settings.kafka.bootstrap_servers,
@@ -218,6 +226,8 @@ class Bus:
         self._poller.start()
         sender.start()
         self._syncer.start()
+        if self._heartbeats is not None:
+            self._heartbeats.start()
         _OPEN.add(self)  # closed at interpreter exit if the kernel forgets: nothing left in memory
         log.info(
             "govbus producer %s (%s) publishing to %s: durability %s, spool %s%s",
@@ -371,6 +381,8 @@ class Bus:
         delivered to the spool, where the next Bus on the same directory finds and replays it."""
         if self._closed:
             return
+        if self._heartbeats is not None:
+            self._heartbeats.stop()  # the final heartbeats go out with the flush below
         self._closed = True
         _OPEN.discard(self)
         if timeout is None:
