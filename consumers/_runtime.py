@@ -27,6 +27,7 @@ from opentelemetry.trace import TracerProvider
 
 from govbus._librdkafka import new_consumer
 from govbus._principal import missing_acl
+from govbus.consumers._classes import NO_DROP_CLASSES, client_id_with_class, no_drop_policy, resolve_class
 from govbus.consumers._dlq import DeadLetterer, prepare_topics
 from govbus.consumers._errors import DeadLetterFatalError, SinkError
 from govbus.consumers._health import HealthServer, HealthStatus
@@ -94,6 +95,9 @@ class SinkRuntime:
         self._install_signals = install_signal_handlers
         if verification is _UNSET:
             verification = build_verification(s, getattr(root, "signing", None))
+        self.sink_class = resolve_class(name, sink, s.sink_class)
+        if verification is not None and self.sink_class in NO_DROP_CLASSES:
+            verification.policy = no_drop_policy(verification.policy)  # audit and SIEM never skip
         self.verification: Verification | None = verification
         self.metrics = metrics or SinkMetrics(self.name)
         self._tracer = (tracer_provider or default_tracer_provider()).get_tracer("govbus.consumers")
@@ -103,6 +107,7 @@ class SinkRuntime:
             verification=verification,
             max_record_bytes=s.max_record_bytes,
             replay_topic=self.replay_topic,
+            deliver_heartbeats=s.heartbeats == "deliver" or (s.heartbeats == "auto" and self.sink_class == "audit"),
         )
         self._work = WorkQueue()
         self._reports: queue.SimpleQueue[Report] = queue.SimpleQueue()
@@ -249,6 +254,8 @@ class SinkRuntime:
             consumer_conf["statistics.interval.ms"] = s.stats_interval_ms
             consumer_conf["stats_cb"] = self._on_stats
         consumer_conf.update(s.consumer)
+        # The class travels with the member: the gate and the watchdog read it from the group.
+        consumer_conf["client.id"] = client_id_with_class(str(consumer_conf["client.id"]), self.sink_class)
         self.instance_id = consumer_conf.get("group.instance.id") or None  # GOVBUS_SINK__CONSUMER may set it
         self._consumer = new_consumer(consumer_conf)
         context = SinkContext(
@@ -366,8 +373,8 @@ class SinkRuntime:
             if tp in held:
                 continue  # behind a held record: re-read after it
             try:
-                work = intake(m, epoch)
-                if work.failure is not None and work.failure.transient and self._hold(m, work):
+                work = intake(m, epoch, defer=True)  # decoded below, in one batch
+                if work.failure is not None and work.failure.transient and self._hold(work):
                     held.add(tp)
                     continue
                 if work.failure is None and self._hold_streak:
@@ -380,6 +387,19 @@ class SinkRuntime:
                             m.headers() or [], None)  # fmt: skip
                 work.failure = Failure(f"internal:{type(exc).__name__}", str(exc), exception=type(exc).__qualname__)
                 items.append(work)
+        intake.settle()
+        if any(w.failure is not None and w.failure.transient for w in items):
+            # Decoded in the batch (after the native verifier): hold those partitions the same way.
+            kept: list[Work] = []
+            for work in items:
+                tp = (work.topic, work.partition)
+                if tp in held:
+                    continue
+                if work.failure is not None and work.failure.transient and self._hold(work):
+                    held.add(tp)
+                    continue
+                kept.append(work)
+            items = kept
         if not items:
             return
         n, size = WorkQueue.total(items)
@@ -390,13 +410,13 @@ class SinkRuntime:
         self._work.put_many(items)
         self.metrics.consumed.add(n, self.metrics.attrs())
 
-    def _hold(self, m: Any, work: Work) -> bool:
+    def _hold(self, work: Work) -> bool:
         """The schema registry cannot be reached: rewind the partition to this record and pause it
         for a backoff, instead of dead-lettering a record that is fine. False if it cannot be
         rewound (the record is then dead-lettered: never skipped silently)."""
         consumer = self._consumer
         assert consumer is not None
-        tp = TopicPartition(m.topic(), m.partition(), m.offset())
+        tp = TopicPartition(work.topic, work.partition, work.offset)
         try:
             consumer.pause([tp])
             consumer.seek(tp)

@@ -181,6 +181,13 @@ class SinkRuntimeSettings(_Section):
     # Defaults to the top-level GOVBUS_TOPIC.
     topic: str | None = None
     options: dict[str, str] = Field(default_factory=dict)
+    # The sink's class (audit, siem, observability, debug); None: what the sink declares, else the
+    # shipped default (govbus.consumers._classes.SHIPPED_CLASSES). The gate's required_classes
+    # counts sinks by it; audit and siem never skip records (docs/sinks.md "Sink classes").
+    sink_class: Literal["audit", "siem", "observability", "debug"] | None = None
+    # Producer heartbeats (docs/signing.md §16): "auto" delivers them to audit sinks (the ledger
+    # records them) and skips them elsewhere; a heartbeat that reveals a gap is always delivered.
+    heartbeats: Literal["auto", "skip", "deliver"] = "auto"
     auto_offset_reset: Literal["earliest", "latest"] = "earliest"
     commit_interval_ms: int = Field(default=1_000, ge=10)
     # Bounds: how long a revocation waits for in-flight records of the revoked partitions, and

@@ -17,6 +17,7 @@ section             class                                owned by
 ``gate``            ``GateSettings``                     govbus.gate
 ``signing``         ``SigningSettings``                  govbus.signing
 ``console``         ``ConsoleSettings``                  govbus.console
+``watch``           ``WatchSettings``                    govbus.watch
 ==================  ===================================  =======================
 
 A new section: define its model in the subpackage, export it from the subpackage's
@@ -38,6 +39,7 @@ from govbus.gate import GateSettings
 from govbus.producer import ProducerSettings
 from govbus.settings import ENV_PREFIX, KafkaSettings, RegistrySettings, check_environment, compose_root
 from govbus.signing import SigningSettings
+from govbus.watch import WatchSettings
 
 __all__ = ["GovbusSettings"]
 
@@ -62,6 +64,7 @@ class GovbusSettings(BaseSettings):
     signing: SigningSettings = Field(default_factory=SigningSettings)
     registry: RegistrySettings = Field(default_factory=RegistrySettings)
     console: ConsoleSettings = Field(default_factory=ConsoleSettings)
+    watch: WatchSettings = Field(default_factory=WatchSettings)
     topic: str = "govbus.events"
 
     def __init__(self, **values: Any) -> None:

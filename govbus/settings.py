@@ -49,8 +49,9 @@ if TYPE_CHECKING:
 
 ENV_PREFIX = "GOVBUS_"
 # GOVBUS_ variables that are not settings, so the start-up check lets them pass: the local broker's
-# download cache (`govbus broker`), and the test suite's and benchmarks' own knobs.
-NOT_SETTINGS = frozenset({"GOVBUS_CACHE_DIR"})
+# download cache (`govbus broker`), the compiled core's switch (read at import, before any settings:
+# govbus.native), and the test suite's and benchmarks' own knobs.
+NOT_SETTINGS = frozenset({"GOVBUS_CACHE_DIR", "GOVBUS_NATIVE"})
 RESERVED_PREFIXES = ("GOVBUS_TEST_", "GOVBUS_BENCH_")
 
 __all__ = [

@@ -8,7 +8,8 @@
 ``GovbusSink`` plugs the bus into AGT's ``GovernanceEventProcessor``.
 """
 
-from govbus.producer._bus import BatchHook, Bus, OutgoingRecord
+from govbus.producer._batch import BatchEncoder, BatchHook, OutgoingRecord
+from govbus.producer._bus import Bus
 from govbus.producer._errors import (
     BusClosedError,
     ProducerError,
@@ -23,6 +24,7 @@ from govbus.producer._settings import ProducerSettings
 from govbus.producer.agt import GovbusSink
 
 __all__ = [
+    "BatchEncoder",
     "BatchHook",
     "Bus",
     "BusClosedError",

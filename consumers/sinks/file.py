@@ -110,7 +110,7 @@ class FileSink(SinkBase):
         dups = 0
         for record in batch:
             if window:
-                event_id = record.event.event_id
+                event_id = record.event_id
                 if event_id in seen or event_id in batch_ids:
                     dups += 1
                     continue

@@ -6,17 +6,13 @@ The one place this mapping lives: when sinks declare their class themselves, rep
 
 from __future__ import annotations
 
+from govbus.consumers._classes import SHIPPED_CLASSES
+
 __all__ = ["DEFAULT_CLASSES", "sink_class"]
 
-DEFAULT_CLASSES: dict[str, str] = {
-    "audit": "audit",
-    "http": "siem",
-    "syslog": "siem",
-    "otlp": "observability",
-    "stdout": "debug",
-    "file": "debug",
-    "null": "debug",
-}
+# The shipped sinks' classes, from their source of truth. A running sink declares its class in
+# its members' client.id: govbus.sinkclass.class_from_client_id(member.client_id) gives `declared`.
+DEFAULT_CLASSES: dict[str, str] = dict(SHIPPED_CLASSES)
 
 
 def sink_class(sink: str, declared: str | None = None) -> str:

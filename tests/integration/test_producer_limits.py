@@ -41,3 +41,25 @@ def test_oversize_records_at_the_sender_are_counted_failures(
     assert "SIZE_TOO_LARGE" in health.last_error or "TOO_LARGE" in health.last_error
     assert len(list((tmp_path / "spool" / "dead").glob("*.seg"))) == 1  # both records, one file
     assert [c.event.event_id for c in consume(kafka_bootstrap, topic, 1, settle=0.5)] == [small.event_id]
+
+
+def test_records_refused_only_for_sharing_a_batch_with_an_oversize_one_are_delivered(
+    kafka_bootstrap: str, new_topic: Callable[..., str], tmp_path: Path
+) -> None:
+    # The broker refuses a whole batch when it exceeds the topic's max.message.bytes: the small
+    # records batched with one that is itself too large get MSG_SIZE_TOO_LARGE too. They are
+    # innocent (each fits alone): re-produced, not counted failures in dead/.
+    topic = new_topic(partitions=1, config={"max.message.bytes": "20000"})
+    big = GovernanceEvent(agent_id="a", attributes={"s": secrets.token_hex(30_000)})
+    smalls = [GovernanceEvent(agent_id="a", action=f"small-{i}") for i in range(20)]
+    # A long linger: the whole burst is one batch, the big record with the small ones.
+    with Bus(bus_settings(kafka_bootstrap, topic, tmp_path / "spool", linger_ms=200)) as bus:
+        for event in (smalls[0], big, *smalls[1:]):
+            bus.emit(event)
+        assert bus.flush(30)
+        counters = bus.counters()
+    assert (counters.delivered, counters.failed) == (20, 1)
+    dead = list((tmp_path / "spool" / "dead").glob("*.seg"))
+    assert len(dead) == 1
+    got = consume(kafka_bootstrap, topic, 20, settle=0.5)
+    assert sorted(c.event.event_id for c in got) == sorted(e.event_id for e in smalls)

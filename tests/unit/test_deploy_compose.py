@@ -242,9 +242,16 @@ def test_sinks_run_until_stopped_and_drain_on_stop(name: str, monkeypatch: pytes
     assert seconds(svc["stop_grace_period"]) > settings.sink.shutdown_grace_s
 
 
+def test_the_watchdog_runs_until_stopped_with_a_healthcheck() -> None:
+    (svc,) = [s for s in GOVBUS.values() if argv_of(s)[1:2] == ["watch"]]
+    assert svc["restart"] == "unless-stopped"
+    assert has_healthcheck(svc)
+    assert env_of(svc)["GOVBUS_WATCH__PORT"] == "9464"  # where the image's healthcheck looks
+
+
 def test_other_govbus_services_are_one_shot() -> None:
     for name, svc in GOVBUS.items():
-        if not sink_name(svc) and subcommand(argv_of(svc)) != ("console",):
+        if not sink_name(svc) and subcommand(argv_of(svc)) not in {("console",), ("watch",)}:
             assert one_shot(svc), name
             assert svc["healthcheck"] == {"disable": True}, name
 

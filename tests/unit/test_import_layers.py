@@ -51,11 +51,14 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "govbus._librdkafka",
             "govbus._principal",
             "govbus.admin",
+            "govbus.heartbeat",
+            "govbus.sinkclass",
         ),
     ),
     ("registry", ("govbus.registry",)),
+    # govbus.watch reads what the others write (sink groups, producer heartbeats): not a sibling.
     # The console is an entry point; only its settings section sits with the components.
-    ("components", ("govbus.producer", "govbus.consumers", "govbus.gate", "govbus.console._settings")),
+    ("components", ("govbus.producer", "govbus.consumers", "govbus.gate", "govbus.watch", "govbus.console._settings")),
     ("composition", ("govbus.config",)),
     (
         "entry",
@@ -71,6 +74,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "govbus.consumers.cli",
             "govbus.consumers.sinks.audit_cli",
             "govbus.gate.cli",
+            "govbus.watch.cli",
             "govbus.console",
         ),
     ),

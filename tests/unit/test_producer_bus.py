@@ -205,7 +205,7 @@ def test_memory_mode_full_queue_applies_the_policy(make_bus: Callable[..., Bus])
 
     def pace(i: int) -> None:  # below the queue's size: only a full spool can stop the sender
         if i % 32 == 31:
-            until(lambda: not bus._q or bus._spool.refusing)
+            until(lambda: not bus._queue or bus._spool.refusing)
 
     _, refusal = emit_until_refused(bus, pace=pace)
     assert refusal.what == "hand-off queue"
@@ -219,7 +219,7 @@ def test_fatal_error_surfaces_as_typed_exception_and_in_health(make_bus: Callabl
     for event in sample_events(10):
         bus.emit(event)
     # librdkafka reports fatal errors through the error callback (e.g. a fenced idempotent producer).
-    bus._on_error(KafkaError(KafkaError._FENCED, "producer fenced by a newer instance", fatal=True))
+    bus._delivery.on_error(KafkaError(KafkaError._FENCED, "producer fenced by a newer instance", fatal=True))
     with pytest.raises(ProducerFatalError, match="_FENCED"):
         bus.emit(next(iter(sample_events(1))))
     with pytest.raises(ProducerFatalError):
@@ -479,3 +479,18 @@ def test_an_event_read_from_the_bus_and_changed_is_validated_again(
     bus.emit(fine)
     until(lambda: bus.counters().spooled == 1)
     assert bus.counters().failed == 0
+
+
+def test_a_librdkafka_refusal_names_the_variable_and_releases_the_spool(
+    monkeypatch: pytest.MonkeyPatch, make_bus: Callable[..., Bus], tmp_path: Path
+) -> None:
+    # The Bus builds its producer with govbus._librdkafka.new_producer, like every other client.
+    monkeypatch.setenv("GOVBUS_PRODUCER__LIBRDKAFKA", '{"no.such.prop": 1}')
+    with pytest.raises(ConfigError) as error:
+        Bus(
+            topic="govbus.test", kafka={"bootstrap_servers": closed_port()}, producer={"spool_dir": str(tmp_path / "s")}
+        )
+    assert error.value.setting == "GOVBUS_PRODUCER__LIBRDKAFKA"
+    assert "no.such.prop" in error.value.message
+    monkeypatch.delenv("GOVBUS_PRODUCER__LIBRDKAFKA")
+    make_bus(tmp_path / "s")  # the spool's lock was released: a corrected Bus opens it

@@ -265,6 +265,7 @@ def _sequence_vectors(key: SigningKey, keyring: Keyring) -> list[dict[str, Any]]
     s = stream(b"seq-plain", [f"evt-s{i}" for i in range(5)])  # sequences 0..4 on partition 0
     dup = stream(b"seq-reemit", ["evt-a", "evt-a", "evt-b"])  # 1 re-signs the event of 0
     gap = stream(b"seq-gap-reemit", ["evt-c", "evt-d", "evt-e", "evt-c"])  # 3 re-signs the event of 0
+    hb = _heartbeat_stream(key)  # events 0..3, then the heartbeat (sequence 4) on partition 0
     scenarios = [
         ("a stream's first record, sequence 0", [s[0], s[1]], ["valid", "valid"]),
         ("a stream first seen mid-way (sequence 3): valid, no gap", [s[3], s[4], s[3]], ["valid", "valid", "replay"]),
@@ -274,6 +275,8 @@ def _sequence_vectors(key: SigningKey, keyring: Keyring) -> list[dict[str, Any]]
          ["valid", "replay", "valid"]),
         ("a gap outranks a replay by event id", [gap[0], gap[3], gap[1], gap[2]],
          ["valid", "gap", "reordered", "reordered"]),
+        ("a heartbeat (§16) after its stream's whole tail: valid", hb, ["valid"] * 5),
+        ("a heartbeat (§16) after a lost tail (sequences 2, 3): gap", [hb[0], hb[1], hb[4]], ["valid", "valid", "gap"]),
     ]  # fmt: skip
     out = []
     for name, recs, expect in scenarios:
@@ -288,6 +291,35 @@ def _sequence_vectors(key: SigningKey, keyring: Keyring) -> list[dict[str, Any]]
             raise AssertionError(f"sequence vector {name!r}: expected {expect}, library says {got}")
         out.append({"name": name, "expect": expect, "records": recs})
     return out
+
+
+def _heartbeat_stream(key: SigningKey) -> list[dict[str, Any]]:
+    """Four events and the stream's heartbeat for partition 0 (docs/signing.md §16), one batch."""
+    from datetime import UTC, datetime
+
+    from govbus.contract import Encoder
+    from govbus.event import ProducerInfo
+    from govbus.heartbeat import heartbeat_event
+    from govbus.record import to_record
+
+    stream_id = b"seq-heartbeat"
+    value = bytes.fromhex("c301") + bytes(range(8)) + b"sequence vector"
+    inputs = [SignInput(value, b"agent-1", f"evt-h{i}", "io.agt.policy_check", "urn:agt:kernel/k1",
+                        "2025-11-26T15:04:05Z", 0) for i in range(4)]  # fmt: skip
+    beat = heartbeat_event("govbus.heartbeat.vector.0", partition=0, stream=stream_id, next_seq=4, interval_s=5.0,
+                           counters={"submitted": 5, "delivered": 4, "spooled": 0, "failed": 0, "rejected": 0})  # fmt: skip
+    beat = beat.replace(event_id="hb-0001", occurred_at=datetime(2025, 11, 26, 15, 4, 5, tzinfo=UTC))
+    producer = ProducerInfo("vector-kernel", "00112233445566778899aabbccddeeff", "host", "govbus-python/vector")
+    out = to_record(beat, producer, Encoder(2))
+    ce = dict(out.headers)
+    inputs.append(SignInput(out.value, out.key, ce["ce_id"].decode(), ce["ce_type"].decode(),
+                            ce["ce_source"].decode(), ce["ce_time"].decode(), 0))  # fmt: skip
+    signer = Signer(key, stream_id=stream_id, clock_ms=lambda: SIGNED_AT_MS)
+    records = []
+    for r, sig in zip(inputs, signer.sign_batch(inputs), strict=True):
+        base = list(out.headers) if r.ce_id == "hb-0001" else _ce_headers(r)
+        records.append(_record(r.value, r.key, base + list(sig), r.partition))
+    return records
 
 
 def _keyring_vectors(keyring: Keyring) -> list[dict[str, Any]]:
