@@ -35,7 +35,7 @@ from govbus.record import from_record, to_record
 pytestmark = pytest.mark.skipif(not native.active(), reason="the compiled core is not installed")
 
 SETTINGS = settings(
-    max_examples=int(os.environ.get("GOVBUS_NATIVE_EXAMPLES", "100")),
+    max_examples=int(os.environ.get("GOVBUS_TEST_NATIVE_EXAMPLES", "100")),
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )

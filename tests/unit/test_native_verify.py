@@ -117,7 +117,7 @@ def _outcomes(intake: Intake, msgs: list[FakeMessage], revoke_at: int | None = N
 
 
 @settings(
-    max_examples=int(os.environ.get("GOVBUS_NATIVE_EXAMPLES", "60")),
+    max_examples=int(os.environ.get("GOVBUS_TEST_NATIVE_EXAMPLES", "60")),
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
