@@ -27,6 +27,7 @@ import json
 import logging
 import time
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Any, Literal
 
 from confluent_kafka import KafkaError, KafkaException
@@ -245,6 +246,63 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         p.add_argument("--json", action="store_true", help="one JSON object per ACL")
         p.add_argument("--timeout", type=float, default=30.0)
         p.set_defaults(func=_run, acl_apply=action == "apply")
+    user = asub.add_parser("user", help="SCRAM users (the principals of SASL_SSL clients)")
+    usub = user.add_subparsers(dest="user_command", metavar="ACTION", required=True)
+    add = usub.add_parser(
+        "add",
+        help="create or update SCRAM-SHA-512 users (as the principal in GOVBUS_KAFKA__*: needs ALTER on the cluster)",
+        description="Each password is read from a file (e.g. a compose secret) and never printed.",
+    )
+    add.add_argument(
+        "--user", action="append", required=True, metavar="NAME:FILE", help="a user and its password file (repeatable)"
+    )
+    add.add_argument("--iterations", type=int, default=8192, help="SCRAM iterations (Kafka's minimum is 4096)")
+    add.add_argument("--timeout", type=float, default=30.0)
+    add.set_defaults(func=_user_add)
+
+
+def parse_user(text: str) -> tuple[str, str]:
+    """``NAME:FILE`` → (name, password read from FILE without its final newline)."""
+    name, sep, path = text.partition(":")
+    if not sep or not name or not path or any(c in name for c in ",=:"):
+        raise ConfigError("--user", f"expected NAME:FILE, got {text!r}")
+    try:
+        password = Path(path).read_text(encoding="utf-8").rstrip("\r\n")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError("--user", f"cannot read the password file of {name}: {path}: {type(exc).__name__}") from None
+    if not password:
+        raise ConfigError("--user", f"the password file of {name} ({path}) is empty")
+    return name, password
+
+
+def _user_add(args: argparse.Namespace) -> int:
+    from confluent_kafka.admin import ScramCredentialInfo, ScramMechanism, UserScramCredentialUpsertion
+
+    from govbus.settings import load_settings
+
+    if args.iterations < 4096:
+        raise ConfigError("--iterations", f"Kafka refuses fewer than 4096, got {args.iterations}")
+    users = dict(parse_user(text) for text in args.user)
+    conf = load_settings().kafka.librdkafka()
+    upserts: list[Any] = [
+        UserScramCredentialUpsertion(
+            name, ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, args.iterations), password.encode()
+        )
+        for name, password in users.items()
+    ]
+    admin = new_admin({**conf, "logger": log})
+    try:
+        futures = admin.alter_user_scram_credentials(upserts, request_timeout=args.timeout)
+        for name, future in futures.items():
+            future.result(args.timeout)
+            print(f"SCRAM-SHA-512 user {name}: set")
+    except KafkaException as exc:
+        raise AclError(f"cannot set SCRAM users as {principal_of(conf)}: {exc.args[0] if exc.args else exc}") from None
+    except TimeoutError:
+        raise AclError(
+            f"cannot set SCRAM users: no broker at {conf.get('bootstrap.servers', '?')} answered within {args.timeout:g} s"
+        ) from None
+    return 0
 
 
 def _run(args: argparse.Namespace) -> int:

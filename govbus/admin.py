@@ -97,7 +97,9 @@ def _registered_sinks() -> list[str]:
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     topics = sub.add_parser("topics", help="create the event topic and the sinks' dead-letter topics")
     tsub = topics.add_subparsers(dest="topics_command", metavar="ACTION", required=True)
-    create = tsub.add_parser("create", help="create GOVBUS_TOPIC and <topic>.dlq.<sink> for each sink (idempotent)")
+    create = tsub.add_parser(
+        "create", help="create GOVBUS_TOPIC and <topic>.dlq.<sink>, <topic>.replay.<sink> for each sink (idempotent)"
+    )
     create.add_argument("--partitions", type=int, default=6, help="partitions of the event topic (default 6)")
     create.add_argument("--replication-factor", type=int, default=-1, help="default: the broker's default")
     create.add_argument("--min-insync-replicas", type=int, help="min.insync.replicas of the event topic")
@@ -131,4 +133,8 @@ def _create(args: argparse.Namespace) -> int:
         name = dlq_topic(settings.topic, sink)
         ensure_topic(conf, name, partitions=1, replication_factor=args.replication_factor, timeout=args.timeout)
         print(f"{name}: dead letters of sink {sink}")
+        # The sink consumes its replay topic: it must exist where sinks may not create topics.
+        replay = settings.sink.replay_topic(settings.topic, sink)
+        ensure_topic(conf, replay, partitions=1, replication_factor=args.replication_factor, timeout=args.timeout)
+        print(f"{replay}: replayed dead letters of sink {sink}")
     return 0

@@ -25,6 +25,7 @@ import json
 import re
 import types
 from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar, Union, cast, get_args, get_origin
 from urllib.parse import urlsplit, urlunsplit
 
@@ -81,6 +82,8 @@ class KafkaSettings(BaseModel):
     sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER", "GSSAPI"] | None = None
     sasl_username: str | None = None
     sasl_password: SecretStr | None = None
+    # A file holding the password (a compose or Docker secret); used when sasl_password is unset.
+    sasl_password_file: str | None = None
     ssl_ca_location: str | None = None
     ssl_certificate_location: str | None = None
     ssl_key_location: str | None = None
@@ -108,7 +111,7 @@ class KafkaSettings(BaseModel):
         optional: dict[str, Any] = {
             "sasl.mechanism": self.sasl_mechanism,
             "sasl.username": self.sasl_username,
-            "sasl.password": self.sasl_password.get_secret_value() if self.sasl_password else None,
+            "sasl.password": self._sasl_password(),
             "ssl.ca.location": self.ssl_ca_location,
             "ssl.certificate.location": self.ssl_certificate_location,
             "ssl.key.location": self.ssl_key_location,
@@ -119,6 +122,21 @@ class KafkaSettings(BaseModel):
             conf["ssl.endpoint.identification.algorithm"] = self.ssl_endpoint_identification_algorithm
         conf.update(self.extra)
         return conf
+
+    def _sasl_password(self) -> str | None:
+        if self.sasl_password is not None or not self.sasl_password_file:
+            return self.sasl_password.get_secret_value() if self.sasl_password else None
+        try:
+            text = Path(self.sasl_password_file).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            # The path is not secret; the contents are never put in the message.
+            raise ConfigError(
+                "GOVBUS_KAFKA__SASL_PASSWORD_FILE", f"cannot read {self.sasl_password_file}: {type(exc).__name__}"
+            ) from None
+        password = text.rstrip("\r\n")  # editors and `echo` add a final newline
+        if not password:
+            raise ConfigError("GOVBUS_KAFKA__SASL_PASSWORD_FILE", f"{self.sasl_password_file} is empty")
+        return password
 
 
 class RegistrySettings(BaseModel):
