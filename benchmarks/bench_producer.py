@@ -311,22 +311,28 @@ def _components(events: Sequence[GovernanceEvent], where: str) -> list[Row]:
 
 
 def _profile(bootstrap: str, topic: str, events: Sequence[GovernanceEvent]) -> None:
-    profiles: dict[str, cProfile.Profile] = {}
-    originals = {name: getattr(Bus, name) for name in ("_run_sender", "_run_poller")}
+    from govbus.producer._housekeeping import Poller
+    from govbus.producer._sender import Sender
 
-    def wrapped(name: str) -> Callable[[Bus], None]:
-        def run_profiled(self: Bus) -> None:
+    profiles: dict[str, cProfile.Profile] = {}
+    originals: dict[str, tuple[Any, Callable[[Any], None]]] = {
+        "sender": (Sender, Sender.run),
+        "poller": (Poller, Poller.run),
+    }
+
+    def wrapped(name: str) -> Callable[[Any], None]:
+        def run_profiled(self: Any) -> None:
             profile = profiles[name] = cProfile.Profile()
             profile.enable()
             try:
-                originals[name](self)
+                originals[name][1](self)
             finally:
                 profile.disable()
 
         return run_profiled
 
-    for name in originals:
-        setattr(Bus, name, wrapped(name))
+    for name, (cls, _) in originals.items():
+        cls.run = wrapped(name)
     try:
         with _bus(bootstrap, topic, "memory") as bus:
             caller = cProfile.Profile()
@@ -337,8 +343,8 @@ def _profile(bootstrap: str, topic: str, events: Sequence[GovernanceEvent]) -> N
             caller.disable()
         profiles["caller"] = caller
     finally:
-        for name, fn in originals.items():
-            setattr(Bus, name, fn)
+        for cls, fn in originals.values():
+            cls.run = fn
     for name, profile in profiles.items():
         text = io.StringIO()
         pstats.Stats(profile, stream=text).sort_stats("tottime").print_stats(15)

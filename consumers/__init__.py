@@ -11,7 +11,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from govbus.consumers._errors import DeadLetterError, SinkError, SinkNotFoundError
+    from govbus.consumers._errors import DeadLetterError, DeadLetterFatalError, SinkError, SinkNotFoundError
     from govbus.consumers._lag import GroupLag, PartitionLag, sink_lag
     from govbus.consumers._registry import ENTRY_POINT_GROUP, available_sinks, create_sink, load_factory
     from govbus.consumers._runtime import SinkRuntime
@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 # loading settings must not pull in the Kafka client and the OpenTelemetry SDK.
 _EXPORTS = {
     "DeadLetterError": "_errors",
+    "DeadLetterFatalError": "_errors",
     "SinkError": "_errors",
     "SinkNotFoundError": "_errors",
     "GroupLag": "_lag",
@@ -65,6 +66,7 @@ __all__ = [
     "OK",
     "Batch",
     "DeadLetterError",
+    "DeadLetterFatalError",
     "DeliveredRecord",
     "GroupLag",
     "Ok",

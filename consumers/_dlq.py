@@ -21,6 +21,7 @@ from typing import Any
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
 from govbus._librdkafka import new_consumer, new_producer
+from govbus._principal import missing_acl, principal_of
 from govbus.admin import ensure_topic
 from govbus.cloudevents import format_time
 from govbus.consumers._errors import DeadLetterError, DeadLetterFatalError
@@ -156,6 +157,7 @@ class DeadLetterer:
         self.sink = sink
         self.group = group
         self.topic_for = topic_for
+        self._conf = conf
         self._producer = new_producer(
             {
                 **conf,
@@ -197,7 +199,8 @@ class DeadLetterer:
         if err is not None and err.code() in _ACL_REFUSALS:
             topic = example_topic or "its dead-letter topic"
             hint = (
-                f"; the sink's principal needs the ACL operation WRITE on {topic} (its idempotent producer "
+                f"; the sink's principal {principal_of(self._conf)} needs the ACL operation WRITE on {topic} "
+                "(its idempotent producer "
                 "gets its id only with WRITE on some topic, or IDEMPOTENT_WRITE on the cluster)"
             )
         return DeadLetterFatalError(
@@ -319,10 +322,49 @@ def _reader(conf: dict[str, Any], group: str) -> Consumer:
     )
 
 
-def _read_until_end(consumer: Consumer, topic: str, *, start_committed: bool, timeout: float) -> Iterator[Any]:
+_COORDINATOR_MOVING = frozenset(
+    {KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_LOAD_IN_PROGRESS, KafkaError.COORDINATOR_NOT_AVAILABLE}
+)
+
+
+def _committed(
+    consumer: Consumer, parts: list[TopicPartition], timeout: float, conf: dict[str, Any]
+) -> list[TopicPartition]:
+    """The group's committed offsets; a coordinator that is moving or loading (a new group, a fresh
+    cluster) answers within moments, so those answers are retried within ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return list(consumer.committed(parts, timeout=max(0.1, deadline - time.monotonic())))
+        except KafkaException as exc:
+            err = exc.args[0] if exc.args else None
+            if isinstance(err, KafkaError) and err.code() == KafkaError._TIMED_OUT:
+                # A coordinator lookup refused by an ACL surfaces as a consumer error, not here.
+                event = consumer.poll(0.1)
+                refused = event.error() if event is not None else None
+                err = (
+                    refused if refused is not None and refused.code() == KafkaError.GROUP_AUTHORIZATION_FAILED else err
+                )
+            if isinstance(err, KafkaError) and err.code() == KafkaError.GROUP_AUTHORIZATION_FAILED:
+                group = f"GROUP {conf.get('group.id', '?')}"
+                raise DeadLetterError(
+                    f"cannot read the replay progress: {missing_acl(err, 'READ', group, conf)}"
+                ) from None
+            if not isinstance(err, KafkaError) or err.code() not in _COORDINATOR_MOVING:
+                raise
+            if time.monotonic() + 0.1 >= deadline:
+                raise
+            time.sleep(0.1)
+
+
+def _read_until_end(
+    consumer: Consumer, topic: str, *, start_committed: bool, timeout: float, conf: dict[str, Any] | None = None
+) -> Iterator[Any]:
     """Assigns every partition of ``topic`` and yields its records up to the end as of now."""
     md = consumer.list_topics(topic, timeout=timeout)
     meta = md.topics.get(topic)
+    if meta is not None and meta.error is not None and meta.error.code() in _ACL_REFUSALS:
+        raise DeadLetterError(f"cannot read {topic!r}: {missing_acl(meta.error, 'READ', f'TOPIC {topic}', conf or {})}")
     if meta is None or meta.error is not None:
         raise DeadLetterError(f"topic {topic!r} does not exist or cannot be described: {meta.error if meta else ''}")
     parts = [TopicPartition(topic, p) for p in sorted(meta.partitions)]
@@ -334,7 +376,7 @@ def _read_until_end(consumer: Consumer, topic: str, *, start_committed: bool, ti
     if start_committed:
         starts = [
             TopicPartition(topic, tp.partition, tp.offset if tp.offset >= 0 else OFFSET_BEGINNING)
-            for tp in consumer.committed(parts, timeout=timeout)
+            for tp in _committed(consumer, parts, timeout, conf or {})
         ]
     else:
         starts = [TopicPartition(topic, tp.partition, OFFSET_BEGINNING) for tp in parts]
@@ -354,6 +396,8 @@ def _read_until_end(consumer: Consumer, topic: str, *, start_committed: bool, ti
         if err is not None:
             if err.code() == KafkaError._PARTITION_EOF:
                 continue
+            if err.code() == KafkaError.GROUP_AUTHORIZATION_FAILED and not start_committed:
+                continue  # inspect never uses its group: its principal needs no ACL on one
             raise DeadLetterError(f"reading {topic!r}: {err}")
         deadline = time.monotonic() + timeout
         p = msg.partition()
@@ -384,7 +428,7 @@ def read_dead_letters(
     consumer = _reader(conf, f"govbus.dlq-inspect.{uuid.uuid4().hex[:12]}")
     count = 0
     try:
-        for msg in _read_until_end(consumer, topic, start_committed=False, timeout=timeout):
+        for msg in _read_until_end(consumer, topic, start_committed=False, timeout=timeout, conf=conf):
             dl = _dead_letter(msg)
             if reason is not None and not (dl.reason or "").startswith(reason):
                 continue
@@ -401,6 +445,23 @@ class ReplayReport:
     replayed: int
     passed_over: int
     target: str
+
+
+def _replay_refused(
+    producer: Any, exc: KafkaException, fatal: list[KafkaError], target: str, conf: dict[str, Any]
+) -> DeadLetterError:
+    """The replay producer went fatal (no producer id: no WRITE): the cause, with the ACL named."""
+    cause: KafkaError = exc.args[0]
+    if cause.code() == KafkaError._FATAL:
+        try:
+            producer.poll(0)  # serves error_cb, or raises the fatal error itself
+        except KafkaException as again:
+            cause = again.args[0]
+        cause = fatal[0] if fatal and cause.code() == KafkaError._FATAL else cause
+    text = missing_acl(cause, "WRITE", f"TOPIC {target}", conf) if cause.code() in _ACL_REFUSALS else str(cause)
+    return DeadLetterError(
+        f"replay to {target!r} failed: {text}; nothing was committed, so running it again replays the same dead letters"
+    )
 
 
 def replay_dead_letters(
@@ -425,13 +486,25 @@ def replay_dead_letters(
     as history), plus ``govbus.replay.time``.
     """
     consumer = _reader(conf, group)
-    producer = new_producer({**conf, "enable.idempotence": True, "acks": "all", "linger.ms": 5, "logger": log})
+    fatal: list[KafkaError] = []  # the cause behind "Local: Fatal error" (e.g. no producer id: no WRITE)
+    producer = new_producer(
+        {
+            **conf,
+            "enable.idempotence": True,
+            "acks": "all",
+            "linger.ms": 5,
+            "logger": log,
+            "error_cb": lambda e: fatal.append(e) if e.fatal() else None,
+        }
+    )
     replayed = passed = 0
     errors: list[str] = []
     next_offsets: dict[int, int] = {}
     now = format_time(datetime.now(UTC)).encode()
     try:
-        for msg in _read_until_end(consumer, dlq_topic, start_committed=not from_beginning, timeout=timeout):
+        for msg in _read_until_end(
+            consumer, dlq_topic, start_committed=not from_beginning, timeout=timeout, conf={**conf, "group.id": group}
+        ):
             if limit is not None and replayed >= limit:
                 break
             dl = _dead_letter(msg)
@@ -447,11 +520,17 @@ def replay_dead_letters(
                     headers.append((H_REPLAYED_AT, now))
 
                     def report(err: KafkaError | None, _m: object) -> None:
-                        if err is not None:
-                            errors.append(str(err))
+                        cause = fatal[0] if err is not None and err.code() == KafkaError._FATAL and fatal else err
+                        if cause is not None and cause.code() in _ACL_REFUSALS:
+                            errors.append(missing_acl(cause, "WRITE", f"TOPIC {target_topic}", conf))
+                        elif cause is not None:
+                            errors.append(str(cause))
 
-                    producer.produce(target_topic, value=dl.value, key=dl.key, headers=headers, on_delivery=report)
-                    producer.poll(0)
+                    try:
+                        producer.produce(target_topic, value=dl.value, key=dl.key, headers=headers, on_delivery=report)
+                        producer.poll(0)
+                    except KafkaException as exc:
+                        raise _replay_refused(producer, exc, fatal, target_topic, conf) from None
             else:
                 passed += 1
             next_offsets[dl.partition] = dl.offset + 1

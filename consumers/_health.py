@@ -1,4 +1,5 @@
-"""The health endpoint: ``/healthz`` (alive), ``/readyz`` (assigned and not stuck), ``/metrics``.
+"""The health endpoint: ``/healthz`` (alive), ``/readyz`` (assigned and not stuck), ``/metrics``,
+and, when the runtime offers one, ``POST /control/pause|resume`` (the operator console's action).
 
 A stdlib ``ThreadingHTTPServer`` in a daemon thread: probes and scrapes must answer while the
 consume loop is busy or blocked in a rebalance, and they must never block it.
@@ -46,6 +47,19 @@ class _Handler(BaseHTTPRequestHandler):
             log.exception("health endpoint failed on %s", path)
             self._send(500, b'{"error": "internal error"}', "application/json")
 
+    def do_POST(self) -> None:
+        path = self.path.split("?", 1)[0]
+        action = path.removeprefix("/control/")
+        control = self.server.control
+        if control is None or action not in ("pause", "resume") or not path.startswith("/control/"):
+            self._send(404, b'{"error": "not found"}', "application/json")
+            return
+        try:
+            self._send(200, json.dumps(control(action)).encode(), "application/json")
+        except Exception:
+            log.exception("control %s failed", action)
+            self._send(500, b'{"error": "internal error"}', "application/json")
+
     def _send(self, code: int, body: bytes, content_type: str) -> None:
         self.send_response(code)
         self.send_header("Content-Type", content_type)
@@ -63,18 +77,30 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
 
     def __init__(
-        self, address: tuple[str, int], status: Callable[[], HealthStatus], metrics: Callable[[], str]
+        self,
+        address: tuple[str, int],
+        status: Callable[[], HealthStatus],
+        metrics: Callable[[], str],
+        control: Callable[[str], dict[str, Any]] | None = None,
     ) -> None:
         self.status = status
         self.metrics = metrics
+        self.control = control
         super().__init__(address, _Handler)
 
 
 class HealthServer:
     """Serves the endpoints on ``host:port`` (port 0: any free port; see :attr:`port`)."""
 
-    def __init__(self, host: str, port: int, status: Callable[[], HealthStatus], metrics: Callable[[], str]) -> None:
-        self._server = _Server((host, port), status, metrics)
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        status: Callable[[], HealthStatus],
+        metrics: Callable[[], str],
+        control: Callable[[str], dict[str, Any]] | None = None,
+    ) -> None:
+        self._server = _Server((host, port), status, metrics, control)
         self.host = host
         self.port: int = self._server.server_address[1]
         self._thread = threading.Thread(target=self._server.serve_forever, name="govbus-health", daemon=True)

@@ -3,25 +3,40 @@
 Order matters: size first (cheapest, and no oversize record reaches the parsers), then the
 signature over the raw bytes (untrusted bytes are not parsed before they are authenticated),
 then decoding. A record that fails any step becomes a dead letter carrying the step's reason.
+
+With the compiled core (:mod:`govbus.native`), decoding is batched: ``intake(msg, epoch,
+defer=True)`` leaves single-object records undecoded and :meth:`Intake.settle` decodes all of
+them in one native call that also renders each record's JSON Lines line (:class:`NativeRecord`).
+A record the native code refuses is decoded again on the Python path, which words the reason;
+a record it cannot judge (Confluent framing) is decoded on the Python path only; a record it
+fails on (a panic) is dead-lettered with reason ``internal-error``.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from confluent_kafka import TIMESTAMP_LOG_APPEND_TIME, TIMESTAMP_NOT_AVAILABLE
 
 from govbus.consumers._dlq import H_PARTITION
+from govbus.consumers._native_record import NativeRecord
+from govbus.consumers._native_verify import NativeVerify
 from govbus.consumers._pipeline import Failure, Work
 from govbus.consumers._spi import DeliveredRecord
 from govbus.consumers._verify import Verification
-from govbus.contract import Decoder
+from govbus.contract import SINGLE_OBJECT_MAGIC, Decoder
 from govbus.errors import DecodeError
+from govbus.heartbeat import HEARTBEAT_KEY_PREFIX, is_heartbeat
+from govbus.native import renderer_for as native_renderer
 from govbus.record import from_record
 
 __all__ = ["Intake"]
 
+log = logging.getLogger("govbus.consumers.intake")
+
 _DECODE_ERROR = f"{DecodeError.__module__}.{DecodeError.__qualname__}"
+_INTERNAL = "internal-error"
 
 
 class Intake:
@@ -34,13 +49,39 @@ class Intake:
         verification: Verification | None = None,
         max_record_bytes: int = 1 << 20,
         replay_topic: str | None = None,
+        native: bool = True,
+        deliver_heartbeats: bool = True,
     ) -> None:
         self.decoder = decoder
+        # False: producer heartbeats are acknowledged without delivery (unless they reveal a gap).
+        self.deliver_heartbeats = deliver_heartbeats
         self.verification = verification
         self.max_record_bytes = max_record_bytes
         self.replay_topic = replay_topic
+        self._renderer = native_renderer(decoder) if native else None
+        # Decodes the event of a NativeRecord when a sink asks for it (not counted twice as legacy).
+        self._lazy_decoder = Decoder(decoder.reader.version, resolver=decoder.resolver)
+        self._pending: list[tuple[Work, str, str, bool]] = []
+        # Records whose verification waits for settle() too: (work, signed partition, broker time).
+        self._native_verify = NativeVerify.build(verification) if native else None
+        self._pending_verify: list[tuple[Work, int, int | None]] = []
+        # Records the compiled core refused but the Python path accepted (a bug to report).
+        self.native_disagreements = 0
 
-    def __call__(self, msg: Any, epoch: int) -> Work:
+    @property
+    def native(self) -> bool:
+        """Whether the compiled core decodes records here."""
+        return self._renderer is not None
+
+    def __call__(self, msg: Any, epoch: int, *, defer: bool = False) -> Work:
+        """The :class:`Work` for ``msg``; with ``defer`` (and the compiled core) its decoding waits
+        for :meth:`settle`, which must run before the work is handed on."""
+        work = self._judge(msg, epoch)
+        if not defer:
+            self.settle()
+        return work
+
+    def _judge(self, msg: Any, epoch: int) -> Work:
         topic: str = msg.topic()
         partition: int = msg.partition()
         offset: int = msg.offset()
@@ -67,6 +108,12 @@ class Intake:
             return work
         verdict, detail, flagged = "unverified", "", False
         if self.verification is not None:
+            if self._native_verify is not None and not replayed and value[:2] == SINGLE_OBJECT_MAGIC:
+                broker_time = ts if ts_type == TIMESTAMP_LOG_APPEND_TIME else None
+                self._pending_verify.append((work, partition, broker_time))
+                return work
+            if self._pending_verify:
+                self._settle_verify()  # the sequence tracker sees each partition's records in order
             signed_partition = partition
             if replayed:
                 # Signatures bind the partition the record was first written to.
@@ -90,6 +137,74 @@ class Intake:
                 work.skip = f"verify:{verdict}"
                 return work
             flagged = action == "flag"
+        if self._renderer is not None and value[:2] == SINGLE_OBJECT_MAGIC:
+            self._pending.append((work, verdict, detail, flagged))
+            return work
+        self._decode(work, verdict, detail, flagged)
+        return work
+
+    def settle(self) -> None:
+        """Verifies and decodes the records deferred since the last call, one native call each."""
+        if self._pending_verify:
+            self._settle_verify()
+        pending, self._pending = self._pending, []
+        if not pending:
+            return
+        assert self._renderer is not None
+        try:
+            results = self._renderer.render([(w.value, w.headers, v, d, f) for w, v, d, f in pending])
+        except Exception:  # a fault of the binding itself: the Python path judges the whole batch
+            log.exception("native decoder failed on a batch of %d records; decoding them in Python", len(pending))
+            results = [None] * len(pending)
+        decoder = self._lazy_decoder
+        for (work, verdict, detail, flagged), result in zip(pending, results, strict=True):
+            if type(result) is tuple:
+                line, event_id, legacy = result
+                if legacy:
+                    self.decoder.legacy_fingerprints += 1
+                work.record = NativeRecord.create(
+                    line, event_id, decoder, work.topic, work.partition, work.offset, work.timestamp_ms,
+                    work.key, work.value or b"", work.headers, verdict, detail, flagged,
+                )  # fmt: skip
+                if (
+                    not self.deliver_heartbeats
+                    and not flagged
+                    and work.key is not None
+                    and work.key.startswith(HEARTBEAT_KEY_PREFIX)  # only candidates pay for the event
+                    and is_heartbeat(work.record.event)
+                ):
+                    work.record = None
+                    work.skip = "heartbeat"
+            elif result == _INTERNAL:
+                work.failure = Failure(
+                    _INTERNAL,
+                    "the compiled decoder failed on this record (a govbus bug: please report it)",
+                    verdict=None if verdict == "unverified" else verdict,
+                    exception="pyo3_runtime.PanicException",
+                )
+            elif self._decode(work, verdict, detail, flagged) and result is not None:
+                self.native_disagreements += 1
+                log.warning("native decoder refused %s[%d]@%d (%s); the Python path accepted it",
+                            work.topic, work.partition, work.offset, result)  # fmt: skip
+
+    def _settle_verify(self) -> None:
+        pending, self._pending_verify = self._pending_verify, []
+        assert self._native_verify is not None
+        judged = self._native_verify.judge([(w.value or b"", w.key, w.headers, p, t) for w, p, t in pending])
+        for (work, _, _), (action, verdict, detail) in zip(pending, judged, strict=True):
+            if action == "dead-letter":
+                work.failure = Failure(f"verify:{verdict}", detail or verdict, verdict=verdict)
+            elif action == "skip":
+                work.skip = f"verify:{verdict}"
+            elif self._renderer is not None:
+                self._pending.append((work, verdict, detail, action == "flag"))
+            else:
+                self._decode(work, verdict, detail, action == "flag")
+
+    def _decode(self, work: Work, verdict: str, detail: str, flagged: bool) -> bool:
+        """Decodes ``work`` on the Python path (the reference); True when it is deliverable."""
+        value = work.value
+        headers = work.headers
         try:
             decoded = from_record(value, headers, self.decoder)
         except DecodeError as exc:
@@ -98,23 +213,28 @@ class Intake:
                 exc.message,
                 verdict=None if verdict == "unverified" else verdict,
                 exception=_DECODE_ERROR,
+                transient=exc.transient,
             )
-            return work
+            return False
+        assert value is not None
+        if not self.deliver_heartbeats and not flagged and is_heartbeat(decoded.event):
+            work.skip = "heartbeat"
+            return False
         work.record = DeliveredRecord(
             decoded.event,
             decoded.attributes,
-            topic,
-            partition,
-            offset,
-            timestamp_ms,
-            key,
+            work.topic,
+            work.partition,
+            work.offset,
+            work.timestamp_ms,
+            work.key,
             value,
             headers,
             verdict,
             detail,
             flagged,
         )
-        return work
+        return True
 
 
 def _header_int(headers: Any, name: str) -> int | None:

@@ -10,10 +10,11 @@ import dataclasses
 import logging
 from typing import Any
 
-from confluent_kafka import ConsumerGroupTopicPartitions, KafkaException, TopicPartition
+from confluent_kafka import ConsumerGroupTopicPartitions, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec
 
 from govbus._librdkafka import new_admin
+from govbus._principal import missing_acl, principal_of
 from govbus.consumers._errors import SinkError
 
 __all__ = ["SINK_GROUP_PREFIX", "GroupLag", "PartitionLag", "sink_lag"]
@@ -22,6 +23,7 @@ SINK_GROUP_PREFIX = "govbus.sink."
 _LATEST = OffsetSpec.latest()  # type: ignore[no-untyped-call]
 _EARLIEST = OffsetSpec.earliest()  # type: ignore[no-untyped-call]
 log = logging.getLogger("govbus.consumers.lag")
+_REFUSED = frozenset({KafkaError.GROUP_AUTHORIZATION_FAILED, KafkaError.TOPIC_AUTHORIZATION_FAILED})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,15 +57,16 @@ def sink_lag(
     """Lag of the named groups, or of every group whose id starts with ``prefix``."""
     admin_conf: dict[str, Any] = {**conf, "logger": log}
     admin = new_admin(admin_conf)
+    group: str | None = None  # the group being read: what a refusal is about
     try:
         if groups is None:
             listing = admin.list_consumer_groups(request_timeout=timeout).result(timeout)
             groups = sorted(g.group_id for g in listing.valid if g.group_id.startswith(prefix))
         if not groups:
             return []
-        described = {
-            g: f.result(timeout) for g, f in admin.describe_consumer_groups(groups, request_timeout=timeout).items()
-        }
+        described: dict[str, Any] = {}
+        for group, future in admin.describe_consumer_groups(groups, request_timeout=timeout).items():
+            described[group] = future.result(timeout)
         out: list[GroupLag] = []
         for group in groups:
             desc = described.get(group)
@@ -84,6 +87,10 @@ def sink_lag(
                 md = admin.list_topics(timeout=timeout)
                 for topic in sorted(topics):
                     meta = md.topics.get(topic)
+                    if meta is not None and meta.error is not None and meta.error.code() in _REFUSED:
+                        raise SinkError(
+                            f"cannot read the lag of {group}: {missing_acl(meta.error, 'DESCRIBE', f'TOPIC {topic}', conf)}"
+                        )
                     if meta is not None and meta.error is None:
                         parts.extend(TopicPartition(topic, p) for p in sorted(meta.partitions))
             ends = _offsets(admin, parts, _LATEST, timeout)
@@ -100,7 +107,17 @@ def sink_lag(
             out.append(GroupLag(group, state, len(getattr(desc, "members", None) or []), tuple(rows)))
         return out
     except KafkaException as exc:
-        raise SinkError(f"cannot read consumer group lag: {exc.args[0]}") from None
+        err = exc.args[0] if exc.args else None
+        if isinstance(err, KafkaError) and err.code() == KafkaError.GROUP_AUTHORIZATION_FAILED and group:
+            raise SinkError(
+                f"cannot read the lag of {group}: {missing_acl(err, 'DESCRIBE', f'GROUP {group}', conf)}"
+            ) from None
+        if isinstance(err, KafkaError) and err.code() in _REFUSED:
+            what = "DESCRIBE on the group(s) and their topics"
+            raise SinkError(
+                f"cannot read consumer group lag: {err.name()}: {principal_of(conf)} lacks {what}"
+            ) from None
+        raise SinkError(f"cannot read consumer group lag: {err}") from None
 
 
 def _offsets(

@@ -22,13 +22,16 @@ class Failure:
     """Why a record can never be delivered. ``reason`` is a stable code:
 
     ``oversize``, ``decode:<DecodeError.reason>``, ``verify:<verdict>``, ``sink:rejected``,
-    ``sink:retries-exhausted``.
+    ``sink:retries-exhausted``. ``transient``: the failure says nothing about the record (a
+    :class:`~govbus.errors.DecodeError` whose reason is transient): re-read it later instead of
+    dead-lettering it.
     """
 
     reason: str
     message: str
     verdict: str | None = None
     exception: str | None = None
+    transient: bool = False
 
 
 class Work:

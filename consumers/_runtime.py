@@ -11,6 +11,7 @@ re-delivers, never loses.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import itertools
 import json
 import logging
@@ -25,6 +26,8 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from opentelemetry.trace import TracerProvider
 
 from govbus._librdkafka import new_consumer
+from govbus._principal import missing_acl
+from govbus.consumers._classes import NO_DROP_CLASSES, client_id_with_class, no_drop_policy, resolve_class
 from govbus.consumers._dlq import DeadLetterer, prepare_topics
 from govbus.consumers._errors import DeadLetterFatalError, SinkError
 from govbus.consumers._health import HealthServer, HealthStatus
@@ -38,7 +41,7 @@ from govbus.consumers._tracing import default_tracer_provider
 from govbus.consumers._verify import Verification, build_verification
 from govbus.consumers._worker import DeliveryWorker, FlushRequest, Ownership, Report, RevokeRequest, StopRequest
 from govbus.contract import Decoder
-from govbus.registry import client_for
+from govbus.registry import resolver_for
 
 if TYPE_CHECKING:
     from govbus.settings import GovbusSettings
@@ -50,9 +53,8 @@ log = logging.getLogger("govbus.consumers.runtime")
 TP = tuple[str, int]
 _UNSET: Any = object()
 _BREAKER_GAUGE = {BreakerState.CLOSED: 0, BreakerState.HALF_OPEN: 1, BreakerState.OPEN: 2}
-# A decode failure that says nothing about the record: re-read it later, never dead-letter it.
-_TRANSIENT_DECODE = frozenset({"decode:registry-unavailable"})
 _HOLD_MAX_S = 30.0
+_ACL_REFUSED = frozenset({KafkaError.GROUP_AUTHORIZATION_FAILED, KafkaError.TOPIC_AUTHORIZATION_FAILED})
 
 
 class SinkRuntime:
@@ -88,19 +90,24 @@ class SinkRuntime:
         self.topic = s.topic or root.topic
         self.replay_topic = s.replay_topic(self.topic, self.name)
         self.dlq_topic = s.dlq_topic(self.topic, self.name)
+        self.instance_id = _static_id(s.instance_id_for(name), self._topics())
         self._kafka_conf = root.kafka.librdkafka()
         self._install_signals = install_signal_handlers
         if verification is _UNSET:
             verification = build_verification(s, getattr(root, "signing", None))
+        self.sink_class = resolve_class(name, sink, s.sink_class)
+        if verification is not None and self.sink_class in NO_DROP_CLASSES:
+            verification.policy = no_drop_policy(verification.policy)  # audit and SIEM never skip
         self.verification: Verification | None = verification
         self.metrics = metrics or SinkMetrics(self.name)
         self._tracer = (tracer_provider or default_tracer_provider()).get_tracer("govbus.consumers")
         self._intake = Intake(
             # Confluent-framed records resolve their schema ids through GOVBUS_REGISTRY__URL.
-            Decoder(registry=client_for(root)),
+            Decoder(resolver=resolver_for(root)),
             verification=verification,
             max_record_bytes=s.max_record_bytes,
             replay_topic=self.replay_topic,
+            deliver_heartbeats=s.heartbeats == "deliver" or (s.heartbeats == "auto" and self.sink_class == "audit"),
         )
         self._work = WorkQueue()
         self._reports: queue.SimpleQueue[Report] = queue.SimpleQueue()
@@ -113,6 +120,7 @@ class SinkRuntime:
         self._committed: dict[TP, int] = {}
         self._paused: set[TP] = set()
         self._paused_all = False
+        self._operator_paused = False  # POST /control/pause on the health endpoint (the console)
         # Partitions held back while the schema registry is unreachable: when to resume them.
         self._held: dict[TP, float] = {}
         self._hold_streak = 0
@@ -128,6 +136,7 @@ class SinkRuntime:
         self._last_error_log: dict[int, float] = {}
         self._fatal: KafkaError | None = None
         self._dlq_fatal: DeadLetterFatalError | None = None
+        self._acl_refused: SinkError | None = None
         self._consumer: Consumer | None = None
         self._dlq: DeadLetterer | None = None
         self._worker: DeliveryWorker | None = None
@@ -158,6 +167,7 @@ class SinkRuntime:
             "topic": self.topic,
             "assigned": sorted(f"{t}[{p}]" for t, p in owned),
             "paused": self._paused_all,
+            "operator_paused": self._operator_paused,
             "inflight_records": self._inflight_records,
             "inflight_bytes": self._inflight_bytes,
             "worker": worker.state if worker else "not started",
@@ -198,8 +208,12 @@ class SinkRuntime:
                 self._restore_signals(previous)
         if self._dlq_fatal is not None:
             raise self._dlq_fatal
+        if self._acl_refused is not None:
+            raise self._acl_refused
         if self._fatal is not None:
-            raise SinkError(f"sink {self.name}: stopped on a fatal Kafka error: {self._fatal}")
+            raise SinkError(
+                f"sink {self.name}: stopped on a fatal Kafka error: {self._fatal}{self._fenced_hint(self._fatal)}"
+            )
 
     # -- setup -----------------------------------------------------------------------------------
     def _setup(self) -> None:
@@ -225,6 +239,7 @@ class SinkRuntime:
             "client.id": f"{conf.get('client.id', 'govbus')}.sink.{self.name}",
             "group.id": self.group_id,
             "partition.assignment.strategy": "cooperative-sticky",
+            **({"group.instance.id": self.instance_id} if self.instance_id else {}),
             # Offsets are stored and committed by the runtime, only after acknowledgement.
             "enable.auto.commit": False,
             "enable.auto.offset.store": False,
@@ -239,6 +254,9 @@ class SinkRuntime:
             consumer_conf["statistics.interval.ms"] = s.stats_interval_ms
             consumer_conf["stats_cb"] = self._on_stats
         consumer_conf.update(s.consumer)
+        # The class travels with the member: the gate and the watchdog read it from the group.
+        consumer_conf["client.id"] = client_id_with_class(str(consumer_conf["client.id"]), self.sink_class)
+        self.instance_id = consumer_conf.get("group.instance.id") or None  # GOVBUS_SINK__CONSUMER may set it
         self._consumer = new_consumer(consumer_conf)
         context = SinkContext(
             name=self.name,
@@ -265,7 +283,9 @@ class SinkRuntime:
         self._worker.start()
         if s.health.enabled:
             try:
-                self.health = HealthServer(s.health.host, s.health.port, self.status, self.metrics.render_prometheus)
+                self.health = HealthServer(
+                    s.health.host, s.health.port, self.status, self.metrics.render_prometheus, self._control
+                )
             except OSError as exc:
                 raise SinkError(
                     f"cannot serve the health endpoint on {s.health.host}:{s.health.port}: {exc}; "
@@ -273,12 +293,17 @@ class SinkRuntime:
                 ) from None
             self.health.start()
             log.info("sink %s: health endpoint at %s (/healthz /readyz /metrics)", self.name, self.health.url)
-        topics = [self.topic] + ([self.replay_topic] if s.dlq.enabled else [])
+        topics = self._topics()
         self._consumer.subscribe(topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost)
         log.info(
-            "sink %s: consuming %s as group %s (verification %s)",
-            self.name, ", ".join(topics), self.group_id, "on" if self.verification else "off",
+            "sink %s: consuming %s as group %s, %s (verification %s)",
+            self.name, ", ".join(topics), self.group_id,
+            f"static member {self.instance_id}" if self.instance_id else "dynamic member",
+            "on" if self.verification else "off",
         )  # fmt: skip
+
+    def _topics(self) -> list[str]:
+        return [self.topic] + ([self.replay_topic] if self.settings.dlq.enabled else [])
 
     def _signals(self) -> dict[int, Any]:
         if not self._install_signals or threading.current_thread() is not threading.main_thread():
@@ -299,6 +324,12 @@ class SinkRuntime:
     def _restore_signals(previous: dict[int, Any]) -> None:
         for sig, h in previous.items():
             signal.signal(sig, h)
+
+    def _control(self, action: str) -> dict[str, Any]:
+        # Called on the health server's thread; the consume loop applies it in _backpressure.
+        self._operator_paused = action == "pause"
+        log.info("sink %s: %s requested by an operator", self.name, action)
+        return {"sink": self.name, "operator_paused": self._operator_paused}
 
     def _worker_abandon(self) -> None:
         if self._worker is not None:
@@ -333,7 +364,7 @@ class SinkRuntime:
         for m in msgs:
             err = m.error()
             if err is not None:
-                self._consume_error(err)
+                self._consume_error(err, m.topic())
                 continue
             tp = (m.topic(), m.partition())
             epoch = epoch_of(tp)
@@ -342,8 +373,8 @@ class SinkRuntime:
             if tp in held:
                 continue  # behind a held record: re-read after it
             try:
-                work = intake(m, epoch)
-                if work.failure is not None and work.failure.reason in _TRANSIENT_DECODE and self._hold(m, work):
+                work = intake(m, epoch, defer=True)  # decoded below, in one batch
+                if work.failure is not None and work.failure.transient and self._hold(work):
                     held.add(tp)
                     continue
                 if work.failure is None and self._hold_streak:
@@ -356,6 +387,19 @@ class SinkRuntime:
                             m.headers() or [], None)  # fmt: skip
                 work.failure = Failure(f"internal:{type(exc).__name__}", str(exc), exception=type(exc).__qualname__)
                 items.append(work)
+        intake.settle()
+        if any(w.failure is not None and w.failure.transient for w in items):
+            # Decoded in the batch (after the native verifier): hold those partitions the same way.
+            kept: list[Work] = []
+            for work in items:
+                tp = (work.topic, work.partition)
+                if tp in held:
+                    continue
+                if work.failure is not None and work.failure.transient and self._hold(work):
+                    held.add(tp)
+                    continue
+                kept.append(work)
+            items = kept
         if not items:
             return
         n, size = WorkQueue.total(items)
@@ -366,13 +410,13 @@ class SinkRuntime:
         self._work.put_many(items)
         self.metrics.consumed.add(n, self.metrics.attrs())
 
-    def _hold(self, m: Any, work: Work) -> bool:
+    def _hold(self, work: Work) -> bool:
         """The schema registry cannot be reached: rewind the partition to this record and pause it
         for a backoff, instead of dead-lettering a record that is fine. False if it cannot be
         rewound (the record is then dead-lettered: never skipped silently)."""
         consumer = self._consumer
         assert consumer is not None
-        tp = TopicPartition(m.topic(), m.partition(), m.offset())
+        tp = TopicPartition(work.topic, work.partition, work.offset)
         try:
             consumer.pause([tp])
             consumer.seek(tp)
@@ -407,14 +451,45 @@ class SinkRuntime:
         if resume:
             consumer.resume(resume)
 
-    def _consume_error(self, err: KafkaError) -> None:
-        if err.fatal():
-            raise SinkError(f"sink {self.name}: fatal consumer error: {err}")
+    def _consume_error(self, err: KafkaError, topic: str | None = None) -> None:
+        if err.code() in _ACL_REFUSED:
+            self._refused(err, topic)
+            return
+        if _is_fatal(err):
+            self._fatal = err  # nothing more to say to the group (no LeaveGroup)
+            raise SinkError(f"sink {self.name}: fatal consumer error: {err}{self._fenced_hint(err)}")
         now = time.monotonic()
         code = err.code()
         if now - self._last_error_log.get(code, 0.0) > 30:
             self._last_error_log[code] = now
             log.warning("sink %s: consumer error: %s", self.name, err)
+
+    def _fenced_hint(self, err: KafkaError) -> str:
+        fenced = err.code() == KafkaError.FENCED_INSTANCE_ID or (
+            err.code() == KafkaError._FATAL and "group.instance.id" in err.str()  # the cause is only in the text
+        )
+        if not fenced:
+            return ""
+        return (
+            f"; another live process joined group {self.group_id} with the same group.instance.id "
+            f"{self.instance_id!r}: give every instance of a sink its own GOVBUS_SINK__GROUP_INSTANCE_ID "
+            "(or set it empty for dynamic membership)"
+        )
+
+    def _refused(self, err: KafkaError, topic: str | None) -> None:
+        """A missing ACL never heals by retrying: name it and stop (exit code 2), fail closed."""
+        if self._acl_refused is not None:
+            return
+        if err.code() == KafkaError.GROUP_AUTHORIZATION_FAILED:
+            resource = f"GROUP {self.group_id}"
+        elif topic:
+            resource = f"TOPIC {topic}"
+        else:
+            resource = f"TOPIC {self.topic} or TOPIC {self.replay_topic}"
+        reason = missing_acl(err, "READ", resource, self._kafka_conf, role=f"sink:{self.name}")
+        self._acl_refused = SinkError(f"sink {self.name}: authorization: {reason} ({err.str()})")
+        log.error("%s", self._acl_refused)
+        self.stop()
 
     def _drain_reports(self, timeout: float = 0.0) -> None:
         try:
@@ -499,7 +574,7 @@ class SinkRuntime:
             return
         inf = self.settings.inflight
         full = self._inflight_records >= inf.max_records or self._inflight_bytes >= inf.max_bytes
-        blocked = worker.backing_off or worker.breaker.state is BreakerState.OPEN
+        blocked = worker.backing_off or worker.breaker.state is BreakerState.OPEN or self._operator_paused
         if not self._paused_all and (full or blocked):
             owned = [TopicPartition(t, p) for t, p in self._ownership.owned()]
             if owned:
@@ -509,7 +584,8 @@ class SinkRuntime:
             self.metrics.paused.add(1, self.metrics.attrs())
             log.info(
                 "sink %s: paused %d partition(s): %s (in flight: %d records, %d bytes)",
-                self.name, len(owned), "sink is backing off" if blocked else "in-flight budget full",
+                self.name, len(owned),
+                "paused by an operator" if self._operator_paused else "sink is backing off" if blocked else "in-flight budget full",
                 self._inflight_records, self._inflight_bytes,
             )  # fmt: skip
         elif self._paused_all and not blocked:
@@ -630,7 +706,7 @@ class SinkRuntime:
         self.metrics.set_lag(lag)
 
     def _on_error(self, err: KafkaError) -> None:
-        if err.fatal():
+        if _is_fatal(err):
             log.error("sink %s: fatal Kafka error: %s", self.name, err)
             self._fatal = err
             self.stop()
@@ -672,6 +748,8 @@ class SinkRuntime:
                         self._inflight_records)  # fmt: skip
         if consumer is not None:
             self._commit(asynchronous=False)
+            if self.instance_id is not None and self._fatal is None:
+                self._leave_group(consumer)
             try:
                 consumer.close()  # leaves the group now instead of after the session timeout
             except (KafkaException, RuntimeError) as exc:
@@ -682,6 +760,36 @@ class SinkRuntime:
             self.health.stop()
         self.metrics.shutdown()
         log.info("sink %s: stopped", self.name)
+
+    def _leave_group(self, consumer: Consumer) -> None:
+        """A static member's close() does not leave the group (KIP-345): its partitions would wait
+        out session.timeout.ms. A stop (redeploy, scale-down) leaves explicitly, so only a crash
+        keeps the member's seat for a restart with the same id. Bounded; best effort."""
+        deadline = time.monotonic() + max(1.0, self.settings.revoke_timeout_s)
+        try:
+            consumer.unsubscribe()  # revokes, then sends LeaveGroup (close() alone would not)
+            # Sending LeaveGroup clears the member id: until then, serve the revocation (records
+            # fetched meanwhile are not acknowledged: they are redelivered).
+            while (self._ownership.owned() or consumer.memberid()) and time.monotonic() < deadline:
+                consumer.poll(0.05)
+        except (KafkaException, RuntimeError) as exc:
+            log.warning("sink %s: leaving group %s: %s", self.name, self.group_id, exc)
+
+
+def _static_id(base: str | None, topics: list[str]) -> str | None:
+    """``<base>.<digest of the subscription>``. The broker hands a process that takes over a static
+    member's seat that member's assignment without a rebalance, even when it subscribes to other
+    topics (librdkafka does not implement KIP-814's leader check): a subscription change must come
+    with a new id, which makes that restart an ordinary join."""
+    if base is None:
+        return None
+    digest = hashlib.sha256("\n".join(sorted(topics)).encode()).hexdigest()[:8]
+    return f"{base}.{digest}"
+
+
+def _is_fatal(err: KafkaError) -> bool:
+    # librdkafka reports a fatal error (e.g. a fenced static member) as _FATAL with fatal() False.
+    return bool(err.fatal()) or err.code() == KafkaError._FATAL
 
 
 def _show(partitions: list[TopicPartition]) -> str:

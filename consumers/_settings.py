@@ -7,6 +7,9 @@ options are free-form strings: ``GOVBUS_SINK__OPTIONS__PATH=/var/log/govbus.json
 
 from __future__ import annotations
 
+import os
+import re
+import socket
 import string
 from pathlib import Path
 from typing import Literal, TypeAlias
@@ -171,9 +174,20 @@ class SinkRuntimeSettings(_Section):
     instance: str | None = Field(default=None, pattern=r"^[A-Za-z0-9._-]{1,100}$")
     # Defaults to govbus.sink.<instance>; the policy gate finds sinks by that prefix.
     group_id: str | None = None
+    # Static group membership (KIP-345): librdkafka's group.instance.id. None derives it from the
+    # host name (a pod's name) and the instance name; "" turns static membership off.
+    # The runtime appends ".<digest of the subscribed topics>" (9 characters).
+    group_instance_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9._-]{0,240}$")
     # Defaults to the top-level GOVBUS_TOPIC.
     topic: str | None = None
     options: dict[str, str] = Field(default_factory=dict)
+    # The sink's class (audit, siem, observability, debug); None: what the sink declares, else the
+    # shipped default (govbus.consumers._classes.SHIPPED_CLASSES). The gate's required_classes
+    # counts sinks by it; audit and siem never skip records (docs/sinks.md "Sink classes").
+    sink_class: Literal["audit", "siem", "observability", "debug"] | None = None
+    # Producer heartbeats (docs/signing.md §16): "auto" delivers them to audit sinks (the ledger
+    # records them) and skips them elsewhere; a heartbeat that reveals a gap is always delivered.
+    heartbeats: Literal["auto", "skip", "deliver"] = "auto"
     auto_offset_reset: Literal["earliest", "latest"] = "earliest"
     commit_interval_ms: int = Field(default=1_000, ge=10)
     # Bounds: how long a revocation waits for in-flight records of the revoked partitions, and
@@ -197,6 +211,20 @@ class SinkRuntimeSettings(_Section):
 
     def group_for(self, name: str) -> str:
         return self.group_id or f"govbus.sink.{self.instance or name}"
+
+    def instance_id_for(self, name: str) -> str | None:
+        """The base of the consumer's ``group.instance.id``, or None for dynamic membership.
+
+        Derived as ``<host>.<instance>``: a restarted process on the same host (a container
+        restarted in its pod) takes over its predecessor's partitions at once instead of waiting
+        out ``session.timeout.ms``. Two live processes with one id fence each other, so two
+        instances of one sink on one host need distinct ``GOVBUS_SINK__GROUP_INSTANCE_ID``s.
+        """
+        if self.group_instance_id is not None:
+            return self.group_instance_id or None
+        host = os.environ.get("HOSTNAME") or socket.gethostname() or "localhost"
+        host = re.sub(r"[^A-Za-z0-9._-]", "-", host)[:139]  # what the broker accepts, <= 249 in all
+        return f"{host}.{self.instance or name}"
 
     def dlq_topic(self, topic: str, sink: str) -> str:
         return self.dlq.topic_template.format(topic=topic, sink=sink)

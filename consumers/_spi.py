@@ -61,6 +61,12 @@ class DeliveredRecord:
     verdict_detail: str = ""
     flagged: bool = False
 
+    @property
+    def event_id(self) -> str:
+        """The event's id (equal to the ``ce_id`` header); records of the compiled core know it
+        without decoding the event."""
+        return self.event.event_id
+
     def header(self, name: str) -> bytes | None:
         """The last value of header ``name``, or None."""
         found: bytes | None = None

@@ -61,6 +61,12 @@ def ensure_topic(
             code = err.code() if isinstance(err, KafkaError) else None
             if code in _UNANSWERED:
                 raise unanswered from None
+            if code in (KafkaError.TOPIC_AUTHORIZATION_FAILED, KafkaError.CLUSTER_AUTHORIZATION_FAILED):
+                from govbus._principal import missing_acl
+
+                raise TopicError(
+                    f"cannot create topic {topic!r}: {missing_acl(err, 'CREATE', f'TOPIC {topic}', conf)}"
+                ) from None
             if code != KafkaError.TOPIC_ALREADY_EXISTS:
                 raise TopicError(f"cannot create topic {topic!r}: {err}") from None
     deadline = time.monotonic() + timeout
@@ -117,7 +123,9 @@ def _registered_sinks() -> list[str]:
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     topics = sub.add_parser("topics", help="create the event topic and the sinks' dead-letter topics")
     tsub = topics.add_subparsers(dest="topics_command", metavar="ACTION", required=True)
-    create = tsub.add_parser("create", help="create GOVBUS_TOPIC and <topic>.dlq.<sink> for each sink (idempotent)")
+    create = tsub.add_parser(
+        "create", help="create GOVBUS_TOPIC and <topic>.dlq.<sink>, <topic>.replay.<sink> for each sink (idempotent)"
+    )
     create.add_argument("--partitions", type=int, default=6, help="partitions of the event topic (default 6)")
     create.add_argument(
         "--replication-factor", type=int, default=-1, help="default: 3, or the live brokers if fewer (with a warning)"
@@ -162,4 +170,8 @@ def _create(args: argparse.Namespace) -> int:
             timeout=args.timeout,
         )
         print(f"{name}: dead letters of sink {sink}")
+        # The sink consumes its replay topic: it must exist where sinks may not create topics.
+        replay = settings.sink.replay_topic(settings.topic, sink)
+        ensure_topic(conf, replay, partitions=1, replication_factor=args.replication_factor, timeout=args.timeout)
+        print(f"{replay}: replayed dead letters of sink {sink}")
     return 0

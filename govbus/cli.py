@@ -18,6 +18,7 @@ from govbus.errors import GovbusError
 _COMMAND_MODULES = (
     "govbus.localkafka.cli",
     "govbus.admin",
+    "govbus.acl",
     "govbus.schemas_cli",
     "govbus.demo",
     "govbus.kernel",
@@ -25,13 +26,15 @@ _COMMAND_MODULES = (
     "govbus.gate.cli",
     "govbus.signing.cli",
     "govbus.consumers.sinks.audit_cli",
+    "govbus.console.cli",
+    "govbus.watch.cli",
 )
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="govbus", description="Kafka bus for AI-agent governance events.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level")
-    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()} (native core: {_native()})")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in _COMMAND_MODULES:
         importlib.import_module(name).register(sub)
@@ -42,6 +45,12 @@ def _version() -> str:
     import govbus
 
     return govbus.__version__
+
+
+def _native() -> str:
+    from govbus import native
+
+    return "yes" if native.active() else "no"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from urllib.parse import quote
 
-from govbus.errors import DecodeError
+from govbus.errors import DecodeError, DecodeReason
 from govbus.event import GovernanceEvent
 
 SPEC_VERSION = "1.0"
@@ -139,12 +139,14 @@ def parse_headers(headers: Sequence[tuple[str, bytes | None]] | None) -> CloudEv
             elif name == CONTENT_TYPE:
                 content_type = raw.decode("utf-8")
     except UnicodeDecodeError:
-        raise DecodeError("bad-headers", f"header {name} is not UTF-8") from None
+        raise DecodeError(DecodeReason.BAD_HEADERS, f"header {name} is not UTF-8") from None
     if "specversion" not in values or "id" not in values or "source" not in values or "type" not in values:
         missing = [h for h in _REQUIRED if h[3:] not in values]
-        raise DecodeError("bad-headers", f"missing CloudEvents header(s) {', '.join(missing)}")
+        raise DecodeError(DecodeReason.BAD_HEADERS, f"missing CloudEvents header(s) {', '.join(missing)}")
     if values["specversion"] != SPEC_VERSION:
-        raise DecodeError("bad-headers", f"ce_specversion is {values['specversion']!r}, expected {SPEC_VERSION!r}")
+        raise DecodeError(
+            DecodeReason.BAD_HEADERS, f"ce_specversion is {values['specversion']!r}, expected {SPEC_VERSION!r}"
+        )
     known = _KNOWN
     return CloudEventAttributes(
         specversion=values["specversion"],

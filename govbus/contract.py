@@ -25,13 +25,23 @@ from datetime import UTC, datetime, timedelta
 from enum import Enum
 from functools import cache, lru_cache
 from importlib import resources
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 
-from govbus.errors import DecodeError, InvalidEventError
-from govbus.event import V2_FIELDS, EventKind, GovernanceEvent, ProducerInfo, decoded_event
+from govbus.errors import DecodeError, DecodeReason, InvalidEventError
+from govbus.event import (
+    FIELDS,
+    V1_FIELDS,
+    V2_FIELDS,
+    EventKind,
+    FrozenDict,
+    FrozenList,
+    GovernanceEvent,
+    ProducerInfo,
+    decoded_event,
+)
 
 SINGLE_OBJECT_MAGIC = b"\xc3\x01"
 CONFLUENT_MAGIC = b"\x00"
@@ -139,12 +149,14 @@ def _by_legacy_fingerprint() -> dict[bytes, SchemaVersion]:
 def framing_of(value: bytes | None) -> Framing:
     """Which framing a record value uses; :class:`DecodeError` when it is neither."""
     if not value:
-        raise DecodeError("empty", "record value is empty")
+        raise DecodeError(DecodeReason.EMPTY, "record value is empty")
     if value[:2] == SINGLE_OBJECT_MAGIC:
         return Framing.SINGLE_OBJECT
     if value[:1] == CONFLUENT_MAGIC:
         return Framing.CONFLUENT
-    raise DecodeError("unknown-framing", f"value starts with {value[:2].hex()}, neither C301 (single-object) nor 00")
+    raise DecodeError(
+        DecodeReason.UNKNOWN_FRAMING, f"value starts with {value[:2].hex()}, neither C301 (single-object) nor 00"
+    )
 
 
 # --- Python model <-> Avro datum -------------------------------------------------------------
@@ -159,32 +171,23 @@ def to_datum(event: GovernanceEvent, producer: ProducerInfo, contract_version: i
         else:
             attrs[key] = value
     delta = event.occurred_at - _EPOCH
-    return {
-        "event_id": event.event_id,
-        "occurred_at": (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds,
-        "kind": event.kind.name,
-        "severity": event.severity,
-        "agent_id": event.agent_id,
-        "agent_did": event.agent_did,
-        "session_id": event.session_id,
-        "action": event.action,
-        "resource": event.resource,
-        "decision": event.decision,
-        "reason": event.reason,
-        "policy_name": event.policy_name,
-        "latency_ms": event.latency_ms,
-        "trace_id": event.trace_id,
-        "span_id": event.span_id,
-        "parent_span_id": event.parent_span_id,
-        "attributes": attrs,
-        "schema_version": event.schema_version,
-        "producer": _producer_datum(producer),
-        "contract_version": contract_version,
-        # v2. fastavro skips what a v1 schema lacks, so Encoder.check refuses such events first.
-        "tenant_id": event.tenant_id,
-        "policy_version": event.policy_version,
-        "risk_score": event.risk_score,
-    }
+    # fastavro writes in the schema's order and skips what a v1 schema lacks, so Encoder.check
+    # refuses events that set a v2 field first.
+    datum = {name: getattr(event, name) for name in _AS_IS}
+    datum["occurred_at"] = (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+    datum["kind"] = event.kind.name
+    datum["attributes"] = attrs
+    datum["producer"] = _producer_datum(producer)
+    datum["contract_version"] = contract_version
+    return datum
+
+
+# Fields whose Avro value is the model's value as it is; to_datum and from_datum convert the rest.
+_CONVERTED = ("occurred_at", "kind", "attributes", "producer")
+_AS_IS = tuple(name for name in FIELDS if name not in _CONVERTED)
+# A datum of a reader version has every v1 field; fields added since read as None when it lacks them.
+_AS_IS_V1 = tuple(name for name in _AS_IS if name in V1_FIELDS)
+_AS_IS_NEWER = tuple(name for name in _AS_IS if name not in V1_FIELDS)
 
 
 @lru_cache(maxsize=64)
@@ -214,34 +217,14 @@ def from_datum(datum: Mapping[str, Any]) -> GovernanceEvent:
     occurred = datum["occurred_at"]
     if not isinstance(occurred, datetime):  # fastavro converts timestamp-micros, but be explicit
         occurred = _EPOCH + timedelta(microseconds=occurred)
-    kind = datum["kind"]
-    producer = datum["producer"]
-    return decoded_event(
-        {
-            "event_id": datum["event_id"],
-            "occurred_at": occurred,
-            "kind": _KINDS.get(kind, EventKind.UNKNOWN),
-            "severity": datum["severity"],
-            "agent_id": datum["agent_id"],
-            "agent_did": datum["agent_did"],
-            "session_id": datum["session_id"],
-            "action": datum["action"],
-            "resource": datum["resource"],
-            "decision": datum["decision"],
-            "reason": datum["reason"],
-            "policy_name": datum["policy_name"],
-            "latency_ms": datum["latency_ms"],
-            "trace_id": datum["trace_id"],
-            "span_id": datum["span_id"],
-            "parent_span_id": datum["parent_span_id"],
-            "attributes": attrs,
-            "schema_version": datum["schema_version"],
-            "producer": ProducerInfo(**producer),
-            "tenant_id": datum.get("tenant_id"),
-            "policy_version": datum.get("policy_version"),
-            "risk_score": datum.get("risk_score"),
-        }
-    )
+    fields = {name: datum[name] for name in _AS_IS_V1}
+    for name in _AS_IS_NEWER:
+        fields[name] = datum.get(name)
+    fields["occurred_at"] = occurred
+    fields["kind"] = _KINDS.get(datum["kind"], EventKind.UNKNOWN)
+    fields["attributes"] = attrs
+    fields["producer"] = ProducerInfo(**datum["producer"])
+    return decoded_event(fields)
 
 
 _KINDS: dict[str, EventKind] = {k.name: k for k in EventKind}
@@ -530,6 +513,8 @@ _BY_TYPE: dict[type, Callable[[Any], bytes | None]] = {
     list: _json_value,
     dict: _json_value,
     tuple: _json_value,
+    FrozenList: _json_value,  # what the event model keeps nested lists and mappings as
+    FrozenDict: _json_value,
     type(None): lambda _v: b"\x00",
     bool: lambda v: b"\x02\x01" if v else b"\x02\x00",
     int: _long_value,
@@ -643,6 +628,18 @@ def _encode_fast(prefix: bytes, e: GovernanceEvent, tail: bytes, layout: _Layout
         return None
 
 
+class SchemaResolver(Protocol):
+    """Finds the writer schema of a Confluent-framed record by its schema id.
+
+    Handed to :class:`Decoder` by its caller (the contract knows no registry):
+    :class:`govbus.registry.SchemaIds` implements it over a schema registry client. ``resolve``
+    raises :class:`DecodeError` (``unknown-schema-id``, ``incompatible-schema``, or the transient
+    ``registry-unavailable``) when it cannot.
+    """
+
+    def resolve(self, schema_id: int) -> SchemaVersion: ...
+
+
 class Decoder:
     """Decodes record values of any writer version into one reader version (the newest by default).
 
@@ -650,40 +647,36 @@ class Decoder:
     Single-object values name a shipped writer schema by fingerprint; values in the legacy
     byte-reversed order (govbus 0.1.0) are read too and counted in :attr:`legacy_fingerprints`
     (docs/wire-contract.md says until when). Confluent-framed values name
-    it by schema id, resolved through ``registry`` (a ``confluent_kafka.schema_registry``
-    client, or a :class:`govbus.registry.SchemaIds`; cached); without one they fail with reason
-    ``no-registry``. A writer schema the registry has but this package does not ship (a newer
-    version) is read through schema resolution like any other.
+    it by schema id, resolved through the ``resolver`` handed in (a :class:`SchemaResolver`, e.g.
+    ``govbus.registry.SchemaIds(client)``); without one they fail with reason ``no-registry``.
+    A writer schema the registry has but this package does not ship (a newer version) is read
+    through schema resolution like any other.
     """
 
-    def __init__(self, reader_version: int | None = None, *, registry: Any = None) -> None:
+    def __init__(self, reader_version: int | None = None, *, resolver: SchemaResolver | None = None) -> None:
         self.reader = schema_version(reader_version)
         self._plans: dict[bytes, _Projection] = {}  # per writer fingerprint
-        self.ids: Any = None  # govbus.registry.SchemaIds; imported lazily, most decoders never need it
+        self.resolver = resolver
         # Single-object values read with the legacy (byte-reversed) fingerprint: the sink runtime
         # exports it as govbus.sink.records.legacy_fingerprint.
         self.legacy_fingerprints = 0
-        if registry is not None:
-            from govbus.registry import SchemaIds
-
-            self.ids = registry if isinstance(registry, SchemaIds) else SchemaIds(registry)
 
     def decode_datum(self, value: bytes | None) -> tuple[dict[str, Any], SchemaVersion]:
         framing = framing_of(value)
         assert value is not None
         if framing is Framing.CONFLUENT:
             if len(value) < 5:
-                raise DecodeError("truncated", f"Confluent header needs 5 bytes, record has {len(value)}")
+                raise DecodeError(DecodeReason.TRUNCATED, f"Confluent header needs 5 bytes, record has {len(value)}")
             schema_id = struct.unpack(">I", value[1:5])[0]
-            if self.ids is None:
+            if self.resolver is None:
                 raise DecodeError(
-                    "no-registry",
+                    DecodeReason.NO_REGISTRY,
                     f"Confluent-framed record (schema id {schema_id}) needs a schema registry (GOVBUS_REGISTRY__URL)",
                 )
-            registered: SchemaVersion = self.ids.writer(schema_id)
+            registered = self.resolver.resolve(schema_id)
             return self._read(value, 5, registered), registered
         if len(value) < 10:
-            raise DecodeError("truncated", f"single-object header needs 10 bytes, record has {len(value)}")
+            raise DecodeError(DecodeReason.TRUNCATED, f"single-object header needs 10 bytes, record has {len(value)}")
         writer = _by_fingerprint().get(value[2:10])
         if writer is None:
             writer = _by_legacy_fingerprint().get(value[2:10])
@@ -691,7 +684,8 @@ class Decoder:
                 self.legacy_fingerprints += 1
                 return self._read(value, 10, writer), writer
             raise DecodeError(
-                "unknown-fingerprint", f"writer schema fingerprint {value[2:10].hex()} is not among the shipped schemas"
+                DecodeReason.UNKNOWN_FINGERPRINT,
+                f"writer schema fingerprint {value[2:10].hex()} is not among the shipped schemas",
             )
         return self._read(value, 10, writer), writer
 
@@ -700,7 +694,7 @@ class Decoder:
         try:
             return from_datum(datum)
         except Exception as exc:  # a datum that decodes but breaks the model is still just a bad record
-            raise DecodeError("invalid-event", f"decoded record is not a valid event: {exc}") from None
+            raise DecodeError(DecodeReason.INVALID_EVENT, f"decoded record is not a valid event: {exc}") from None
 
     def _read(self, value: bytes, offset: int, writer: SchemaVersion) -> dict[str, Any]:
         buf = io.BytesIO(value)
@@ -713,9 +707,13 @@ class Decoder:
                 dict[str, Any], schemaless_reader(buf, writer.parsed, self.reader.parsed if plan.resolve else None)
             )
         except Exception as exc:  # fastavro raises many types on garbage; all mean the same here
-            raise DecodeError("corrupt-body", f"Avro body does not decode with schema {writer.label}: {exc}") from None
+            raise DecodeError(
+                DecodeReason.CORRUPT_BODY, f"Avro body does not decode with schema {writer.label}: {exc}"
+            ) from None
         if buf.tell() != len(value):
-            raise DecodeError("corrupt-body", f"{len(value) - buf.tell()} trailing bytes after the Avro body")
+            raise DecodeError(
+                DecodeReason.CORRUPT_BODY, f"{len(value) - buf.tell()} trailing bytes after the Avro body"
+            )
         return plan.apply(datum) if plan.steps is not None else datum
 
 

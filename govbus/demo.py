@@ -36,7 +36,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--partitions", type=int, default=6)
     p.add_argument("--out", type=Path, default=Path("demo-out"), help="where sinks write (default ./demo-out)")
     p.add_argument("--bootstrap", help="use this cluster instead of starting a local broker")
+    p.add_argument(
+        "--secure",
+        action="store_true",
+        help="a secure local broker (SASL_SSL, ACLs): every process its own principal with its role's ACLs",
+    )
     p.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for every sink to catch up")
+    p.add_argument(
+        "--keep-running", action="store_true", help="after the report, keep the broker and the console up until Ctrl-C"
+    )
     p.set_defaults(func=_run)
 
 
@@ -68,15 +76,27 @@ class _Demo:
         self.out: Path = args.out.resolve()
         self.topic = f"govbus.demo.{int(time.time())}"
         self.sinks: dict[str, subprocess.Popen[bytes]] = {}
+        self.health_ports = {name: _free_port() for name in SINKS}  # the console scrapes them
+        self.secure: Any = None  # a govbus._demo_secure.SecureDemo with --secure
 
     # -- the run ---------------------------------------------------------------------------
 
     def run(self) -> int:
         shutil.rmtree(self.out, ignore_errors=True)
         (self.out / "logs").mkdir(parents=True)
-        bootstrap = self.args.bootstrap or self._start_broker()
-        conf = {"bootstrap.servers": bootstrap}
+        if getattr(self.args, "secure", False):
+            from govbus import _demo_secure
+
+            if self.args.bootstrap:
+                raise GovbusError("--secure starts its own secure broker: drop --bootstrap")
+            self.secure = _demo_secure.start(self.stack, _say)
+            bootstrap, conf = self.secure.bootstrap, dict(self.secure.admin)
+        else:
+            bootstrap = self.args.bootstrap or self._start_broker()
+            conf = {"bootstrap.servers": bootstrap}
         ensure_topic(conf, self.topic, partitions=self.args.partitions)
+        if self.secure is not None:
+            _demo_secure.provision(self.secure, self.topic, SINKS, _say)
         _say(f"• topic {self.topic} ({self.args.partitions} partitions)")
         keys = self._make_keys()
         receiver = self._start_receiver()
@@ -93,7 +113,7 @@ class _Demo:
         from govbus.settings import load_settings
 
         settings = load_settings(
-            kafka={"bootstrap_servers": bootstrap},
+            kafka=self.secure.kafka("kernel") if self.secure is not None else {"bootstrap_servers": bootstrap},
             topic=self.topic,
             producer={"name": "demo-kernel", "spool_dir": str(self.out / "spool")},
             signing={"private_key_path": str(keys["key"]), "keyring_path": str(keys["keyring"])},
@@ -116,10 +136,14 @@ class _Demo:
             bus.emit(event)
 
         probe = BusProbe(
-            conf, self.topic, producer=producer_status(bus, policy), signing=lambda: signing_status(settings)
+            settings.kafka.librdkafka(),
+            self.topic,
+            producer=producer_status(bus, policy),
+            signing=lambda: signing_status(settings),
         )
         gate = self.stack.enter_context(Gate(policy, probe.run, recorder=record))
         self._await_gate(gate)
+        console_url = self._start_console(settings, policy, keys)
 
         stop = self.interrupted
         view = _LiveView(self, gate, bus, conf)
@@ -162,6 +186,10 @@ class _Demo:
         _say(
             "  result: " + ("every sink received every event, nothing dead-lettered, ledger intact" if ok else "FAILED")
         )
+        _say(f"  console: {console_url}")
+        if self.args.keep_running and not self.interrupted.is_set():
+            _say("  the broker and the console stay up (sinks stopped); Ctrl-C ends the demo")
+            self.interrupted.wait()
         return 0 if ok else 1
 
     # -- pieces ------------------------------------------------------------------------------
@@ -178,6 +206,29 @@ class _Demo:
             f"  Apache Kafka {info.version} at {info.bootstrap}, up in {info.startup_seconds:.1f} s; log {info.log_path}"
         )
         return info.bootstrap
+
+    def _start_console(self, settings: Any, policy: Any, keys: dict[str, Path]) -> str:
+        from govbus.console._server import ConsoleServer
+
+        policy_file = self.out / "gate-policy.json"
+        policy_file.write_text(policy.model_dump_json(), encoding="utf-8")
+        console = settings.console.model_copy(
+            update={
+                "sink_health_urls": {n: f"http://127.0.0.1:{p}" for n, p in self.health_ports.items()},
+                "audit_ledger": self.out / "audit.ledger",
+                "audit_keyring": keys["keyring"],
+                "gate_policy": policy_file,
+                "refresh_s": 1.0,
+            }
+        )
+        try:
+            server = ConsoleServer(settings, console)
+        except GovbusError:  # the configured port is taken: any free one will do for a demo
+            server = ConsoleServer(settings, console.model_copy(update={"port": 0}))
+        server.start()
+        self.stack.callback(server.close)
+        _say(f"• console at {server.url} (topology, lag, dead letters, gate, signatures, events, audit)")
+        return server.url
 
     def _make_keys(self) -> dict[str, Path]:
         from govbus.signing import KeyEntry, Keyring, SigningKey, write_private_key
@@ -212,9 +263,11 @@ class _Demo:
             "GOVBUS_TOPIC": self.topic,
             "GOVBUS_SINK__VERIFY__MODE": "required",
             "GOVBUS_SINK__VERIFY__KEYRING": str(keys["keyring"]),
-            "GOVBUS_SINK__HEALTH__PORT": "0",
+            "GOVBUS_SINK__HEALTH__PORT": str(self.health_ports[name]),
             "GOVBUS_SINK__COMMIT_INTERVAL_MS": "200",
         }
+        if self.secure is not None:
+            env.update({**self.secure.env(f"sink-{name}"), "GOVBUS_SINK__DLQ__CREATE_TOPICS": "false"})
         options = {
             "file": {"PATH": str(self.out / "events.jsonl")},
             "audit": {
@@ -358,6 +411,15 @@ class _LiveView:
             snap = self.gate.snapshot
             state = "open" if snap is not None and snap.healthy else "closed"
             _say(f"  {now - self._started:5.1f}s  acked {delivered:>6} ({rate:6.0f} ev/s) | gate {state} | lag {lag}")
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
 
 
 def _lines(path: Path) -> Iterator[str]:

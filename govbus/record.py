@@ -13,7 +13,7 @@ from typing import Any, Literal
 from govbus import cloudevents as ce
 from govbus.cloudevents import CloudEventAttributes, Headers
 from govbus.contract import CONTENT_TYPE, Decoder, Encoder, SchemaVersion, from_datum
-from govbus.errors import DecodeError
+from govbus.errors import DecodeError, DecodeReason
 from govbus.event import GovernanceEvent, ProducerInfo
 
 KeyBy = Literal["agent_id", "session_id"]
@@ -81,7 +81,9 @@ def from_record(value: bytes | None, headers: Sequence[tuple[str, bytes | None]]
     try:
         event = from_datum(datum)
     except Exception as exc:
-        raise DecodeError("invalid-event", f"decoded record is not a valid event: {exc}") from None
+        raise DecodeError(DecodeReason.INVALID_EVENT, f"decoded record is not a valid event: {exc}") from None
     if attributes.id != event.event_id:
-        raise DecodeError("bad-headers", f"ce_id {attributes.id!r} does not match event_id {event.event_id!r}")
+        raise DecodeError(
+            DecodeReason.BAD_HEADERS, f"ce_id {attributes.id!r} does not match event_id {event.event_id!r}"
+        )
     return InRecord(event, attributes, writer)

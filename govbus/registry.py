@@ -5,9 +5,9 @@ Schema Registry, Apicurio's ``ccompat`` API, Karapace, Redpanda):
 
 * producers: :func:`writer_schema_id` registers (or only looks up) a shipped writer schema under
   the topic's subject and returns its id, which :class:`govbus.contract.Encoder` then frames;
-* consumers: :class:`SchemaIds` resolves a record's schema id to its writer schema, cached (an
-  id's schema never changes), and reports failures as :class:`DecodeError` reasons:
-  ``unknown-schema-id`` (the registry does not have it: a poison record), ``registry-unavailable``
+* consumers: :class:`SchemaIds`, the schema resolver handed to :class:`govbus.contract.Decoder`,
+  resolves a record's schema id to its writer schema, cached (an id's schema never changes), and
+  reports failures as :class:`DecodeError` reasons: ``unknown-schema-id`` (the registry does not have it: a poison record), ``registry-unavailable``
   (unreachable, 5xx, refused credentials: transient, the sink runtime retries), and
   ``incompatible-schema`` (the id names a schema that is not a govbus event schema).
 
@@ -22,10 +22,10 @@ import threading
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit, urlunsplit
 
 from govbus.contract import SchemaVersion, load_schema, schema_version, shipped_by_fingerprint
-from govbus.errors import ConfigError, DecodeError, GovbusError
+from govbus.errors import ConfigError, DecodeError, DecodeReason, GovbusError
+from govbus.settings import redact_url
 
 if TYPE_CHECKING:
     from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
@@ -41,6 +41,7 @@ __all__ = [
     "connect",
     "redact_url",
     "registry_schema",
+    "resolver_for",
     "subject_for",
     "writer_schema_id",
 ]
@@ -61,17 +62,6 @@ class RegistryError(GovbusError):
 def subject_for(topic: str) -> str:
     """The subject of the topic's record values (Confluent's default ``TopicNameStrategy``)."""
     return f"{topic}-value"
-
-
-def redact_url(url: str) -> str:
-    """``url`` without user info (``https://user:pw@host`` → ``https://***@host``), for messages."""
-    parts = []
-    for one in url.split(","):
-        split = urlsplit(one.strip())
-        if split.username or split.password:
-            split = split._replace(netloc="***@" + split.netloc.rpartition("@")[2])
-        parts.append(urlunsplit(split))
-    return ",".join(parts)
 
 
 def connect(settings: RegistrySettings) -> SchemaRegistryClient:
@@ -99,6 +89,12 @@ def client_for(settings: GovbusSettings) -> SchemaRegistryClient | None:
     if registry is None or not registry.url:
         return None
     return connect(registry)
+
+
+def resolver_for(settings: GovbusSettings) -> SchemaIds | None:
+    """The decoder's :class:`SchemaIds` over the settings tree's registry, or None when no URL is set."""
+    client = client_for(settings)
+    return None if client is None else SchemaIds(client)
 
 
 def configured_schema_id(settings: GovbusSettings) -> int | None:
@@ -149,7 +145,8 @@ def as_registry_error(what: str, exc: Exception) -> RegistryError:
 
 
 class SchemaIds:
-    """Schema id → writer :class:`SchemaVersion`, through a registry client, cached.
+    """Schema id → writer :class:`SchemaVersion`, through a registry client, cached: the
+    :class:`govbus.contract.SchemaResolver` a :class:`~govbus.contract.Decoder` is handed.
 
     A registry never changes the schema of an id, so hits are kept for good (bounded); ids the
     registry does not know are remembered for ``negative_ttl_s`` so that a burst of poison records
@@ -172,13 +169,14 @@ class SchemaIds:
         self._max = max_entries
         self._clock = clock
 
-    def writer(self, schema_id: int) -> SchemaVersion:
+    def resolve(self, schema_id: int) -> SchemaVersion:
+        """The writer schema of ``schema_id`` (:class:`govbus.contract.SchemaResolver`)."""
         found = self._found.get(schema_id)
         if found is not None:
             return found
         until = self._missing.get(schema_id)
         if until is not None and self._clock() < until:
-            raise DecodeError("unknown-schema-id", f"schema id {schema_id} is not in the schema registry")
+            raise DecodeError(DecodeReason.UNKNOWN_SCHEMA_ID, f"schema id {schema_id} is not in the schema registry")
         try:
             schema = self.client.get_schema(schema_id)
         except Exception as exc:
@@ -186,9 +184,12 @@ class SchemaIds:
                 if len(self._missing) >= self._max:
                     self._missing.clear()
                 self._missing[schema_id] = self._clock() + self._negative_ttl
-                raise DecodeError("unknown-schema-id", f"schema id {schema_id} is not in the schema registry") from None
+                raise DecodeError(
+                    DecodeReason.UNKNOWN_SCHEMA_ID, f"schema id {schema_id} is not in the schema registry"
+                ) from None
             raise DecodeError(
-                "registry-unavailable", f"cannot fetch schema id {schema_id}: {as_registry_error('fetch', exc)}"
+                DecodeReason.REGISTRY_UNAVAILABLE,
+                f"cannot fetch schema id {schema_id}: {as_registry_error('fetch', exc)}",
             ) from None
         writer = _writer(schema_id, schema)
         if len(self._found) >= self._max:
@@ -202,18 +203,20 @@ def _writer(schema_id: int, schema: Any) -> SchemaVersion:
     """The registry's schema as a writer :class:`SchemaVersion` (the shipped one when it is one)."""
     kind = getattr(schema, "schema_type", None) or "AVRO"
     if kind != "AVRO":
-        raise DecodeError("incompatible-schema", f"schema id {schema_id} is a {kind} schema, not Avro")
+        raise DecodeError(DecodeReason.INCOMPATIBLE_SCHEMA, f"schema id {schema_id} is a {kind} schema, not Avro")
     try:
         parsed_json = json.loads(schema.schema_str)
         writer = load_schema(0, parsed_json, schema_id)
     except Exception as exc:
-        raise DecodeError("incompatible-schema", f"schema id {schema_id} does not parse as Avro: {exc}") from None
+        raise DecodeError(
+            DecodeReason.INCOMPATIBLE_SCHEMA, f"schema id {schema_id} does not parse as Avro: {exc}"
+        ) from None
     parsed = writer.parsed
     name = parsed.get("name") if isinstance(parsed, dict) and parsed.get("type") == "record" else None
     if name != _EVENT_RECORD:
         # Resolution would fail on every record anyway; say which schema the id names instead.
         raise DecodeError(
-            "incompatible-schema", f"schema id {schema_id} is not {_EVENT_RECORD} (it is {name or parsed!r})"
+            DecodeReason.INCOMPATIBLE_SCHEMA, f"schema id {schema_id} is not {_EVENT_RECORD} (it is {name or parsed!r})"
         )
     shipped = shipped_by_fingerprint(writer.fingerprint)
     if shipped is not None:

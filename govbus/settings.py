@@ -3,6 +3,15 @@
 ``GOVBUS_KAFKA__BOOTSTRAP_SERVERS=broker:9092`` sets ``settings.kafka.bootstrap_servers``.
 Validation errors are re-raised as :class:`ConfigError` naming the environment variable.
 
+This module is core: it imports no subpackage. It holds the sections every layer needs
+(:class:`KafkaSettings`, :class:`RegistrySettings`), the environment checks, and
+:func:`load_settings`. Each subpackage owns its own section (``ProducerSettings``,
+``SinkRuntimeSettings``, ``GateSettings``, ``SigningSettings``); :mod:`govbus.config`, above them
+all, composes the root :class:`GovbusSettings` from their public names and hands it to
+:func:`compose_root`, so that :func:`load_settings` and ``govbus.settings.GovbusSettings`` (kept as
+a name for every caller) reach it without this module importing upward. ``import govbus``
+imports :mod:`govbus.config`, so the root is composed before any submodule runs.
+
 Every ``GOVBUS_*`` variable must be a setting (:func:`check_environment`): a misspelt name fails
 start-up naming the closest valid one instead of silently leaving a default in place. The only
 exceptions are :data:`NOT_SETTINGS` and the reserved prefixes :data:`RESERVED_PREFIXES`.
@@ -13,11 +22,12 @@ from __future__ import annotations
 import collections.abc
 import difflib
 import json
-import os
 import re
 import types
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Annotated, Any, Literal, Union, get_args, get_origin
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar, Union, cast, get_args, get_origin
+from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import (
     AliasChoices,
@@ -29,20 +39,38 @@ from pydantic import (
     model_validator,
 )
 from pydantic.fields import FieldInfo
-from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
+from pydantic_settings import BaseSettings, SettingsError
 
-from govbus.consumers._settings import SinkRuntimeSettings
 from govbus.errors import ConfigError
-from govbus.gate._settings import GateSettings
-from govbus.producer._settings import ProducerSettings
-from govbus.signing._settings import SigningSettings
+
+if TYPE_CHECKING:
+    # Typing only (never runs): the composed root's type, for load_settings' callers.
+    from govbus.config import GovbusSettings as GovbusSettings
 
 ENV_PREFIX = "GOVBUS_"
 # GOVBUS_ variables that are not settings, so the start-up check lets them pass: the local broker's
-# download cache (`govbus broker`), and the test suite's and benchmarks' own knobs.
-NOT_SETTINGS = frozenset({"GOVBUS_CACHE_DIR"})
+# download cache (`govbus broker`), the compiled core's switch (read at import, before any settings:
+# govbus.native), and the test suite's and benchmarks' own knobs.
+NOT_SETTINGS = frozenset({"GOVBUS_CACHE_DIR", "GOVBUS_NATIVE"})
 RESERVED_PREFIXES = ("GOVBUS_TEST_", "GOVBUS_BENCH_")
-_TOPIC = re.compile(r"[A-Za-z0-9._-]{1,249}")
+
+__all__ = [
+    "ENV_PREFIX",
+    "NOT_SETTINGS",
+    "RESERVED_PREFIXES",
+    "GovbusSettings",
+    "KafkaSettings",
+    "RegistrySettings",
+    "check_environment",
+    "compose_root",
+    "config_error",
+    "env_name",
+    "is_setting",
+    "load_settings",
+    "redact_url",
+    "root_settings",
+    "setting_names",
+]
 
 
 class KafkaSettings(BaseModel):
@@ -54,6 +82,8 @@ class KafkaSettings(BaseModel):
     sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER", "GSSAPI"] | None = None
     sasl_username: str | None = None
     sasl_password: SecretStr | None = None
+    # A file holding the password (a compose or Docker secret); used when sasl_password is unset.
+    sasl_password_file: str | None = None
     ssl_ca_location: str | None = None
     ssl_certificate_location: str | None = None
     ssl_key_location: str | None = None
@@ -81,7 +111,7 @@ class KafkaSettings(BaseModel):
         optional: dict[str, Any] = {
             "sasl.mechanism": self.sasl_mechanism,
             "sasl.username": self.sasl_username,
-            "sasl.password": self.sasl_password.get_secret_value() if self.sasl_password else None,
+            "sasl.password": self._sasl_password(),
             "ssl.ca.location": self.ssl_ca_location,
             "ssl.certificate.location": self.ssl_certificate_location,
             "ssl.key.location": self.ssl_key_location,
@@ -92,6 +122,21 @@ class KafkaSettings(BaseModel):
             conf["ssl.endpoint.identification.algorithm"] = self.ssl_endpoint_identification_algorithm
         conf.update(self.extra)
         return conf
+
+    def _sasl_password(self) -> str | None:
+        if self.sasl_password is not None or not self.sasl_password_file:
+            return self.sasl_password.get_secret_value() if self.sasl_password else None
+        try:
+            text = Path(self.sasl_password_file).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            # The path is not secret; the contents are never put in the message.
+            raise ConfigError(
+                "GOVBUS_KAFKA__SASL_PASSWORD_FILE", f"cannot read {self.sasl_password_file}: {type(exc).__name__}"
+            ) from None
+        password = text.rstrip("\r\n")  # editors and `echo` add a final newline
+        if not password:
+            raise ConfigError("GOVBUS_KAFKA__SASL_PASSWORD_FILE", f"{self.sasl_password_file} is empty")
+        return password
 
 
 class RegistrySettings(BaseModel):
@@ -127,8 +172,7 @@ class RegistrySettings(BaseModel):
         for one in value.split(","):
             scheme = one.strip().partition("://")[0]
             if scheme not in ("http", "https", "mock") or "://" not in one:
-                from govbus.registry import redact_url  # a URL may carry credentials: never echo them
-
+                # A URL may carry credentials: never echo them.
                 raise ValueError(
                     f"expected http(s)://host[:port][/path][,...] (or mock://name in tests); got {redact_url(value)!r}"
                 )
@@ -167,35 +211,44 @@ class RegistrySettings(BaseModel):
         return conf
 
 
-class GovbusSettings(BaseSettings):
-    """The root of govbus's configuration."""
+def redact_url(url: str) -> str:
+    """``url`` without user info (``https://user:pw@host`` → ``https://***@host``), for messages."""
+    parts = []
+    for one in url.split(","):
+        split = urlsplit(one.strip())
+        if split.username or split.password:
+            split = split._replace(netloc="***@" + split.netloc.rpartition("@")[2])
+        parts.append(urlunsplit(split))
+    return ",".join(parts)
 
-    model_config = SettingsConfigDict(
-        env_prefix=ENV_PREFIX,
-        env_nested_delimiter="__",
-        extra="ignore",
-        case_sensitive=False,
-    )
 
-    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
-    gate: GateSettings = Field(default_factory=GateSettings)
-    producer: ProducerSettings = Field(default_factory=ProducerSettings)
-    sink: SinkRuntimeSettings = Field(default_factory=SinkRuntimeSettings)
-    signing: SigningSettings = Field(default_factory=SigningSettings)
-    registry: RegistrySettings = Field(default_factory=RegistrySettings)
-    topic: str = "govbus.events"
+# ---- the root, composed above the subpackages ------------------------------------------------
 
-    def __init__(self, **values: Any) -> None:
-        # Here rather than in load_settings() so that no way of building the root settings skips it.
-        check_environment(os.environ)
-        super().__init__(**values)
+_Root = TypeVar("_Root", bound=type[BaseSettings])
+_root: type[BaseSettings] | None = None
 
-    @field_validator("topic")
-    @classmethod
-    def _topic(cls, value: str) -> str:
-        if not _TOPIC.fullmatch(value) or value in (".", ".."):
-            raise ValueError(f"not a legal Kafka topic name: {value!r}")
-        return value
+
+def compose_root(root: _Root) -> _Root:
+    """Install ``root`` as the settings tree :func:`load_settings` builds and the environment check
+    walks (:mod:`govbus.config` does, for :class:`GovbusSettings`); returns it, as a decorator."""
+    global _root
+    _root = root
+    return root
+
+
+def root_settings() -> type[BaseSettings]:
+    """The composed root settings class (:class:`govbus.config.GovbusSettings`)."""
+    if _root is None:
+        # Only reachable when this module is loaded outside the package (import govbus composes it).
+        raise RuntimeError("no root settings composed: import govbus.config first")
+    return _root
+
+
+def __getattr__(name: str) -> Any:
+    # govbus.settings.GovbusSettings stays the name every caller knows; the class lives above.
+    if name == "GovbusSettings":
+        return root_settings()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def env_name(loc: tuple[str | int, ...]) -> str:
@@ -211,7 +264,7 @@ def load_settings(**overrides: Any) -> GovbusSettings:
     one of them refuses unknown ``GOVBUS_*`` variables and malformed JSON.
     """
     try:
-        return GovbusSettings(**overrides)
+        return cast("GovbusSettings", root_settings()(**overrides))
     except ValidationError as exc:
         raise config_error(exc) from None
     except SettingsError as exc:
@@ -282,7 +335,7 @@ def _setting_types(name: str) -> list[Any] | None:
     parts = name[len(ENV_PREFIX) :].lower().split("__")
     if not all(parts):
         return None
-    return _target([GovbusSettings], parts)
+    return _target([root_settings()], parts)
 
 
 def is_setting(name: str) -> bool:
@@ -294,9 +347,10 @@ def is_setting(name: str) -> bool:
     return _setting_types(name) is not None
 
 
-def setting_names(model: type[BaseModel] = GovbusSettings, prefix: str = ENV_PREFIX) -> Iterator[str]:
-    """The variable of every field of the tree, sections included (for suggestions and docs)."""
-    for name, field in model.model_fields.items():
+def setting_names(model: type[BaseModel] | None = None, prefix: str = ENV_PREFIX) -> Iterator[str]:
+    """The variable of every field of the tree (the root's by default), sections included (for
+    suggestions and docs)."""
+    for name, field in (model or root_settings()).model_fields.items():
         for env in _env_names(name, field):
             var = f"{prefix}{env.upper()}"
             yield var

@@ -8,11 +8,13 @@
 ``GovbusSink`` plugs the bus into AGT's ``GovernanceEventProcessor``.
 """
 
-from govbus.producer._bus import BatchHook, Bus, OutgoingRecord
+from govbus.producer._batch import BatchEncoder, BatchHook, OutgoingRecord
+from govbus.producer._bus import Bus
 from govbus.producer._errors import (
     BusClosedError,
     ProducerError,
     ProducerFatalError,
+    RescueError,
     SpoolError,
     SpoolFullError,
     SpoolLockedError,
@@ -22,6 +24,7 @@ from govbus.producer._settings import ProducerSettings
 from govbus.producer.agt import GovbusSink
 
 __all__ = [
+    "BatchEncoder",
     "BatchHook",
     "Bus",
     "BusClosedError",
@@ -32,6 +35,7 @@ __all__ = [
     "ProducerError",
     "ProducerFatalError",
     "ProducerSettings",
+    "RescueError",
     "SpoolError",
     "SpoolFullError",
     "SpoolLockedError",

@@ -22,20 +22,30 @@ class SpoolFullError(ProducerError):
     """The event was NOT accepted: the spool (or, in memory mode, the hand-off queue) is full.
 
     ``policy`` is the configured ``on_spool_full``; ``used``/``limit`` are bytes (events for the
-    queue, see ``what``). The caller still owns the event and decides what to do with it.
+    queue, see ``what``); ``no_space`` is the filesystem's error when the disk filled up before
+    ``spool_max_bytes`` was reached. The caller still owns the event and decides what to do with it.
     """
 
-    def __init__(self, policy: str, what: str, used: int, limit: int, waited_s: float = 0.0) -> None:
+    def __init__(
+        self, policy: str, what: str, used: int, limit: int, waited_s: float = 0.0, no_space: str | None = None
+    ) -> None:
         waited = f" after waiting {waited_s:.3f} s" if waited_s else ""
-        super().__init__(
-            f"event not accepted{waited}: the {what} is full ({used} of {limit}; policy {policy}). "
-            "The broker is unreachable or slower than the kernel; raise GOVBUS_PRODUCER__SPOOL_MAX_BYTES "
-            "or restore the broker."
-        )
+        if no_space is not None:
+            detail = (
+                f"the {what}'s filesystem is full ({no_space}; {used} of {limit} bytes spooled; policy {policy}). "
+                "Free space on it (or give GOVBUS_PRODUCER__SPOOL_DIR a larger one) or restore the broker."
+            )
+        else:
+            detail = (
+                f"the {what} is full ({used} of {limit}; policy {policy}). The broker is unreachable or slower "
+                "than the kernel; raise GOVBUS_PRODUCER__SPOOL_MAX_BYTES or restore the broker."
+            )
+        super().__init__(f"event not accepted{waited}: {detail}")
         self.policy = policy
         self.what = what
         self.used = used
         self.limit = limit
+        self.no_space = no_space  # set when the filesystem, not spool_max_bytes, is what is full
 
 
 class ProducerFatalError(ProducerError):
@@ -62,3 +72,12 @@ class SpoolError(ProducerError):
 
 class SpoolLockedError(SpoolError):
     """Another live process holds the spool directory; each producer process needs its own."""
+
+
+class RescueError(SpoolError):
+    """``rescue()`` wrote ``written`` records and could not write ``lost`` (``message`` says why)."""
+
+    def __init__(self, path: Path, message: str, written: int, lost: int) -> None:
+        super().__init__(path, message)
+        self.written = written
+        self.lost = lost

@@ -34,7 +34,8 @@ class BusHealth:
     ``state``: ``starting`` (no metadata yet), ``connected`` (publishing directly), ``spooling``
     (broker away, or catching up from the spool), ``failed`` (fatal producer error), ``closed``.
     ``admission_blocked`` is set only with ``on_spool_full=deny-admission``, from
-    ``admission_high_water`` until the spool is 10 % below it: the gate must deny new work.
+    ``admission_high_water`` until the spool is 10 % below it, and while the spool's filesystem is
+    full (``reason`` "spool filesystem full (...)"): the gate must deny new work.
     """
 
     ok: bool

@@ -51,6 +51,10 @@ class ProducerSettings(BaseModel):
     spool_max_bytes: int = Field(default=1024 * _MIB, ge=1 * _MIB)
     segment_bytes: int = Field(default=64 * _MIB, ge=64 * 1024)
 
+    # A signed heartbeat per partition written to, this often (also when idle; 0: none). The
+    # watchdog (govbus watch) reports a producer silent after heartbeat_interval_ms x its factor.
+    heartbeat_interval_ms: int = Field(default=5_000, ge=0, le=3_600_000)
+
     # When the spool (or, in memory mode, the hand-off queue) is full.
     on_spool_full: SpoolFullPolicy = "block"
     block_timeout_ms: int = Field(default=1_000, ge=0, le=600_000)

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from govbus.signing import Signer, SigningSettings, SignInput
 
 if TYPE_CHECKING:
-    from govbus.producer._bus import OutgoingRecord
+    from govbus.producer._batch import OutgoingRecord
 
 _CE = ("ce_id", "ce_type", "ce_source", "ce_time")
 

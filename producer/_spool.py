@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import fcntl
 import json
 import logging
@@ -44,8 +45,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from govbus.event import GovernanceEvent, ProducerInfo
-from govbus.producer._errors import SpoolError, SpoolLockedError
+from govbus.event import FrozenDict, FrozenList, GovernanceEvent, ProducerInfo
+from govbus.producer._errors import RescueError, SpoolError, SpoolLockedError
 
 log = logging.getLogger("govbus.producer.spool")
 
@@ -65,6 +66,7 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _READ_CHUNK = 1024 * 1024
 _SEQ_SPAN = 1 << 40
 _MAX_HEADER = 65536  # a resynchronised record's seq must be within this of the last good one
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 
 Headers = list[tuple[str, bytes | None]]
 Trace = tuple[int, int, int, str | None]  # trace id, span id, trace flags, tracestate header
@@ -94,10 +96,18 @@ class Entry:
 
 
 class SpoolFull(Exception):
-    def __init__(self, used: int, limit: int) -> None:
-        super().__init__(f"{used} of {limit} bytes")
+    """The record does not fit: ``spool_max_bytes`` is reached, or (``no_space`` says why) the
+    filesystem cannot allocate the next segment."""
+
+    def __init__(self, used: int, limit: int, no_space: str | None = None) -> None:
+        super().__init__(f"{used} of {limit} bytes" + (f"; filesystem full: {no_space}" if no_space else ""))
         self.used = used
         self.limit = limit
+        self.no_space = no_space
+
+
+class _NoSpace(SpoolError):
+    """The filesystem has no room for a segment (ENOSPC, EDQUOT): the spool is full, not broken."""
 
 
 @dataclasses.dataclass(slots=True)
@@ -213,17 +223,40 @@ def pack_event(event: GovernanceEvent, trace: Trace | None) -> bytes:
         event.trace_id,
         event.span_id,
         event.parent_span_id,
-        event.attributes,
+        _journal_attributes(event.attributes),
         event.schema_version,
         trace,
         extras,
     )
     try:
-        return marshal.dumps(fields, 4)  # type: ignore[arg-type]  # typeshed lacks Mapping; values are checked
+        return marshal.dumps(fields, 4)  # values are checked by the model
     except ValueError:
         # marshal takes exact built-in types only; an attribute of a subclass (an IntEnum, a str
         # subclass...) is written as its base type, which encodes to the same Avro bytes.
         return marshal.dumps((*fields[:17], _plain(event.attributes), *fields[18:20], _plain(extras)), 4)
+
+
+def _journal_attributes(attributes: Mapping[str, Any]) -> dict[str, Any]:
+    """The attributes as marshal takes them: exact dicts and lists, not the model's read-only ones."""
+    out = dict(attributes)
+    for key, value in out.items():
+        if type(value) in _FROZEN:
+            out[key] = _thaw(value)  # an existing key: the dict does not change size
+    return out
+
+
+def _thaw(value: Any) -> Any:
+    kind = type(value)
+    if kind is FrozenList or kind is list:
+        return [_thaw(v) for v in value]
+    if kind is FrozenDict or kind is dict:
+        return {k: _thaw(v) for k, v in value.items()}
+    if kind is tuple:
+        return tuple(_thaw(v) for v in value)
+    return value  # a scalar (a subclass of one: pack_event's fallback writes its base type)
+
+
+_FROZEN = (FrozenDict, FrozenList, tuple)
 
 
 def unpack_event(payload: bytes) -> tuple[GovernanceEvent, Trace | None]:
@@ -315,6 +348,10 @@ class Spool:
         self.start_watermark = 0
         self.waiting_writers = 0
         self.refusing = False  # the last write did not fit (cleared by a write that does, or a release)
+        # Why the last segment allocation failed for lack of space (None: the last one succeeded).
+        # Set, the spool counts as full; prepare() (syncer thread) probes until space is back.
+        self.no_space: str | None = None
+        self._ack_error: str | None = None
         self._dead_lock = threading.Lock()
         self._dead_fd: int | None = None
         try:
@@ -440,7 +477,15 @@ class Spool:
             seq = self.next_seq
         active = self._active
         if active is None or active.size + size > self._capacity:
-            active = self._open_segment(seq, size)
+            # (no_space, not refusing, says the spool is full: it stays set until space is back)
+            if self.no_space is not None:
+                # Known full: fail fast instead of a doomed allocation per write; prepare() probes.
+                raise SpoolFull(self.used, self.max_bytes, self.no_space)
+            try:
+                active = self._open_segment(seq, size)
+            except _NoSpace as exc:
+                self._out_of_space(exc)
+                raise SpoolFull(self.used, self.max_bytes, exc.message) from None
         if not active.records & 1023:
             active.index.append((seq, active.size))
         body_head = _BODY.pack(seq, kind)
@@ -466,16 +511,38 @@ class Spool:
         self.refusing = False
         return seq
 
-    def prepare(self) -> None:
+    def prepare(self) -> bool:
         """Have the next segment ready (preallocated, mapped) so that no ``emit()`` waits for it.
-        Called at start and by the syncer thread; cheap when a spare is already there."""
+        Called at start and by the syncer thread; cheap when a spare is already there. False when
+        the filesystem has no room for it (then :attr:`no_space` is set: the spool is full, and
+        the next call probes again); other errors raise :class:`SpoolError`."""
         if self._spare is not None:
-            return
-        spare = _Allocated.create(self.directory / f"spare-{os.getpid()}.tmp", self.segment_bytes)
+            return True
+        try:
+            spare = _Allocated.create(self.directory / f"spare-{os.getpid()}.tmp", self.segment_bytes)
+        except _NoSpace as exc:
+            with self.lock:
+                self._out_of_space(exc)
+            return False
         with self.lock:
             taken = self._take_spare(spare)
+            if self.no_space is not None:
+                log.warning("spool %s: space is available again; accepting events", self.directory)
+                self.no_space = None
+                if self.waiting_writers:
+                    self.space_freed.notify_all()
         if not taken:
             spare.discard()
+        return True
+
+    def _out_of_space(self, exc: SpoolError) -> None:
+        if self.no_space is None:
+            log.error(
+                "spool %s: the filesystem is full (%s); the spool counts as full until space is freed",
+                self.directory,
+                exc.message,
+            )
+        self.no_space = exc.message
 
     def _take_spare(self, spare: _Allocated) -> bool:
         if self._spare is not None:  # another thread was faster
@@ -483,7 +550,7 @@ class Spool:
         self._spare = spare
         return True
 
-    def _open_segment(self, first_seq: int, record_size: int) -> _Segment:
+    def _open_segment(self, first_seq: int, record_size: int, *, exact: bool = False) -> _Segment:
         self.seal()
         path = self.directory / f"{first_seq:020d}{_SUFFIX}"
         header = _segment_header(self._producer)
@@ -494,11 +561,13 @@ class Spool:
                 os.rename(spare.path, path)  # the cheap way: allocated and mapped already
             except OSError as exc:
                 spare.discard()
-                raise SpoolError(self.directory, f"cannot create segment {path.name}: {exc}") from None
+                error = _NoSpace if exc.errno in _NO_SPACE else SpoolError
+                raise error(self.directory, f"cannot create segment {path.name}: {exc}") from None
         else:
             if spare is not None:
                 spare.discard()
-            spare = _Allocated.create(path, max(self.segment_bytes, needed))
+            spare = _Allocated.create(path, needed if exact else max(self.segment_bytes, needed))
+        self.no_space = None
         spare.mapped[: len(header)] = header
         segment = _Segment(path, first_seq, first_seq - 1, len(header), self._producer, sealed=False)
         self._segments.append(segment)
@@ -530,27 +599,36 @@ class Spool:
     def rescue(self, entries: Iterable[tuple[int, int, bytes]]) -> int:
         """Write records that exist only in memory (memory mode, at close or after a fatal error)
         into new segments placed by seq between the existing ones. Returns how many were written.
-        Bypasses ``max_bytes`` on purpose: these events were accepted, losing them is not an option."""
+        Bypasses ``max_bytes`` on purpose: these events were accepted, losing them is not an option.
+        :class:`RescueError` (after writing what it could) when the filesystem cannot take them."""
         ordered = sorted(entries)
         if not ordered:
             return 0
+        written, lost, problem = 0, 0, ""
         with self.lock:
             self.seal()
             bounds = sorted(s.first_seq for s in self._segments)
-            run: list[tuple[int, int, bytes]] = []
+            runs: list[list[tuple[int, int, bytes]]] = [[]]
             for entry in ordered:
-                if run and _between(bounds, run[0][0], entry[0]):
+                if runs[-1] and _between(bounds, runs[-1][0][0], entry[0]):
+                    runs.append([])
+                runs[-1].append(entry)
+            for run in runs:
+                try:
                     self._write_run(run)
-                    run = []
-                run.append(entry)
-            self._write_run(run)
+                    written += len(run)
+                except SpoolError as exc:
+                    lost, problem = lost + len(run), exc.message
             self._segments.sort(key=lambda s: s.first_seq)
         self.sync()
-        return len(ordered)
+        if lost:
+            raise RescueError(self.directory, problem, written, lost)
+        return written
 
     def _write_run(self, run: list[tuple[int, int, bytes]]) -> None:
         size = sum(_HEAD.size + _BODY.size + len(payload) for _, _, payload in run)
-        self._open_segment(run[0][0], size)
+        # Exactly its size (sealed at once): on a nearly full disk the records may still fit.
+        self._open_segment(run[0][0], size, exact=True)
         limit, self.max_bytes = self.max_bytes, max(self.max_bytes, self.used + size)
         try:
             for seq, kind, payload in run:
@@ -635,7 +713,11 @@ class Spool:
             finally:
                 os.close(fd)
         except OSError as exc:
-            log.warning("spool %s: cannot write the ack file: %s", self.directory, exc)
+            if str(exc) != self._ack_error:  # once per problem, not every 100 ms (a full disk)
+                log.warning("spool %s: cannot write the ack file: %s", self.directory, exc)
+            self._ack_error = str(exc)
+        else:
+            self._ack_error = None
 
     # -- reading --------------------------------------------------------------------------------
 
@@ -679,7 +761,8 @@ class _Allocated:
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
         except OSError as exc:
-            raise SpoolError(path.parent, f"cannot create {path.name}: {exc}") from None
+            error = _NoSpace if exc.errno in _NO_SPACE else SpoolError
+            raise error(path.parent, f"cannot create {path.name}: {exc}") from None
         try:
             # Reserve the blocks now: writing into a mapping of a sparse file on a full disk is a
             # SIGBUS; here it is an error the caller sees.
@@ -691,7 +774,8 @@ class _Allocated:
             os.close(fd)
             with contextlib.suppress(OSError):
                 path.unlink()
-            raise SpoolError(path.parent, f"cannot allocate {path.name} ({capacity} bytes): {exc}") from None
+            error = _NoSpace if exc.errno in _NO_SPACE else SpoolError
+            raise error(path.parent, f"cannot allocate {path.name} ({capacity} bytes): {exc}") from None
         return cls(path, fd, mapped, capacity)
 
     def discard(self) -> None:
@@ -938,8 +1022,13 @@ def _acquire(directory: Path) -> int:
             directory,
             f"in use by another producer process (pid {holder}); give each process its own GOVBUS_PRODUCER__SPOOL_DIR",
         ) from None
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    pid = f"{os.getpid()}\n".encode()
+    try:
+        # Over the old contents, then trimmed: on a full disk the existing block is reused.
+        os.pwrite(fd, pid, 0)
+        os.ftruncate(fd, len(pid))
+    except OSError as exc:  # only informative (who holds it); the flock is what counts
+        log.warning("spool %s: cannot write the pid into the lock file: %s", directory, exc)
     return fd
 
 

@@ -13,11 +13,17 @@ an empty ``session_id``, a malformed trace id...) travel in the attribute ``govb
 restored by :func:`to_agt`; the model field then holds a placeholder (``"unknown"``, ``None``...).
 Attribute values that are not JSON-like (a ``datetime``, a set, an object) cannot travel as such:
 they are sent as their ``repr`` and listed in ``govbus.agt["lossy"]``, never dropped.
+
+A field a later AGT release adds (one not in :data:`MAPPED_FIELDS`) is not dropped either: it
+travels as the attribute ``agt.<field>`` (``agt.<field>#2``... if the event already has an
+attribute of that name), ``govbus.agt["fields"]`` maps each such field to its attribute, and
+:func:`to_agt` gives it back as a field when the installed AGT has it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import math
@@ -25,42 +31,27 @@ import uuid
 import warnings
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from enum import Enum
 from typing import TYPE_CHECKING, Any
 
 from govbus.errors import GovbusError, InvalidEventError
-from govbus.event import EventKind, GovernanceEvent
+from govbus.event import V1_FIELDS, EventKind, GovernanceEvent
 
 if TYPE_CHECKING:
     from govbus.producer._bus import Bus
 
-__all__ = ["FIDELITY_KEY", "GovbusSink", "from_agt", "to_agt"]
+__all__ = ["EXTRA_FIELD_PREFIX", "FIDELITY_KEY", "MAPPED_FIELDS", "GovbusSink", "from_agt", "to_agt"]
 
 log = logging.getLogger("govbus.producer.agt")
 
 FIDELITY_KEY = "govbus.agt"
+EXTRA_FIELD_PREFIX = "agt."
 _REQUIRED_TEXT = {"agent_id": "unknown", "severity": "unknown", "schema_version": "unknown"}
-_OPTIONAL_TEXT = ("agent_did", "session_id", "resource", "policy_name", "trace_id", "span_id", "parent_span_id")
+# AGT's GovernanceEvent has the contract-v1 fields but ``producer`` (the bus fills that in).
+_FIELDS = tuple(name for name in V1_FIELDS if name != "producer")
+_OPTIONAL_TEXT = tuple(name for name in _FIELDS if GovernanceEvent.__dataclass_fields__[name].default is None)
 _PLAIN_TEXT = ("action", "decision", "reason")
-_FIELDS = (
-    "schema_version",
-    "event_id",
-    "occurred_at",
-    "kind",
-    "severity",
-    "agent_id",
-    "agent_did",
-    "session_id",
-    "action",
-    "resource",
-    "decision",
-    "reason",
-    "policy_name",
-    "latency_ms",
-    "trace_id",
-    "span_id",
-    "parent_span_id",
-    "attributes",
-)
+MAPPED_FIELDS: frozenset[str] = frozenset(_FIELDS)  # AGT's fields this mapping knows by name
 
 
 def from_agt(event: Any) -> GovernanceEvent:
@@ -79,6 +70,7 @@ def from_agt(event: Any) -> GovernanceEvent:
     attributes = dict(attributes) if isinstance(attributes, dict) else {"value": attributes}
     if FIDELITY_KEY in attributes:
         fidelity["attribute"] = attributes.pop(FIDELITY_KEY)
+    _carry_extra_fields(event, attributes, fidelity)
     fields["attributes"] = attributes
     for _ in range(len(_FIELDS) + len(attributes) + 2):
         try:
@@ -88,6 +80,24 @@ def from_agt(event: Any) -> GovernanceEvent:
         except InvalidEventError as exc:
             _repair(exc.field, fields, attributes, fidelity)
     raise InvalidEventError("attributes", "cannot be mapped onto the govbus model")  # pragma: no cover
+
+
+def _carry_extra_fields(event: Any, attributes: dict[str, Any], fidelity: dict[str, Any]) -> None:
+    """Fields this mapping does not know go into the attributes under a name no attribute has."""
+    carried: dict[str, str] = {}
+    for name in _agt_fields(type(event)):
+        if name in MAPPED_FIELDS:
+            continue
+        key = base = EXTRA_FIELD_PREFIX + name
+        n = 1
+        while key in attributes:
+            n += 1
+            key = f"{base}#{n}"
+        value = getattr(event, name)
+        attributes[key] = getattr(value, "value", value) if isinstance(value, Enum) else value
+        carried[name] = key
+    if carried:
+        fidelity["fields"] = carried
 
 
 def _repair(field: str, fields: dict[str, Any], attributes: dict[str, Any], fidelity: dict[str, Any]) -> None:
@@ -193,6 +203,13 @@ def to_agt(event: GovernanceEvent) -> Any:
         fidelity = {}
     if "attribute" in fidelity:
         attributes[FIDELITY_KEY] = fidelity["attribute"]
+    extra: dict[str, Any] = {}
+    carried = fidelity.get("fields")
+    if isinstance(carried, dict):
+        known = set(_agt_fields(agt.GovernanceEvent))
+        for name, key in carried.items():
+            if name in known and key in attributes:  # else this AGT lacks the field: it stays an attribute
+                extra[name] = attributes.pop(key)
     values: dict[str, Any] = {name: getattr(event, name) for name in _FIELDS if name != "attributes"}
     values["occurred_at"] = _agt_time(event.occurred_at)
     values["kind"] = event.kind.value
@@ -203,7 +220,7 @@ def to_agt(event: GovernanceEvent) -> Any:
         values[name] = float(text)
     with contextlib.suppress(ValueError):  # else a kind AGT does not know (it was given one): as it was
         values["kind"] = agt.GovernanceEventKind(values["kind"])
-    return agt.GovernanceEvent(**values, attributes=attributes)
+    return agt.GovernanceEvent(**values, **extra, attributes=attributes)
 
 
 class GovbusSink:
@@ -259,6 +276,14 @@ class GovbusSink:
         except GovbusError as exc:
             log.error("govbus sink shutdown: %s", exc)
             return False
+
+
+def _agt_fields(cls: Any) -> list[str]:
+    """The fields an AGT event class declares (a dataclass today; a pydantic model would do too)."""
+    if dataclasses.is_dataclass(cls):
+        return [f.name for f in dataclasses.fields(cls)]
+    model_fields = getattr(cls, "model_fields", None)
+    return list(model_fields) if isinstance(model_fields, dict) else []
 
 
 _KINDS = {kind.value: kind for kind in EventKind if kind is not EventKind.UNKNOWN}

@@ -97,6 +97,9 @@ def cloudevent(record: DeliveredRecord) -> dict[str, Any]:
 
 def encode_line(record: DeliveredRecord) -> bytes:
     """One JSON Lines line (UTF-8, newline-terminated)."""
+    line: bytes | None = getattr(record, "line", None)  # rendered by the compiled core at intake
+    if line is not None:
+        return line
     return (_ENCODER.encode(cloudevent(record)) + "\n").encode("utf-8")
 
 

@@ -19,7 +19,15 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from govbus.errors import ConfigError
 
-__all__ = ["ENV_PREFIX", "SinkOptions", "env_name", "parse_options", "parse_pairs", "read_secret_file"]
+__all__ = [
+    "ENV_PREFIX",
+    "SinkOptions",
+    "env_name",
+    "parse_options",
+    "parse_pairs",
+    "read_secret_file",
+    "resolve_options",
+]
 
 ENV_PREFIX = "GOVBUS_SINK__OPTIONS__"
 # Options whose values may be credentials: their input is never echoed in errors.
@@ -53,7 +61,12 @@ def parse_options(model: type[M], options: Mapping[str, Any]) -> M:
         option = loc[0] if loc else "?"
         if first["type"] == "extra_forbidden":
             known = ", ".join(sorted(model.model_fields))
-            message = f"unknown option {option!r}; this sink takes: {known}"
+            message = f"unknown option {option!r}; " + (
+                f"this sink takes: {known}" if known else "this sink takes none"
+            )
+        elif first["type"] == "missing":
+            # The input of a missing option is every option given: never echo it (credentials).
+            message = "is required"
         else:
             message = first["msg"].removeprefix("Value error, ")
             if not _SECRET.search(option) and "got" not in message:
@@ -61,6 +74,15 @@ def parse_options(model: type[M], options: Mapping[str, Any]) -> M:
         if exc.error_count() > 1:
             message += f" (and {exc.error_count() - 1} more)"
         raise ConfigError(env_name(option), message) from None
+
+
+def resolve_options(model: type[M], options: M | None, raw: Mapping[str, Any]) -> M:
+    """A sink constructor's options: a ready ``model`` instance, or ``raw`` keyword options parsed."""
+    if options is not None:
+        if raw:
+            raise TypeError(f"pass either a {model.__name__} or keyword options, not both")
+        return options
+    return parse_options(model, raw)
 
 
 def parse_pairs(value: object) -> object:

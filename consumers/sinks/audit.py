@@ -22,11 +22,11 @@ from pydantic import Field
 
 from govbus.consumers._spi import OK, Batch, Rejected, SinkBase, SinkContext, WriteResult
 from govbus.consumers.sinks._ledger import LedgerError, LedgerWriter
-from govbus.consumers.sinks._options import SinkOptions, env_name, parse_options
+from govbus.consumers.sinks._options import SinkOptions, env_name, resolve_options
 from govbus.errors import ConfigError
 from govbus.signing import SigningError, SigningKey, load_private_key
 
-__all__ = ["AuditSink", "AuditSinkOptions"]
+__all__ = ["AuditSink", "AuditSinkOptions", "LedgerError"]
 
 _log = logging.getLogger("govbus.consumers.sinks.audit")
 
@@ -52,9 +52,7 @@ class AuditSink(SinkBase):
     """Appends events to an audit ledger; see the module docstring."""
 
     def __init__(self, options: AuditSinkOptions | None = None, /, **raw: Any) -> None:
-        if options is not None and raw:
-            raise TypeError("pass either an AuditSinkOptions or keyword options, not both")
-        self.options = options or parse_options(AuditSinkOptions, raw)
+        self.options = resolve_options(AuditSinkOptions, options, raw)
         self._ledger: LedgerWriter | None = None
 
     def open(self, context: SinkContext) -> None:

@@ -24,33 +24,58 @@ import logging
 import os
 import socket
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from opentelemetry.metrics import Counter
+from pydantic import Field, field_validator
 
 from govbus.consumers._spi import OK, Batch, SinkBase, SinkContext, WriteResult
 from govbus.consumers.sinks._jsonl import encode_line, line_id
+from govbus.consumers.sinks._options import SinkOptions, resolve_options
 
-__all__ = ["FileSink"]
+__all__ = ["FileSink", "FileSinkOptions"]
 
 log = logging.getLogger("govbus.sink.file")
 Fsync = Literal["batch", "commit", "never"]
 _CHUNK = 1 << 20
+_PLACEHOLDERS = {"sink": "s", "hostname": "h", "pid": 1}
+
+
+class FileSinkOptions(SinkOptions):
+    """Options of the ``file`` sink (``GOVBUS_SINK__OPTIONS__<NAME>``)."""
+
+    path: str = Field(min_length=1)
+    fsync: Fsync = "commit"
+    dedup_window: int = Field(default=100_000, ge=0)
+
+    @field_validator("path", mode="before")
+    @classmethod
+    def _path(cls, value: object) -> object:
+        return os.fspath(value) if isinstance(value, os.PathLike) else value
+
+    @field_validator("path")
+    @classmethod
+    def _template(cls, value: str) -> str:
+        # Checked here, not at open(): a typo in a placeholder names the setting before any I/O.
+        try:
+            value.format(**_PLACEHOLDERS)
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ValueError(f"bad placeholder ({exc}); use {{sink}}, {{hostname}} or {{pid}}") from None
+        return value
 
 
 class FileSink(SinkBase):
-    def __init__(self, path: str | os.PathLike[str], fsync: str = "commit", dedup_window: int | str = 100_000) -> None:
-        if fsync not in ("batch", "commit", "never"):
-            raise ValueError(f"fsync must be batch, commit or never, not {fsync!r}")
-        try:
-            window = int(dedup_window)
-        except ValueError:
-            raise ValueError(f"dedup_window must be an integer, not {dedup_window!r}") from None
-        if window < 0:
-            raise ValueError("dedup_window must be >= 0")
-        self._template = str(path)
-        self.fsync: Fsync = fsync  # type: ignore[assignment]
-        self.dedup_window = window
+    def __init__(self, options: FileSinkOptions | str | os.PathLike[str] | None = None, /, **raw: Any) -> None:
+        # FileSink(path, ...) stays valid: a positional path is the ``path`` option.
+        if options is not None and not isinstance(options, FileSinkOptions):
+            if "path" in raw:
+                raise TypeError("path given twice")
+            raw["path"] = options
+            options = None
+        self.options = o = resolve_options(FileSinkOptions, options, raw)
+        self._template = o.path
+        self.fsync: Fsync = o.fsync
+        self.dedup_window = o.dedup_window
         self.path: Path | None = None
         self._fd = -1
         self._size = 0
@@ -85,7 +110,7 @@ class FileSink(SinkBase):
         dups = 0
         for record in batch:
             if window:
-                event_id = record.event.event_id
+                event_id = record.event_id
                 if event_id in seen or event_id in batch_ids:
                     dups += 1
                     continue

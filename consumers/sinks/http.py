@@ -43,9 +43,9 @@ from govbus.consumers.sinks._options import (
     ENV_PREFIX,
     SinkOptions,
     env_name,
-    parse_options,
     parse_pairs,
     read_secret_file,
+    resolve_options,
 )
 from govbus.consumers.sinks._retry_after import parse_retry_after
 from govbus.consumers.sinks._tls import TlsVersion, client_context
@@ -180,9 +180,7 @@ class HttpSink(SinkBase):
     def __init__(
         self, options: HttpSinkOptions | None = None, /, *, clock: Callable[[], float] = time.time, **raw: Any
     ) -> None:
-        if options is not None and raw:
-            raise TypeError("pass either an HttpSinkOptions or keyword options, not both")
-        o = options or parse_options(HttpSinkOptions, raw)
+        o = resolve_options(HttpSinkOptions, options, raw)
         self.options = o
         self._clock = clock
         if o.token is not None and o.token_file is not None:

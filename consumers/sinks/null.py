@@ -6,20 +6,26 @@ Options: ``delay_ms`` sleeps that long in every write, to play a slow destinatio
 from __future__ import annotations
 
 import time
+from typing import Any
+
+from pydantic import Field
 
 from govbus.consumers._spi import OK, Batch, SinkBase, WriteResult
+from govbus.consumers.sinks._options import SinkOptions, resolve_options
 
-__all__ = ["NullSink"]
+__all__ = ["NullSink", "NullSinkOptions"]
+
+
+class NullSinkOptions(SinkOptions):
+    """Options of the ``null`` sink (``GOVBUS_SINK__OPTIONS__<NAME>``)."""
+
+    delay_ms: int = Field(default=0, ge=0)
 
 
 class NullSink(SinkBase):
-    def __init__(self, delay_ms: int | str = 0) -> None:
-        try:
-            self.delay = int(delay_ms) / 1000
-        except ValueError:
-            raise ValueError(f"delay_ms must be an integer, not {delay_ms!r}") from None
-        if self.delay < 0:
-            raise ValueError("delay_ms must be >= 0")
+    def __init__(self, options: NullSinkOptions | None = None, /, **raw: Any) -> None:
+        self.options = resolve_options(NullSinkOptions, options, raw)
+        self.delay = self.options.delay_ms / 1000
         self.records = 0
         self.batches = 0
 

@@ -12,6 +12,7 @@ constants below are that table.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import json
 import logging
@@ -39,11 +40,11 @@ from pydantic import Field, SecretStr, field_validator
 from govbus.cloudevents import TRACEPARENT
 from govbus.consumers._errors import SinkError
 from govbus.consumers._spi import OK, Batch, DeliveredRecord, RetryLater, SinkBase, SinkContext, WriteResult
-from govbus.consumers.sinks._options import SinkOptions, env_name, parse_options, parse_pairs
+from govbus.consumers.sinks._options import SinkOptions, env_name, parse_pairs, resolve_options
 from govbus.consumers.sinks._retry_after import parse_retry_after
 from govbus.consumers.sinks._severity import severity
 from govbus.errors import ConfigError
-from govbus.event import GovernanceEvent
+from govbus.event import FIELDS, GovernanceEvent, ProducerInfo
 
 __all__ = ["ATTRIBUTES", "OtlpSink", "OtlpSinkOptions"]
 
@@ -83,6 +84,12 @@ ATTRIBUTES: Mapping[str, str] = {
     "offset": "messaging.kafka.offset",
 }
 ATTRIBUTE_PREFIX = "governance.attributes."  # + the event attribute's key
+# The model's fields whose value is the attribute's value as it is (kind is its enum's value, the
+# event id comes from ce_id, equal to it); the producer's fields likewise.
+_EVENT_ATTRIBUTES = tuple(
+    (name, ATTRIBUTES[name]) for name in FIELDS if name in ATTRIBUTES and name not in ("kind", "event_id")
+)
+_PRODUCER_ATTRIBUTES = tuple((f.name, ATTRIBUTES[f"producer.{f.name}"]) for f in dataclasses.fields(ProducerInfo))
 _TRACEPARENT = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?")
 
 
@@ -173,9 +180,7 @@ class OtlpSink(SinkBase):
     """Delivers events as OTLP log records; see the module docstring and docs/sinks-reference.md."""
 
     def __init__(self, options: OtlpSinkOptions | None = None, /, **raw: Any) -> None:
-        if options is not None and raw:
-            raise TypeError("pass either an OtlpSinkOptions or keyword options, not both")
-        self.options = options or parse_options(OtlpSinkOptions, raw)
+        self.options = resolve_options(OtlpSinkOptions, options, raw)
         if self.options.protocol == "http/protobuf" and not re.match(r"https?://", self.options.endpoint):
             raise ConfigError(env_name("endpoint"), f"must be an http(s):// URL, got {self.options.endpoint!r}")
         self._provider: LoggerProvider | None = None
@@ -332,41 +337,26 @@ def log_attributes(record: DeliveredRecord) -> dict[str, Any]:
         "cloudevents.event_source": a.source,
         "cloudevents.event_type": a.type,
         "cloudevents.event_spec_version": a.specversion,
-        "gen_ai.agent.id": e.agent_id,
-        "governance.kind": e.kind.value,
-        "governance.severity": e.severity,
-        "governance.action": e.action,
-        "governance.decision": e.decision,
-        "governance.reason": e.reason,
-        "governance.latency_ms": e.latency_ms,
-        "governance.schema_version": e.schema_version,
-        "governance.verdict": record.verdict,
-        "messaging.system": "kafka",
-        "messaging.destination.name": record.topic,
-        "messaging.destination.partition.id": str(record.partition),
-        "messaging.kafka.offset": record.offset,
     }
-    optional = {
-        "cloudevents.event_subject": a.subject,
-        "governance.agent.did": e.agent_did,
-        "session.id": e.session_id,
-        "governance.resource": e.resource,
-        "governance.policy.name": e.policy_name,
-        "governance.parent_span_id": e.parent_span_id,
-        "governance.tenant_id": e.tenant_id,
-        "governance.policy.version": e.policy_version,
-        "governance.risk_score": e.risk_score,
-    }
-    attrs.update({k: v for k, v in optional.items() if v is not None})
+    if a.subject is not None:
+        attrs["cloudevents.event_subject"] = a.subject
+    for name, key in _EVENT_ATTRIBUTES:
+        value = getattr(e, name)
+        if value is not None:  # optional fields only when set
+            attrs[key] = value
+    attrs["governance.kind"] = e.kind.value
+    attrs["governance.verdict"] = record.verdict
+    attrs["messaging.system"] = "kafka"
+    attrs["messaging.destination.name"] = record.topic
+    attrs["messaging.destination.partition.id"] = str(record.partition)
+    attrs["messaging.kafka.offset"] = record.offset
     if record.flagged:
         attrs["governance.flagged"] = True
         if record.verdict_detail:
             attrs["governance.verdict_detail"] = record.verdict_detail
     if e.producer is not None:
-        attrs["governance.producer.name"] = e.producer.name
-        attrs["governance.producer.instance_id"] = e.producer.instance_id
-        attrs["governance.producer.host"] = e.producer.host
-        attrs["governance.producer.library"] = e.producer.library
+        for name, key in _PRODUCER_ATTRIBUTES:
+            attrs[key] = getattr(e.producer, name)
     for key, value in e.attributes.items():
         converted = _attribute_value(value)
         if converted is not None:

@@ -34,7 +34,7 @@ from govbus.cloudevents import format_time
 from govbus.consumers._errors import SinkError
 from govbus.consumers._spi import OK, Batch, DeliveredRecord, RetryLater, SinkBase, SinkContext, WriteResult
 from govbus.consumers.sinks import _jsonl
-from govbus.consumers.sinks._options import ENV_PREFIX, SinkOptions, parse_options
+from govbus.consumers.sinks._options import ENV_PREFIX, SinkOptions, resolve_options
 from govbus.consumers.sinks._severity import severity
 from govbus.consumers.sinks._tls import TlsVersion, client_context
 
@@ -207,9 +207,7 @@ class SyslogSink(SinkBase):
     """Sends events to a syslog receiver; see the module docstring and docs/sinks-reference.md."""
 
     def __init__(self, options: SyslogSinkOptions | None = None, /, **raw: Any) -> None:
-        if options is not None and raw:
-            raise TypeError("pass either a SyslogSinkOptions or keyword options, not both")
-        self.options = options or parse_options(SyslogSinkOptions, raw)
+        self.options = resolve_options(SyslogSinkOptions, options, raw)
         self._conn: _Connection | None = None
         self._local_host = _printable(socket.gethostname(), 255)
 

@@ -94,15 +94,25 @@ class CertificateAuthority:
         write_private(self._key_path, _key_pem(self._key))
         write_private(self.cert_path, self._cert.public_bytes(serialization.Encoding.PEM))
 
-    def issue(self, name: str, *, server: bool = False, directory: Path | None = None) -> Identity:
+    def issue(
+        self,
+        name: str,
+        *,
+        server: bool = False,
+        directory: Path | None = None,
+        expired: bool = False,
+        hosts: tuple[str, ...] = (),
+    ) -> Identity:
         """A certificate with ``CN=<name>`` (the principal ``User:<name>`` once the broker maps it).
 
-        ``server``: also valid for TLS servers on localhost/127.0.0.1 (the broker's own)."""
+        ``server``: also valid for TLS servers on localhost/127.0.0.1 (the broker's own).
+        ``expired``: valid only until yesterday (to test that the broker refuses it).
+        ``hosts``: more DNS names the server certificate is valid for (e.g. ``kafka`` in compose)."""
         if not name or any(c in name for c in ',=+"\\<>;/'):
             raise BrokerError(f"certificate name {name!r}: use letters, digits, '.', '-', '_'")
         where = directory or self.directory
         key = ec.generate_private_key(ec.SECP256R1())
-        now = _now()
+        now = _now() - datetime.timedelta(days=_VALID_DAYS + 1) if expired else _now()
         usages = [ExtendedKeyUsageOID.CLIENT_AUTH] + ([ExtendedKeyUsageOID.SERVER_AUTH] if server else [])
         builder = (
             x509.CertificateBuilder()
@@ -117,7 +127,7 @@ class CertificateAuthority:
             .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(self._key.public_key()), critical=False)
         )
         if server:
-            alt: list[x509.GeneralName] = [x509.DNSName(h) for h in _HOST_NAMES]
+            alt: list[x509.GeneralName] = [x509.DNSName(h) for h in (*_HOST_NAMES, *hosts)]
             alt += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in _HOST_IPS]
             builder = builder.add_extension(x509.SubjectAlternativeName(alt), critical=False)
         cert = builder.sign(self._key, hashes.SHA256())

@@ -22,11 +22,13 @@ from ._broker import LocalBroker, running_pid
 from ._paths import cache_root
 from ._probe import ask_metadata
 from ._process import is_kafka_broker, terminate_pid
+from ._tls_cli import register as tls_register
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     dev = sub.add_parser("dev", help="development tools", description="Development tools.")
     tools = dev.add_subparsers(dest="dev_command", metavar="TOOL", required=True)
+    tls_register(tools)
     broker = tools.add_parser(
         "broker",
         help="a local Apache Kafka broker (no Docker needed)",

@@ -17,8 +17,10 @@ from confluent_kafka import KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import ConfigResource, OffsetSpec
 
 from govbus._librdkafka import new_admin
+from govbus._principal import principal_of
 from govbus.gate._groups import GroupProbe
 from govbus.gate._policy import GatePolicy, SinkRequirement
+from govbus.watch._groups import StallTracker, list_sink_groups, observe_groups
 
 log = logging.getLogger(__name__)
 _MIN_ISR_TTL_S = 60.0  # topic configs change rarely; describing them every refresh is waste
@@ -74,9 +76,10 @@ class BusProbe:
         self._min_isr: tuple[float, int] | None = None  # (fetched at, value)
         # Group questions go through a child process: librdkafka can abort on them (see _groups).
         self._groups = GroupProbe(kafka_conf)
+        self._stalls: StallTracker | None = None  # stalls need history: kept across refreshes
 
     def _on_error(self, err: KafkaError) -> None:
-        if err.code() in _AUTHENTICATION:
+        if err.code() in _AUTHENTICATION or _tls_refused(err):
             self._auth_error = err
 
     def run(self, policy: GatePolicy) -> list[CheckResult]:
@@ -105,6 +108,8 @@ class BusProbe:
         for sink in checks.sinks:
             check = functools.partial(self._check_sink, sink, topic, metadata, timeout)
             results.append(self._guard(f"sink:{sink.name}", check))
+        if policy.required_classes:
+            results.extend(self._check_classes(policy, topic, metadata, timeout))
         if checks.producer.enabled:
             results.append(self._component("producer", self._producer))
         if checks.signing.enabled:
@@ -171,15 +176,70 @@ class BusProbe:
         if metadata is None:
             return False, "unknown: the broker did not answer"
         group = sink.group_id
-        members, state = self._groups.describe(group, timeout)
+        try:
+            members, state = self._groups.describe(group, timeout)
+            lag = None if sink.max_lag is None else self._group_lag(group, topic, metadata, timeout)
+        except KafkaException as exc:
+            err = exc.args[0] if exc.args else None
+            if isinstance(err, KafkaError) and err.code() in _AUTHORIZATION:
+                return False, authorization_reason(err, "DESCRIBE", f"group {group}", self._kafka_conf)
+            raise
         if members < sink.min_members:
             return False, f"group {group} has {members} live member(s), needs {sink.min_members} (state {state})"
-        if sink.max_lag is None:
+        if sink.max_lag is None or lag is None:
             return True, f"group {group}: {members} member(s)"
-        lag = self._group_lag(group, topic, metadata, timeout)
         if lag > sink.max_lag:
             return False, f"group {group} lags {lag} record(s) behind {topic}, above the bound {sink.max_lag}"
         return True, f"group {group}: {members} member(s), lag {lag}"
+
+    def _check_classes(self, policy: GatePolicy, topic: str, metadata: Any, timeout: float) -> list[CheckResult]:
+        """One ``class:<name>`` result per required class: enough healthy groups declaring it?"""
+        required = policy.required_classes
+        names = [f"class:{c}" for c in sorted(required)]
+        if metadata is None or topic not in metadata.topics:
+            return [CheckResult(n, False, "unknown: the broker did not answer") for n in names]
+        cc = policy.checks.classes
+        try:
+            groups = list_sink_groups(self._admin, timeout, cc.group_prefix)
+            views = observe_groups(self._admin, topic, metadata.topics[topic].partitions, groups, timeout)
+        except Exception as exc:
+            return [CheckResult(n, False, f"check failed: {_describe(exc)}") for n in names]
+        if self._stalls is None or self._stalls.stall_after_s != cc.stall_after_s:
+            self._stalls = StallTracker(cc.stall_after_s)
+        healthy: dict[str, list[str]] = {}
+        sick: dict[str, list[str]] = {}
+        for view in views.values():
+            stalled = self._stalls.update(view)
+            if view.sink_class is None or view.sink_class == "conflict":
+                continue
+            if view.members < 1:
+                problem = f"{view.group} has no live member"
+            elif stalled:
+                p, still = max(stalled.items(), key=lambda kv: kv[1])
+                problem = f"{view.group} stalled: partition {p} lags {view.lag[p]} and has not moved for {still:.0f} s"
+            elif cc.max_lag is not None and view.total_lag > cc.max_lag:
+                problem = f"{view.group} lags {view.total_lag} record(s), above max_lag {cc.max_lag}"
+            else:
+                healthy.setdefault(view.sink_class, []).append(
+                    f"{view.group} ({view.members} member(s), lag {view.total_lag})"
+                )
+                continue
+            sick.setdefault(view.sink_class, []).append(problem)
+        results: list[CheckResult] = []
+        for sink_class in sorted(required):
+            want, ok = required[sink_class], healthy.get(sink_class, [])
+            if len(ok) >= want:
+                results.append(CheckResult(f"class:{sink_class}", True, f"{len(ok)} healthy: {', '.join(ok)}"))
+                continue
+            detail = "; ".join(sick.get(sink_class, [])) or f"no sink group declares class {sink_class}"
+            results.append(
+                CheckResult(
+                    f"class:{sink_class}",
+                    False,
+                    f"{len(ok)} healthy sink(s) of class {sink_class}, the policy requires {want}: {detail}",
+                )
+            )
+        return results
 
     def _group_lag(self, group: str, topic: str, metadata: Any, timeout: float) -> int:
         partitions = [TopicPartition(topic, p) for p in metadata.topics[topic].partitions]
@@ -207,14 +267,23 @@ def authentication_reason(err: KafkaError, conf: dict[str, Any]) -> str:
     return (
         f"auth: authentication failed ({err.str()}); the broker refuses the credentials in "
         f"GOVBUS_KAFKA__SASL_USERNAME / GOVBUS_KAFKA__SASL_PASSWORD (GOVBUS_KAFKA__SASL_MECHANISM="
-        f"{conf.get('sasl.mechanism')}) or the client certificate GOVBUS_KAFKA__SSL_CERTIFICATE_LOCATION"
+        f"{conf.get('sasl.mechanism')}) or the client certificate GOVBUS_KAFKA__SSL_CERTIFICATE_LOCATION "
+        "(expired, or not from the broker's CA), or GOVBUS_KAFKA__SSL_CA_LOCATION does not hold the broker's CA"
     )
+
+
+def _tls_refused(err: KafkaError) -> bool:
+    """A TLS handshake no retry fixes: the broker rejected our certificate (a TLS alert: expired,
+    unknown CA…), or we do not trust the broker's. Who we are is refused: ``auth``, not an outage."""
+    text = err.str()
+    if err.code() == KafkaError._SSL:
+        return "certificate verify failed" in text
+    return err.code() == KafkaError._TRANSPORT and "alert" in text and "certificate" in text
 
 
 def authorization_reason(err: KafkaError, operation: str, resource: str, conf: dict[str, Any]) -> str:
     """``authorization: …``: the gate's principal lacks an ACL."""
-    user = conf.get("sasl.username")
-    principal = f"User:{user}" if user else "the gate's principal"
+    principal = principal_of(conf)
     return f"authorization: {err.name()}: {principal} lacks the ACL operation {operation} on {resource}; grant it"
 
 

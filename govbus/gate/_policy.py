@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from govbus.errors import ConfigError
+from govbus.sinkclass import SinkClass
 
 
 class _Strict(BaseModel):
@@ -58,6 +59,17 @@ class SinkRequirement(_Strict):
         return self.group or f"govbus.sink.{self.name}"
 
 
+class ClassCheck(_Strict):
+    """How ``required_classes`` judges a sink group healthy: members alive, lag within ``max_lag``
+    (None: any), no partition stalled (lagging with its committed offset unmoved for
+    ``stall_after_s`` while the group has members). A group's class is the one its members
+    declare in their client.id (docs/sinks.md "Sink classes")."""
+
+    max_lag: int | None = Field(default=None, ge=0)
+    stall_after_s: float = Field(default=30.0, gt=0, le=86_400)
+    group_prefix: str = Field(default="govbus.sink.", min_length=1)
+
+
 class SigningCheck(_Strict):
     enabled: bool = False
 
@@ -67,6 +79,7 @@ class Checks(_Strict):
     topic: TopicCheck = Field(default_factory=TopicCheck)
     producer: ProducerCheck = Field(default_factory=ProducerCheck)
     sinks: tuple[SinkRequirement, ...] = ()
+    classes: ClassCheck = Field(default_factory=ClassCheck)
     signing: SigningCheck = Field(default_factory=SigningCheck)
 
     @model_validator(mode="after")
@@ -87,6 +100,8 @@ class GatePolicy(_Strict):
     max_staleness_s: float = Field(default=5.0, gt=0, le=3600)
     debounce: Debounce = Field(default_factory=Debounce)
     checks: Checks = Field(default_factory=Checks)
+    # Admission needs this many healthy sink groups of each class, e.g. {audit: 1, siem: 1}.
+    required_classes: dict[SinkClass, Annotated[int, Field(ge=1, le=1000)]] = Field(default_factory=dict)
 
     @model_validator(mode="before")
     @classmethod

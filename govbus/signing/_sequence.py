@@ -110,7 +110,10 @@ class SequenceTracker:
                 verdict = self._gap(st, stream, partition, sequence, 0)
         if event_id is not None and self._window:
             ids = part.ids
-            if event_id in ids:
+            if event_id in ids and verdict.code is not VerdictCode.GAP:
+                # The number was used, so the state above moved (hwm, missing ranges) all the
+                # same. A gap outranks the replay: one verdict per record, and a swallowed gap
+                # would never be reported (the duplicate is delivered; sinks deduplicate by id).
                 return Verdict(
                     VerdictCode.REPLAY,
                     f"event id {event_id.decode('utf-8', 'replace')!r} was seen before in partition "

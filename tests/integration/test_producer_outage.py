@@ -67,9 +67,14 @@ def test_broker_stopped_and_restarted_mid_stream_loses_nothing(
     topic = new_topic(partitions=3)
     emitted = list(sample_events(6000, agents=10))
     progress = {"emitted": 0}
+    broker_stopped = threading.Event()
 
     def kernel(bus: Bus) -> None:
         for i, event in enumerate(emitted):
+            if i == 3000:
+                # Half the stream is emitted while the broker is away, however slowly it stops on a
+                # loaded machine.
+                broker_stopped.wait(120)
             bus.emit(event)
             progress["emitted"] = i + 1
             if i % 10 == 9:
@@ -81,6 +86,7 @@ def test_broker_stopped_and_restarted_mid_stream_loses_nothing(
         until(lambda: progress["emitted"] >= 1000)
         local_broker.stop()
         stopped_at = progress["emitted"]
+        broker_stopped.set()
         until(lambda: bus.health().state == "spooling")
         time.sleep(0.5)
         local_broker.start()

@@ -24,7 +24,7 @@ from govbus.contract import Decoder, Encoder, Framing, framing_of, schema_versio
 from govbus.event import V2_FIELDS, EventKind, GovernanceEvent, ProducerInfo
 from govbus.producer import Bus
 from govbus.record import InRecord, from_record, to_record
-from govbus.registry import connect, subject_for, writer_schema_id
+from govbus.registry import SchemaIds, connect, subject_for, writer_schema_id
 from govbus.sample import sample_events
 from govbus.settings import GovbusSettings, RegistrySettings, load_settings
 
@@ -121,7 +121,7 @@ def test_producer_and_consumer_of_different_versions_exchange_events(
             bus.emit(e)
         assert bus.flush(60)
     client = connect(RegistrySettings(url=schema_registry_url))
-    got = read_all(kafka_bootstrap, topic, Decoder(reader, registry=client), len(events))
+    got = read_all(kafka_bootstrap, topic, Decoder(reader, resolver=SchemaIds(client)), len(events))
     assert {r.event.event_id: r.event.replace(producer=None) for r in got} == {
         e.event_id: as_read_by(e, reader) for e in events
     }
@@ -167,7 +167,7 @@ def test_one_topic_carries_both_framings_during_a_migration(
         assert a.flush(60)
         assert b.flush(60)
     client = connect(RegistrySettings(url=schema_registry_url))
-    got = read_all(kafka_bootstrap, topic, Decoder(registry=client), len(old) + len(new))
+    got = read_all(kafka_bootstrap, topic, Decoder(resolver=SchemaIds(client)), len(old) + len(new))
     assert sorted(r.event.event_id for r in got) == sorted(e.event_id for e in old + new)
     assert set(read_all.framings) == {Framing.SINGLE_OBJECT, Framing.CONFLUENT}  # type: ignore[attr-defined]
     assert {(r.writer.version, r.writer.schema_id is not None) for r in got} == {(1, False), (2, True)}
@@ -285,7 +285,7 @@ def test_an_unreachable_registry_holds_records_back_instead_of_dead_lettering_th
     schema_id = writer_schema_id(client, subject_for(topic), schema_version())
     flaky = FlakyRegistry(client)
     flaky.down.set()
-    monkeypatch.setattr("govbus.consumers._runtime.client_for", lambda _settings: flaky)
+    monkeypatch.setattr("govbus.consumers._runtime.resolver_for", lambda _settings: SchemaIds(flaky))
     evs = v2_events(30)
     recs = records(evs, Encoder(schema_id=schema_id))
     produce(kafka_bootstrap, topic, recs)

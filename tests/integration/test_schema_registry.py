@@ -19,7 +19,7 @@ from confluent_kafka.serialization import MessageField, SerializationContext
 from govbus.cli import main
 from govbus.contract import Decoder, Encoder, from_datum, schema_version, to_datum
 from govbus.event import EventKind, GovernanceEvent, ProducerInfo
-from govbus.registry import connect, registry_schema, subject_for, writer_schema_id
+from govbus.registry import SchemaIds, connect, registry_schema, subject_for, writer_schema_id
 from govbus.settings import RegistrySettings
 
 pytestmark = pytest.mark.integration
@@ -46,8 +46,8 @@ def test_values_of_confluents_avro_serialiser_and_ours_are_interchangeable(schem
     assert theirs == ours  # same subject, same schema text, same id, same Avro body
 
     # Confluent's bytes through our decoder, at both reader versions.
-    assert Decoder(registry=client).decode(theirs) == event.replace(producer=PRODUCER)
-    assert Decoder(1, registry=client).decode(theirs).kind is EventKind.UNKNOWN
+    assert Decoder(resolver=SchemaIds(client)).decode(theirs) == event.replace(producer=PRODUCER)
+    assert Decoder(1, resolver=SchemaIds(client)).decode(theirs).kind is EventKind.UNKNOWN
 
     # Our bytes through Confluent's deserialiser, reading with the v1 schema (a v1 consumer).
     v1 = registry_schema(schema_version(1)).schema_str

@@ -37,3 +37,6 @@ def test_creates_event_and_dlq_topics_idempotently(kafka_bootstrap: str) -> None
     assert len(md.topics[topic].partitions) == 4
     assert f"{topic}.dlq.audit" in md.topics
     assert f"{topic}.dlq.otlp" in md.topics
+    # The replay topics too: a sink that may not create topics (the secure deployments) needs them.
+    assert f"{topic}.replay.audit" in md.topics
+    assert f"{topic}.replay.otlp" in md.topics

@@ -41,3 +41,4 @@ def test_demo_reports_every_event_in_every_sink(kafka_bootstrap: str, tmp_path: 
     assert ": OK," in report  # govbus audit verify: intact chain and signatures
     assert "every sink received every event" in report
     assert (tmp_path / "demo" / "audit.ledger").stat().st_size > 0
+    assert "• console at http://127.0.0.1:" in out.stdout  # the operator console ran with the demo

@@ -143,9 +143,13 @@ def test_two_instances_rebalance_and_take_over_without_loss(
 ) -> None:
     topic = new_topic(partitions=6)
     env = env_for(kafka_bootstrap, topic, GOVBUS_SINK__INSTANCE="pair")
+    a_env, b_env = (
+        {**env, "GOVBUS_SINK__GROUP_INSTANCE_ID": "pair-a"},
+        {**env, "GOVBUS_SINK__GROUP_INSTANCE_ID": "pair-b"},
+    )
     a_out, b_out = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
-    a = SinkProcess("file", env, f"path={a_out}", log_dir=tmp_path)
-    b = SinkProcess("file", env, f"path={b_out}", log_dir=tmp_path)
+    a = SinkProcess("file", a_env, f"path={a_out}", log_dir=tmp_path)
+    b = SinkProcess("file", b_env, f"path={b_out}", log_dir=tmp_path)
     procs += [a, b]
 
     def assigned(p: SinkProcess) -> list[str]:
@@ -157,7 +161,7 @@ def test_two_instances_rebalance_and_take_over_without_loss(
     wait_for(lambda: len(file_ids(a_out)) + len(file_ids(b_out)) >= 1000, 60)
     assert a.terminate() == 0  # graceful: commits and leaves; b takes all six
     wait_for(lambda: len(assigned(b)) == 6, 60, what="b took over after a left")
-    a2 = SinkProcess("file", env, f"path={a_out}", log_dir=tmp_path)
+    a2 = SinkProcess("file", a_env, f"path={a_out}", log_dir=tmp_path)
     procs.append(a2)
     wait_for(lambda: assigned(a2) and len(assigned(a2)) + len(assigned(b)) == 6, 60, what="rebalanced back")
     wait_for(lambda: len(file_ids(a_out)) + len(file_ids(b_out)) >= 3500, 60)
@@ -231,3 +235,81 @@ def test_poison_records_are_dead_lettered_and_replayed_through_the_cli(
     assert line["govbusverdict"] == "valid"
     assert "lag" in cli("lag", "--sink", "file") or "total lag" in cli("lag", "--sink", "file")
     assert fixed.terminate() == 0
+
+
+# -- static group membership (group.instance.id) -------------------------------------------------
+SESSION_TIMEOUT_MS = 45_000  # librdkafka's default: what a crashed dynamic member costs
+RESUME_BOUND_S = 15.0  # clearly below it
+
+
+def static_env(bootstrap: str, topic: str, **extra: str) -> dict[str, str]:
+    consumer = {"session.timeout.ms": SESSION_TIMEOUT_MS, "heartbeat.interval.ms": 500}
+    return {**env_for(bootstrap, topic, **extra), "GOVBUS_SINK__CONSUMER": json.dumps(consumer)}
+
+
+def test_a_sigkilled_sink_restarted_resumes_well_before_the_session_timeout(
+    kafka_bootstrap: str, new_topic: Callable[..., str], procs: list[SinkProcess], tmp_path: Path
+) -> None:
+    assert RESUME_BOUND_S < SESSION_TIMEOUT_MS / 1000 / 2
+    topic = new_topic(partitions=3)
+    env = static_env(kafka_bootstrap, topic)  # group.instance.id: the default, from the host name
+    out = tmp_path / "out.jsonl"
+    before, after = records(events(300, seed=1)), records(events(300, seed=2))
+    produce(kafka_bootstrap, topic, before)
+    first = SinkProcess("file", env, f"path={out}", log_dir=tmp_path)
+    procs.append(first)
+    wait_for(lambda: {r.event_id for r in before} <= set(file_ids(out)), 60, what="first instance consumed")
+    first.kill()  # SIGKILL: no LeaveGroup; the broker keeps its member until the session times out
+    produce(kafka_bootstrap, topic, after)
+    restarted_at = time.monotonic()
+    second = SinkProcess("file", env, f"path={out}", log_dir=tmp_path)
+    procs.append(second)
+    wanted = {r.event_id for r in after}
+    wait_for(lambda: wanted & set(file_ids(out)), RESUME_BOUND_S, interval=0.02,
+             what=f"a record consumed after the restart, well before session.timeout.ms={SESSION_TIMEOUT_MS}")  # fmt: skip
+    first_record_s = time.monotonic() - restarted_at
+    wait_for(lambda: wanted <= set(file_ids(out)), 60, what="every record after the restart")
+    print(f"\nSIGKILL + restart -> first record consumed in {first_record_s:.2f} s "
+          f"(session.timeout.ms {SESSION_TIMEOUT_MS})")  # fmt: skip
+    assert second.terminate() == 0
+
+
+def test_a_stopped_static_member_leaves_at_once(
+    kafka_bootstrap: str, new_topic: Callable[..., str], procs: list[SinkProcess], tmp_path: Path
+) -> None:
+    topic = new_topic(partitions=4)
+    env = static_env(kafka_bootstrap, topic, GOVBUS_SINK__INSTANCE="pair")
+    a = SinkProcess("file", {**env, "GOVBUS_SINK__GROUP_INSTANCE_ID": "pair-a"}, f"path={tmp_path / 'a'}",
+                    log_dir=tmp_path)  # fmt: skip
+    b = SinkProcess("file", {**env, "GOVBUS_SINK__GROUP_INSTANCE_ID": "pair-b"}, f"path={tmp_path / 'b'}",
+                    log_dir=tmp_path)  # fmt: skip
+    procs += [a, b]
+
+    def assigned(p: SinkProcess) -> list[str]:
+        return [x for x in p.status().get("assigned", []) if x.startswith(topic + "[")]
+
+    wait_for(lambda: assigned(a) and assigned(b) and len(assigned(a)) + len(assigned(b)) == 4, 60,
+             what="both instances share the partitions")  # fmt: skip
+    stopped_at = time.monotonic()
+    assert a.terminate() == 0  # a static member's close() alone would not leave: b would wait 45 s
+    wait_for(lambda: len(assigned(b)) == 4, RESUME_BOUND_S, what="b took over at once after a stopped")
+    print(f"\nstatic member stopped -> the other took over in {time.monotonic() - stopped_at:.2f} s")
+    assert b.terminate() == 0
+
+
+def test_two_live_processes_with_one_instance_id_fail_with_a_clear_error(
+    kafka_bootstrap: str, new_topic: Callable[..., str], procs: list[SinkProcess], tmp_path: Path
+) -> None:
+    topic = new_topic(partitions=2)
+    env = env_for(kafka_bootstrap, topic, GOVBUS_SINK__GROUP_INSTANCE_ID="same-id")
+    a = SinkProcess("file", env, f"path={tmp_path / 'a'}", log_dir=tmp_path)
+    procs.append(a)
+    a.wait_ready()
+    b = SinkProcess("file", env, f"path={tmp_path / 'b'}", log_dir=tmp_path)
+    procs.append(b)
+    # The newer member takes the seat; the older one is fenced: a fatal error, exit code 2.
+    assert a.proc.wait(60) == 2
+    assert "GOVBUS_SINK__GROUP_INSTANCE_ID" in a.log(), a.log()[-2000:]
+    assert "same-id" in a.log()
+    b.wait_ready()
+    assert b.terminate() == 0

@@ -3,7 +3,9 @@ sink's protocol behaviour, with the real agent-governance-toolkit-core package (
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import typing
 import warnings
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta, timezone
@@ -16,7 +18,8 @@ from hypothesis import strategies as st
 from govbus.contract import Decoder, Encoder
 from govbus.event import EventKind, GovernanceEvent, ProducerInfo
 from govbus.producer import GovbusSink, SpoolFullError
-from govbus.producer.agt import FIDELITY_KEY, from_agt, to_agt
+from govbus.producer import agt as agt_module
+from govbus.producer.agt import EXTRA_FIELD_PREFIX, FIDELITY_KEY, MAPPED_FIELDS, from_agt, to_agt
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
@@ -140,6 +143,98 @@ def test_values_json_cannot_carry_are_sent_as_repr_and_marked_lossy() -> None:
     assert mapped.attributes["when"] == repr(moment)
     assert mapped.attributes[FIDELITY_KEY]["lossy"] == ["when"]
     assert mapped.attributes["ok"] == 1
+
+
+# -- fields a later AGT release adds ------------------------------------------------------------
+
+
+def test_the_mapping_knows_every_field_of_the_installed_agt_event() -> None:
+    """An AGT upgrade that adds, removes or retypes a field fails here, loudly: map the new field
+    (from_agt/to_agt and the wire model) or accept that it travels as an ``agt.<field>`` attribute."""
+    agt_fields = {f.name: f.type for f in dataclasses.fields(AgtEvent)}
+    assert set(agt_fields) == MAPPED_FIELDS, (
+        f"AGT fields the mapping does not know: {sorted(set(agt_fields) - MAPPED_FIELDS)}; "
+        f"mapped fields AGT no longer has: {sorted(MAPPED_FIELDS - set(agt_fields))}"
+    )
+    hints = typing.get_type_hints(AgtEvent)
+    assert {name: str(hints[name]) for name in agt_fields} == {
+        "schema_version": "<class 'str'>",
+        "event_id": "<class 'str'>",
+        "occurred_at": "<class 'str'>",
+        "kind": "<enum 'GovernanceEventKind'>",
+        "severity": "<class 'str'>",
+        "agent_id": "<class 'str'>",
+        "agent_did": "str | None",
+        "session_id": "str | None",
+        "action": "<class 'str'>",
+        "resource": "str | None",
+        "decision": "<class 'str'>",
+        "reason": "<class 'str'>",
+        "policy_name": "str | None",
+        "latency_ms": "<class 'float'>",
+        "trace_id": "str | None",
+        "span_id": "str | None",
+        "parent_span_id": "str | None",
+        "attributes": "dict[str, typing.Any]",
+    }
+
+
+@dataclasses.dataclass(frozen=True)
+class NewerAgtEvent(AgtEvent):
+    """What a later AGT release could look like: the same event with fields added."""
+
+    risk_score: float = 0.0
+    labels: list[str] = dataclasses.field(default_factory=list)
+    model: str | None = None
+
+
+@pytest.fixture
+def newer_agt(monkeypatch: pytest.MonkeyPatch) -> None:
+    """to_agt builds events of the 'installed' AGT: make that the newer one."""
+    real = agt_module._agt()
+    fake = type("event_sink", (), {"GovernanceEvent": NewerAgtEvent, "GovernanceEventKind": GovernanceEventKind})
+    monkeypatch.setattr(agt_module, "_agt", lambda: fake)
+    assert real.GovernanceEvent is AgtEvent
+
+
+def test_a_field_the_mapping_does_not_know_travels_as_a_named_attribute(newer_agt: None) -> None:
+    event = NewerAgtEvent(agent_id="a", risk_score=0.75, labels=["pii"], attributes={"tool": "shell"})
+    mapped = from_agt(event)
+    assert mapped.attributes["agt.risk_score"] == 0.75
+    assert mapped.attributes["agt.labels"] == ["pii"]
+    assert mapped.attributes["agt.model"] is None
+    assert mapped.attributes["tool"] == "shell"
+    assert mapped.attributes[FIDELITY_KEY] == {
+        "fields": {"risk_score": "agt.risk_score", "labels": "agt.labels", "model": "agt.model"}
+    }
+    back = through_the_wire(event)
+    assert type(back) is NewerAgtEvent
+    assert back == event
+
+
+def test_a_carried_field_never_overwrites_an_attribute_of_the_same_name(newer_agt: None) -> None:
+    attributes = {"agt.risk_score": "the kernel's own", "agt.risk_score#2": 1}
+    event = NewerAgtEvent(agent_id="a", risk_score=0.5, attributes=attributes)
+    mapped = from_agt(event)
+    assert mapped.attributes["agt.risk_score"] == "the kernel's own"
+    assert mapped.attributes["agt.risk_score#2"] == 1
+    assert mapped.attributes["agt.risk_score#3"] == 0.5
+    assert mapped.attributes[FIDELITY_KEY]["fields"]["risk_score"] == "agt.risk_score#3"
+    assert through_the_wire(event) == event
+
+
+def test_a_carried_value_json_cannot_hold_is_sent_as_repr_and_marked_lossy(newer_agt: None) -> None:
+    event = NewerAgtEvent(agent_id="a", labels={"x"})  # type: ignore[arg-type]
+    mapped = from_agt(event)
+    assert mapped.attributes["agt.labels"] == repr({"x"})
+    assert "agt.labels" in mapped.attributes[FIDELITY_KEY]["lossy"]
+
+
+def test_an_older_agt_keeps_a_field_it_does_not_have_as_the_attribute() -> None:
+    event = NewerAgtEvent(agent_id="a", risk_score=0.25)
+    back = through_the_wire(event)  # read with the installed AGT, which has no risk_score
+    assert type(back) is AgtEvent
+    assert back.attributes[EXTRA_FIELD_PREFIX + "risk_score"] == 0.25
 
 
 # -- the sink ----------------------------------------------------------------------------------

@@ -242,11 +242,33 @@ def test_sinks_run_until_stopped_and_drain_on_stop(name: str, monkeypatch: pytes
     assert seconds(svc["stop_grace_period"]) > settings.sink.shutdown_grace_s
 
 
+def test_the_watchdog_runs_until_stopped_with_a_healthcheck() -> None:
+    (svc,) = [s for s in GOVBUS.values() if argv_of(s)[1:2] == ["watch"]]
+    assert svc["restart"] == "unless-stopped"
+    assert has_healthcheck(svc)
+    assert env_of(svc)["GOVBUS_WATCH__PORT"] == "9464"  # where the image's healthcheck looks
+
+
 def test_other_govbus_services_are_one_shot() -> None:
     for name, svc in GOVBUS.items():
-        if not sink_name(svc):
+        if not sink_name(svc) and subcommand(argv_of(svc)) not in {("console",), ("watch",)}:
             assert one_shot(svc), name
             assert svc["healthcheck"] == {"disable": True}, name
+
+
+def test_console_is_long_running_authenticated_and_scrapes_every_sink(monkeypatch: pytest.MonkeyPatch) -> None:
+    svc = SERVICES["console"]
+    assert svc["restart"] == "unless-stopped"
+    assert has_healthcheck(svc)
+    settings = settings_from_env(govbus_env(svc), monkeypatch)
+    assert settings.console.auth_required, "it binds beyond loopback"
+    assert all(p.startswith("127.0.0.1:") for p in svc["ports"]), "published on this machine only"
+    urls = settings.console.sink_health_urls
+    assert sorted(urls) == deployed_sinks()
+    for sink, url in urls.items():
+        host, port = hostport(urlsplit(url).netloc)
+        assert sink_name(SERVICES[host]) == sink
+        assert port == settings_from_env(govbus_env(SERVICES[host]), monkeypatch).sink.health.port
 
 
 # ---- the broker and the receivers the sinks point at ----------------------------------------

@@ -100,7 +100,8 @@ def test_image_env_names_are_settings_and_load(monkeypatch: pytest.MonkeyPatch) 
 
 def test_exposed_port_is_the_sink_health_port(monkeypatch: pytest.MonkeyPatch) -> None:
     settings = settings_from_env({k: v for k, v in image_env().items() if k.startswith("GOVBUS_")}, monkeypatch)
-    assert [i.value for i in final_stage() if i.keyword == "EXPOSE"] == [str(settings.sink.health.port)]
+    exposed = [i.value for i in final_stage() if i.keyword == "EXPOSE"]
+    assert exposed == [f"{settings.sink.health.port} {settings.console.port}"]  # sinks' health, the console
 
 
 def _healthcheck() -> list[str]:
@@ -165,7 +166,8 @@ def test_healthcheck_fails_when_nothing_listens() -> None:
 def _copied_sources() -> set[str]:
     out: set[str] = set()
     for ins in dockerfile():
-        if ins.keyword == "COPY" and ins.stage == 0:
+        # COPY --from=<image> brings a toolchain, not a file of the build context.
+        if ins.keyword == "COPY" and ins.stage == 0 and "--from=" not in ins.value:
             out |= {s.rstrip("/") for s in ins.value.split()[:-1] if not s.startswith("--")}
     return out
 
@@ -180,6 +182,32 @@ def test_the_builder_copies_every_input_of_the_wheel() -> None:
         *setuptools["package-dir"].values(),
     }
     assert needed <= _copied_sources()
+
+
+def test_the_builder_compiles_the_native_core_and_the_wheel_must_carry_it() -> None:
+    # pyproject's Rust extension is optional for pip; the image is not allowed to ship without it.
+    (ext,) = PYPROJECT["tool"]["setuptools-rust"]["ext-modules"]
+    assert ext["target"] == "govbus._native"
+    crate_dir = ext["path"].rsplit("/", 1)[0]
+    assert crate_dir in _copied_sources()
+    copies = [i.value for i in dockerfile() if i.stage == 0 and i.keyword == "COPY" and "--from=" in i.value]
+    assert any(c.endswith(" /usr/local/cargo") for c in copies), "cargo from the Rust image"
+    assert any(c.endswith(" /usr/local/rustup") for c in copies), "the toolchain rustup installed there"
+    env = " ".join(i.value for i in dockerfile() if i.stage == 0 and i.keyword == "ENV")
+    assert "PATH=/usr/local/cargo/bin:$PATH" in env
+    rust = _args()["RUST_IMAGE"]
+    assert rust.startswith("rust:")
+    # Same Debian release as the Python image: the extension links against the runtime's glibc.
+    assert rust.endswith("-bookworm")
+    builder_runs = " ".join(i.value for i in dockerfile() if i.stage == 0 and i.keyword == "RUN")
+    assert "gcc" in builder_runs, "rustc links with the system C compiler"
+    assert "govbus/_native" in builder_runs, "the build fails when the wheel lacks the compiled core"
+
+
+def test_the_build_context_leaves_out_local_build_output() -> None:
+    lines = (ROOT / ".dockerignore").read_text(encoding="utf-8").splitlines()
+    assert "native/target" in lines
+    assert "**/*.so" in lines
 
 
 def test_the_builder_installs_the_tested_versions() -> None:

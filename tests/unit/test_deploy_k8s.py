@@ -128,6 +128,9 @@ def configmap_value(name: str, key: str) -> str:
     return data[key]
 
 
+POD_NAME = "govbus-sink-file-6d5f7c9b8-x2k4q"  # what a Deployment's pod is called
+
+
 def container_env(container: dict[str, Any]) -> dict[str, str]:
     """The environment as the kubelet builds it: envFrom sources, then env entries."""
     env: dict[str, str] = {}
@@ -146,8 +149,10 @@ def container_env(container: dict[str, Any]) -> dict[str, str]:
         elif "configMapKeyRef" in entry["valueFrom"]:
             ref = entry["valueFrom"]["configMapKeyRef"]
             env[entry["name"]] = configmap_value(ref["name"], ref["key"])
+        elif entry["valueFrom"].get("fieldRef", {}).get("fieldPath") == "metadata.name":
+            env[entry["name"]] = POD_NAME  # the downward API: the pod's name
         else:
-            pytest.fail(f"{entry['name']}: only values, Secret and ConfigMap keys are modelled here")
+            pytest.fail(f"{entry['name']}: only values, Secret and ConfigMap keys and the pod name are modelled here")
     return env
 
 
@@ -618,3 +623,14 @@ def test_the_producer_spool_is_on_a_volume_the_probe_shares() -> None:
     mount, volume = found
     assert not mount.get("readOnly")
     assert "emptyDir" in volume or "persistentVolumeClaim" in volume
+
+
+@pytest.mark.parametrize("sink", sorted(sink_deployments()))
+def test_each_sink_pod_is_a_static_member_named_after_the_pod(sink: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A restarted container keeps its pod's name and so its group seat (docs/sinks.md); two pods
+    never share a name, so they never fence each other."""
+    container = sink_container(sink_deployments()[sink])
+    entry = next(e for e in container["env"] if e["name"] == "GOVBUS_SINK__GROUP_INSTANCE_ID")
+    assert entry["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    settings = settings_from_env(govbus_env(container), monkeypatch)
+    assert settings.sink.instance_id_for(sink) == POD_NAME

@@ -205,7 +205,7 @@ def test_memory_mode_full_queue_applies_the_policy(make_bus: Callable[..., Bus])
 
     def pace(i: int) -> None:  # below the queue's size: only a full spool can stop the sender
         if i % 32 == 31:
-            until(lambda: not bus._q or bus._spool.refusing)
+            until(lambda: not bus._queue or bus._spool.refusing)
 
     _, refusal = emit_until_refused(bus, pace=pace)
     assert refusal.what == "hand-off queue"
@@ -219,7 +219,7 @@ def test_fatal_error_surfaces_as_typed_exception_and_in_health(make_bus: Callabl
     for event in sample_events(10):
         bus.emit(event)
     # librdkafka reports fatal errors through the error callback (e.g. a fenced idempotent producer).
-    bus._on_error(KafkaError(KafkaError._FENCED, "producer fenced by a newer instance", fatal=True))
+    bus._delivery.on_error(KafkaError(KafkaError._FENCED, "producer fenced by a newer instance", fatal=True))
     with pytest.raises(ProducerFatalError, match="_FENCED"):
         bus.emit(next(iter(sample_events(1))))
     with pytest.raises(ProducerFatalError):
@@ -429,3 +429,68 @@ def test_an_event_the_encoder_refuses_is_counted_and_kept_not_fatal(
     assert health.last_error is not None
     assert "cannot be encoded" in health.last_error
     assert list((tmp_path / "spool" / "dead").glob("*.seg"))
+
+
+def test_lowered_message_max_bytes_is_checked_in_emit(make_bus: Callable[..., Bus]) -> None:
+    from govbus.errors import InvalidEventError
+
+    bus = make_bus(librdkafka={"message.max.bytes": 300_000})
+    bus.emit(GovernanceEvent(agent_id="a", attributes={"s": "x" * 60_000}))
+    with pytest.raises(InvalidEventError) as info:
+        bus.emit(GovernanceEvent(agent_id="a", attributes={f"s{i}": "x" * 60_000 for i in range(4)}))
+    assert info.value.field == "<event>"
+    assert "message.max.bytes=300000" in str(info.value)
+    assert "200000" in str(info.value)
+    assert bus.counters().submitted == 1
+    with pytest.raises(ConfigError, match=r"message\.max\.bytes"):
+        make_bus(librdkafka={"message.max.bytes": 50_000})
+
+
+@pytest.mark.parametrize("durability", ["memory", "disk"])
+def test_attributes_cannot_be_changed_after_construction(make_bus: Callable[..., Bus], durability: str) -> None:
+    # Was: the mutation succeeded; memory mode then lost the event (not even in dead/), disk mode
+    # raised a bare ValueError ("unmarshallable object") from emit().
+    bus = make_bus(durability=durability)
+    event = GovernanceEvent(agent_id="a", attributes={"x": 1, "nested": {"l": [1]}})
+    with pytest.raises(TypeError, match="read-only"):
+        event.attributes["x"] = object()  # type: ignore[index]
+    with pytest.raises(TypeError, match="read-only"):
+        event.attributes["nested"]["l"].append(object())
+    bus.emit(event)
+    until(lambda: bus.counters().spooled == 1)
+    assert bus.counters().failed == 0
+
+
+@pytest.mark.parametrize("durability", ["memory", "disk"])
+def test_an_event_read_from_the_bus_and_changed_is_validated_again(
+    make_bus: Callable[..., Bus], durability: str
+) -> None:
+    from govbus.contract import Decoder, Encoder
+    from govbus.errors import InvalidEventError
+
+    bus = make_bus(durability=durability)
+    original = GovernanceEvent(agent_id="a", attributes={"x": 1})
+    decoded = Decoder().decode(Encoder().encode(original, bus.producer_info))
+    decoded.attributes["x"] = object()  # type: ignore[index]  # decoded: a plain dict, not re-validated
+    with pytest.raises(InvalidEventError) as info:
+        bus.emit(decoded)  # was: accepted, then lost (memory) or a bare ValueError (disk)
+    assert info.value.field == "attributes.x"
+    fine = Decoder().decode(Encoder().encode(original, bus.producer_info))
+    bus.emit(fine)
+    until(lambda: bus.counters().spooled == 1)
+    assert bus.counters().failed == 0
+
+
+def test_a_librdkafka_refusal_names_the_variable_and_releases_the_spool(
+    monkeypatch: pytest.MonkeyPatch, make_bus: Callable[..., Bus], tmp_path: Path
+) -> None:
+    # The Bus builds its producer with govbus._librdkafka.new_producer, like every other client.
+    monkeypatch.setenv("GOVBUS_PRODUCER__LIBRDKAFKA", '{"no.such.prop": 1}')
+    with pytest.raises(ConfigError) as error:
+        Bus(
+            topic="govbus.test", kafka={"bootstrap_servers": closed_port()}, producer={"spool_dir": str(tmp_path / "s")}
+        )
+    assert error.value.setting == "GOVBUS_PRODUCER__LIBRDKAFKA"
+    assert "no.such.prop" in error.value.message
+    monkeypatch.delenv("GOVBUS_PRODUCER__LIBRDKAFKA")
+    make_bus(tmp_path / "s")  # the spool's lock was released: a corrected Bus opens it

@@ -79,7 +79,7 @@ def test_both_framings_decode_on_one_decoder(writer: int, reader: int) -> None:
     subject = subject_for("t")
     schema_id = writer_schema_id(client, subject, schema_version(writer))
     assert writer_schema_id(client, subject, schema_version(writer)) == schema_id  # idempotent
-    decoder = Decoder(reader, registry=client)
+    decoder = Decoder(reader, resolver=SchemaIds(client))
     event = GovernanceEvent(agent_id="a", attributes={"b": b"\xff"})
     for encoder in (Encoder(writer), Encoder(writer, schema_id=schema_id)):
         back = decoder.decode(encoder.encode(event, PRODUCER))
@@ -93,14 +93,14 @@ def test_without_a_registry_a_confluent_value_is_refused_not_crashed() -> None:
         Decoder().decode(Encoder(schema_id=7).encode(GovernanceEvent(agent_id="a"), PRODUCER))
     assert info.value.reason == "no-registry"
     with pytest.raises(DecodeError) as info:
-        Decoder(registry=FakeRegistry({})).decode(b"\x00\x00\x01")
+        Decoder(resolver=SchemaIds(FakeRegistry({}))).decode(b"\x00\x00\x01")
     assert info.value.reason == "truncated"
 
 
 def test_unknown_schema_id_is_reported_and_remembered_briefly() -> None:
     now = [0.0]
     registry = FakeRegistry({})
-    decoder = Decoder(registry=SchemaIds(registry, negative_ttl_s=10, clock=lambda: now[0]))
+    decoder = Decoder(resolver=SchemaIds(registry, negative_ttl_s=10, clock=lambda: now[0]))
     value = Encoder(schema_id=4242).encode(GovernanceEvent(agent_id="a"), PRODUCER)
     for _ in range(3):
         with pytest.raises(DecodeError) as info:
@@ -125,7 +125,7 @@ def test_unknown_schema_id_is_reported_and_remembered_briefly() -> None:
 )
 def test_an_unreachable_registry_is_transient_and_not_cached(failure: Exception) -> None:
     registry = FakeRegistry({5: failure})
-    decoder = Decoder(registry=registry)
+    decoder = Decoder(resolver=SchemaIds(registry))
     value = Encoder(schema_id=5).encode(GovernanceEvent(agent_id="a"), PRODUCER)
     with pytest.raises(DecodeError) as info:
         decoder.decode(value)
@@ -146,7 +146,7 @@ def test_an_unreachable_registry_is_transient_and_not_cached(failure: Exception)
     ],
 )
 def test_a_schema_id_naming_something_else_is_incompatible(schema: Schema, why: str) -> None:
-    decoder = Decoder(registry=FakeRegistry({9: schema}))
+    decoder = Decoder(resolver=SchemaIds(FakeRegistry({9: schema})))
     with pytest.raises(DecodeError, match=why) as info:
         decoder.decode(Encoder(schema_id=9).encode(GovernanceEvent(agent_id="a"), PRODUCER))
     assert info.value.reason == "incompatible-schema"
@@ -165,12 +165,12 @@ def test_a_newer_writer_schema_from_the_registry_is_read_by_resolution() -> None
     value = b"\x00\x00\x00\x00\x63" + buf.getvalue()
     registry = FakeRegistry({0x63: Schema(json.dumps(v3), "AVRO")})
     for reader in (2, 1):
-        decoded, found = Decoder(reader, registry=registry).decode_datum(value)
+        decoded, found = Decoder(reader, resolver=SchemaIds(registry)).decode_datum(value)
         assert found.label == "registry schema 99"
         assert decoded["kind"] == "UNKNOWN"
         assert "region" not in decoded
         assert decoded["attributes"] == {"b": b"\xff"}
-    assert Decoder(registry=registry).decode(value).tenant_id == "t"
+    assert Decoder(resolver=SchemaIds(registry)).decode(value).tenant_id == "t"
 
 
 def test_the_producer_gets_its_schema_id_from_the_configured_registry() -> None:

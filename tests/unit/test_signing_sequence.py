@@ -83,6 +83,24 @@ def test_reemitted_event_id_is_a_replay_even_with_a_new_sequence() -> None:
     assert t.observe(S1, 1, 0, b"evt-1").code is VerdictCode.VALID
 
 
+def test_a_replay_by_event_id_still_advances_the_high_water_mark() -> None:
+    t = SequenceTracker()
+    assert t.observe(S1, 0, 0, b"evt-1").code is VerdictCode.VALID
+    assert t.observe(S1, 0, 1, b"evt-1").code is VerdictCode.REPLAY  # re-signed: a fresh number
+    assert t.observe(S1, 0, 2, b"evt-2").code is VerdictCode.VALID  # not a gap: 1 did arrive
+    assert t.observe(S1, 0, 1, b"evt-3").code is VerdictCode.REPLAY  # its number was used
+
+
+def test_a_gap_is_reported_even_when_the_record_also_repeats_an_event_id() -> None:
+    t = SequenceTracker()
+    assert t.observe(S1, 0, 0, b"evt-1").code is VerdictCode.VALID
+    v = t.observe(S1, 0, 3, b"evt-1")  # 1 and 2 never arrived: that must not go unreported
+    assert v.code is VerdictCode.GAP
+    assert v.missing == (1, 2)
+    assert t.observe(S1, 0, 1, b"evt-2").code is VerdictCode.REORDERED
+    assert t.observe(S1, 0, 4, b"evt-1").code is VerdictCode.REPLAY
+
+
 def test_streams_and_partitions_are_independent() -> None:
     t = SequenceTracker()
     assert codes(t, [0, 1], S1, 0) == ["valid", "valid"]

@@ -7,6 +7,7 @@ import base64
 import hashlib
 import importlib.util
 import json
+import re
 import struct
 from datetime import datetime
 from pathlib import Path
@@ -244,3 +245,144 @@ def test_every_verdict_vector_with_the_library(vectors: dict[str, Any]) -> None:
             rec["partition"],
         )
         assert verdict.code.value == case["expect"], (case["name"], str(verdict))
+
+
+# -- §9 sequence tracking, §10 keyring validation, and the Avro fingerprint note, from the spec --
+class SpecTracker:
+    """§9, without the memory bounds (the vectors stay far below them)."""
+
+    def __init__(self) -> None:
+        self.hwm: dict[tuple[int, bytes], int] = {}
+        self.missing: dict[tuple[int, bytes], set[int]] = {}
+        self.ids: dict[int, set[bytes]] = {}
+
+    def observe(self, partition: int, stream: bytes, s: int, ce_id: bytes | None) -> str:
+        key = (partition, stream)
+        verdict = "valid"
+        if key not in self.hwm:
+            self.hwm[key] = s  # first seen, at 0 or mid-way: valid
+            self.missing[key] = set()
+        elif s == self.hwm[key] + 1:
+            self.hwm[key] = s
+        elif s > self.hwm[key] + 1:
+            self.missing[key].update(range(self.hwm[key] + 1, s))
+            self.hwm[key] = s
+            verdict = "gap"
+        elif s in self.missing[key]:
+            self.missing[key].discard(s)
+            verdict = "reordered"
+        else:
+            return "replay"  # by sequence number: nothing moves
+        ids = self.ids.setdefault(partition, set())
+        if ce_id is not None and ce_id in ids and verdict != "gap":
+            return "replay"  # by event id: the sequence state above has moved all the same
+        if ce_id is not None:
+            ids.add(ce_id)
+        return verdict
+
+
+def test_every_sequence_vector_with_the_spec_implementation(vectors: dict[str, Any]) -> None:
+    assert len(vectors["sequences"]) >= 5
+    for scenario in vectors["sequences"]:
+        tracker = SpecTracker()
+        got = []
+        for rec in scenario["records"]:
+            headers = [(n, _unhex(v)) for n, v in rec["headers"]]
+            verdict = spec_verify(vectors["keyring"], _unhex(rec["value"]), _unhex(rec["key"]), headers,
+                                  rec["partition"])  # fmt: skip
+            if verdict == "valid":
+                h = {n: v for n, v in headers if v is not None}
+                _, s = struct.unpack(">IQ", h["govbus_sig_seq"])
+                verdict = tracker.observe(rec["partition"], h["govbus_sig_stream"], s, h.get("ce_id"))
+            got.append(verdict)
+        assert got == scenario["expect"], scenario["name"]
+
+
+def test_every_sequence_vector_with_the_library(vectors: dict[str, Any]) -> None:
+    from govbus.signing import Keyring, Verifier
+
+    keyring = Keyring.from_jwks(vectors["keyring"])
+    for scenario in vectors["sequences"]:
+        verifier = Verifier(keyring)
+        got = [
+            verifier.verify(bytes.fromhex(r["value"]), _unhex(r["key"]), [(n, _unhex(v)) for n, v in r["headers"]],
+                            r["partition"]).code.value
+            for r in scenario["records"]
+        ]  # fmt: skip
+        assert got == scenario["expect"], scenario["name"]
+
+
+_RFC3339 = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)")
+_KID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+_PRIVATE = ("d", "p", "q", "dp", "dq", "qi", "oth", "k")
+
+
+def spec_keyring_ok(document: dict[str, Any]) -> bool:
+    """§10: every entry must be valid, else the whole keyring is refused."""
+    kids, xs = set(), set()
+    for jwk in document.get("keys", []):
+        kid, x = jwk.get("kid"), jwk.get("x")
+        if not isinstance(kid, str) or not _KID.fullmatch(kid) or kid in kids:
+            return False
+        if any(m in jwk for m in _PRIVATE) or jwk.get("kty") != "OKP" or jwk.get("crv") != "Ed25519":
+            return False
+        if jwk.get("alg", "EdDSA") != "EdDSA" or jwk.get("use", "sig") != "sig":
+            return False
+        if not isinstance(x, str) or "=" in x or len(x) != 43 or x in xs:
+            return False
+        try:
+            Ed25519PublicKey.from_public_bytes(base64.urlsafe_b64decode(x + "="))
+        except ValueError:
+            return False
+        status = jwk.get("status", "active")
+        if status not in ("active", "retired", "revoked") or (status == "revoked" and "revoked_at" not in jwk):
+            return False
+        times = ("created_at", "not_before", "not_after", "retired_at", "revoked_at")
+        if any(t in jwk and not _RFC3339.fullmatch(str(jwk[t])) for t in times):
+            return False
+        if "not_before" in jwk and "not_after" in jwk and _ms(jwk["not_after"]) <= _ms(jwk["not_before"]):  # type: ignore[operator]
+            return False
+        kids.add(kid)
+        xs.add(x)
+    return True
+
+
+def test_every_keyring_vector_with_the_spec_implementation_and_the_library(vectors: dict[str, Any]) -> None:
+    from govbus.signing import Keyring, KeyringError
+
+    assert any(v["expect"] == "rejected" for v in vectors["keyrings"])
+    for case in vectors["keyrings"]:
+        assert ("accepted" if spec_keyring_ok(case["keyring"]) else "rejected") == case["expect"], case["name"]
+        try:
+            Keyring.from_jwks(case["keyring"])
+            got = "accepted"
+        except KeyringError:
+            got = "rejected"
+        assert got == case["expect"], case["name"]
+
+
+def spec_crc64_avro(text: str) -> str:
+    """The Avro specification's CRC-64-AVRO ("Schema Fingerprints"), as a 16-digit hex number."""
+    empty = 0xC15D213AA4D7A795
+    table = []
+    for i in range(256):
+        fp = i
+        for _ in range(8):
+            fp = (fp >> 1) ^ (empty & -(fp & 1))
+        table.append(fp)
+    fp = empty
+    for b in text.encode("utf-8"):
+        fp = (fp >> 8) ^ table[(fp ^ b) & 0xFF]
+    return f"{fp:016x}"
+
+
+def test_the_fingerprint_is_over_the_parsing_canonical_form_without_logicaltype(vectors: dict[str, Any]) -> None:
+    from fastavro.schema import parse_schema, to_parsing_canonical_form
+
+    fp = vectors["avro_fingerprint"]
+    assert "logicalType" not in fp["parsing_canonical_form"]
+    assert to_parsing_canonical_form(parse_schema(fp["schema"])) == fp["parsing_canonical_form"]
+    assert spec_crc64_avro('"null"') == "63dd24e7cc258f8a"  # the Avro project's own test value
+    assert spec_crc64_avro(fp["parsing_canonical_form"]) == fp["crc_64_avro_u64"]
+    assert spec_crc64_avro(fp["wrong_form_keeping_logicaltype"]) == fp["crc_64_avro_u64_of_the_wrong_form"]
+    assert fp["crc_64_avro_u64"] != fp["crc_64_avro_u64_of_the_wrong_form"]

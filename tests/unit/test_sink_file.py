@@ -16,9 +16,10 @@ from govbus.consumers._intake import Intake
 from govbus.consumers._metrics import SinkMetrics
 from govbus.consumers.sinks import file as file_module
 from govbus.consumers.sinks._jsonl import encode_line, line_id
-from govbus.consumers.sinks.file import FileSink
+from govbus.consumers.sinks.file import FileSink, FileSinkOptions
 from govbus.consumers.sinks.stdout import StdoutSink
 from govbus.contract import Decoder
+from govbus.errors import ConfigError
 
 
 def delivered(n: int, **event_changes: object) -> list[DeliveredRecord]:
@@ -153,11 +154,32 @@ def test_fsync_policy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, policy: s
     sink.close()
 
 
-def test_options_are_validated(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="fsync"):
-        FileSink(str(tmp_path / "x"), fsync="sometimes")
-    with pytest.raises(ValueError, match="dedup_window"):
-        FileSink(str(tmp_path / "x"), dedup_window="lots")
+@pytest.mark.parametrize(
+    ("options", "setting"),
+    [
+        ({}, "GOVBUS_SINK__OPTIONS__PATH"),
+        ({"path": ""}, "GOVBUS_SINK__OPTIONS__PATH"),
+        ({"path": "/x/{sink}-{pdi}.jsonl"}, "GOVBUS_SINK__OPTIONS__PATH"),
+        ({"path": "/x", "fsync": "sometimes"}, "GOVBUS_SINK__OPTIONS__FSYNC"),
+        ({"path": "/x", "dedup_window": "lots"}, "GOVBUS_SINK__OPTIONS__DEDUP_WINDOW"),
+        ({"path": "/x", "dedup_window": "-1"}, "GOVBUS_SINK__OPTIONS__DEDUP_WINDOW"),
+        ({"path": "/x", "fsnyc": "batch"}, "GOVBUS_SINK__OPTIONS__FSNYC"),
+    ],
+)
+def test_a_bad_option_names_its_setting(options: dict[str, str], setting: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        FileSink(**options)
+    assert err.value.setting == setting
+
+
+def test_options_parse_from_strings_and_keep_the_positional_path(tmp_path: Path) -> None:
+    sink = FileSink(tmp_path / "x", fsync="batch", dedup_window="7")
+    assert (sink.options.path, sink.fsync, sink.dedup_window) == (str(tmp_path / "x"), "batch", 7)
+    assert FileSink(FileSinkOptions(path="y")).options.path == "y"
+    with pytest.raises(TypeError):
+        FileSink(tmp_path / "x", path="y")
+    with pytest.raises(TypeError):
+        FileSink(FileSinkOptions(path="y"), fsync="never")
 
 
 def test_path_placeholders(tmp_path: Path) -> None:

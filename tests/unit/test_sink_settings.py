@@ -34,6 +34,7 @@ def test_env_nesting(monkeypatch: pytest.MonkeyPatch) -> None:
         ("GOVBUS_SINK__DLQ__TOPIC_TEMPLATE", "dlq.{sink}"),
         ("GOVBUS_SINK__RETRY__MAX_BACKOFF_MS", "1"),
         ("GOVBUS_SINK__INSTANCE", "bad name"),
+        ("GOVBUS_SINK__GROUP_INSTANCE_ID", "pod/name"),
     ],
 )
 def test_errors_name_the_variable(monkeypatch: pytest.MonkeyPatch, var: str, value: str) -> None:
@@ -62,3 +63,30 @@ def test_safe_default_verdict_policy() -> None:
     for code in ("bad-signature", "unknown-kid", "revoked-kid", "expired-kid", "malformed", "from-the-future"):
         assert p.action(code) == "dead-letter"
     assert VerdictPolicy(replay="flag").action("replay") == "flag"
+
+
+def test_group_instance_id_defaults_to_host_and_instance(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOSTNAME", "node-1.example:8080")
+    assert SinkRuntimeSettings().instance_id_for("file") == "node-1.example-8080.file"  # ':' is not legal
+    assert SinkRuntimeSettings(instance="audit-eu").instance_id_for("audit") == "node-1.example-8080.audit-eu"
+
+
+def test_group_instance_id_explicit_or_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GOVBUS_SINK__GROUP_INSTANCE_ID", "govbus-sink-file-0")
+    assert load_settings().sink.instance_id_for("file") == "govbus-sink-file-0"
+    monkeypatch.setenv("GOVBUS_SINK__GROUP_INSTANCE_ID", "")  # empty: dynamic membership
+    assert load_settings().sink.instance_id_for("file") is None
+
+
+def test_the_static_id_changes_with_the_subscription() -> None:
+    """A process taking over a static seat gets the old member's assignment even for other topics
+    (no rebalance): a different subscription must mean a different id."""
+    from govbus.consumers._runtime import _static_id
+
+    a = _static_id("host.file", ["govbus.events", "govbus.events.replay.file"])
+    assert a is not None
+    assert a.startswith("host.file.")
+    assert len(a) == len("host.file.") + 8
+    assert a == _static_id("host.file", ["govbus.events.replay.file", "govbus.events"])
+    assert a != _static_id("host.file", ["govbus.events"])
+    assert _static_id(None, ["govbus.events"]) is None

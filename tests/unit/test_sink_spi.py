@@ -18,7 +18,9 @@ from govbus.consumers import (
     load_factory,
 )
 from govbus.consumers.sinks.file import FileSink
+from govbus.consumers.sinks.http import HttpSink
 from govbus.consumers.sinks.null import NullSink
+from govbus.consumers.sinks.stdout import StdoutSink
 from govbus.errors import ConfigError, GovbusError
 
 
@@ -101,9 +103,29 @@ def test_explicit_class_spec() -> None:
 def test_bad_options_name_the_variable() -> None:
     with pytest.raises(ConfigError) as err:
         create_sink("null", NullSink, {"nope": "1"})
+    assert err.value.setting == "GOVBUS_SINK__OPTIONS__NOPE"
+    assert "this sink takes: delay_ms" in err.value.message
+    for bad in ("soon", "-5"):
+        with pytest.raises(ConfigError) as err:
+            create_sink("null", NullSink, {"delay_ms": bad})
+        assert err.value.setting == "GOVBUS_SINK__OPTIONS__DELAY_MS"
+    assert create_sink("null", NullSink, {"delay_ms": "3"}).delay == 0.003  # type: ignore[attr-defined]
+    with pytest.raises(ConfigError) as err:
+        create_sink("stdout", StdoutSink, {"path": "/x"})
+    assert err.value.setting == "GOVBUS_SINK__OPTIONS__PATH"
+    assert "this sink takes none" in err.value.message
+    # A constructor that is not on the options model still gets the generic variable.
+    with pytest.raises(ConfigError) as err:
+        create_sink("mine", ThirdPartySink, {"nope": "1"})
     assert err.value.setting == "GOVBUS_SINK__OPTIONS"
-    with pytest.raises(ConfigError):
-        create_sink("null", NullSink, {"delay_ms": "soon"})
+
+
+def test_a_missing_option_does_not_echo_the_others() -> None:
+    with pytest.raises(ConfigError) as err:
+        create_sink("http", HttpSink, {"token": "s3cret-token"})
+    assert err.value.setting == "GOVBUS_SINK__OPTIONS__URL"
+    assert "s3cret" not in str(err.value)
+    assert err.value.message == "is required"
 
 
 def test_object_without_the_protocol_is_refused() -> None:

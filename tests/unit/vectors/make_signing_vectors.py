@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from fastavro.schema import fingerprint, parse_schema, to_parsing_canonical_form
 
-from govbus.signing import KeyEntry, Keyring, KeyStatus, Signer, SigningKey, SignInput, Verifier
+from govbus.signing import KeyEntry, Keyring, KeyringError, KeyStatus, Signer, SigningKey, SignInput, Verifier
 from govbus.signing._canonical import batch_message, event_bytes, leaf_hash
 from govbus.signing._keyring import from_ms
 from govbus.signing._merkle import build
@@ -197,6 +198,10 @@ def build_vectors() -> dict[str, Any]:
         ("revoked key, signed at revocation time", _signed(revoked_signer, inputs[:2])[0], "revoked-kid"),
         ("revoked key, signed 1 ms before revocation", _signed(before_revocation, inputs[:2])[0], "valid"),
         ("signed before the key's not_before", _signed(too_early, inputs[:2])[0], "expired-kid"),
+        # §2/§8.2 step 1: a copy with a null value counts as an occurrence.
+        ("ce_id header repeated with a null value", _dup(r0, "ce_id", None), "malformed"),
+        ("govbus_sig header repeated with a null value", _dup(r0, "govbus_sig", None), "malformed"),
+        ("null govbus_sig header before the real one", _dup_first(r0, "govbus_sig", None), "malformed"),
     ]
 
     # Every vector must get its expected verdict from the library (signature checks only).
@@ -242,7 +247,143 @@ def build_vectors() -> dict[str, Any]:
             "records": records,
         },
         "verdicts": [{"name": n, "expect": e, "record": r} for n, r, e in cases],
+        "sequences": _sequence_vectors(key1, keyring),
+        "keyrings": _keyring_vectors(keyring),
+        "avro_fingerprint": _fingerprint_vector(),
     }
+
+
+def _sequence_vectors(key: SigningKey, keyring: Keyring) -> list[dict[str, Any]]:
+    """§9: records fed in order to one verifier that tracks sequences (default: no strict start)."""
+
+    def stream(name: bytes, ids: list[str]) -> list[dict[str, Any]]:
+        value = bytes.fromhex("c301") + bytes(range(8)) + b"sequence vector"
+        inputs = [SignInput(value, b"agent-1", i, "io.agt.policy_check", "urn:agt:kernel/k1",
+                            "2025-11-26T15:04:05Z", 0) for i in ids]  # fmt: skip
+        return _signed(Signer(key, stream_id=name, clock_ms=lambda: SIGNED_AT_MS), inputs)
+
+    s = stream(b"seq-plain", [f"evt-s{i}" for i in range(5)])  # sequences 0..4 on partition 0
+    dup = stream(b"seq-reemit", ["evt-a", "evt-a", "evt-b"])  # 1 re-signs the event of 0
+    gap = stream(b"seq-gap-reemit", ["evt-c", "evt-d", "evt-e", "evt-c"])  # 3 re-signs the event of 0
+    hb = _heartbeat_stream(key)  # events 0..3, then the heartbeat (sequence 4) on partition 0
+    scenarios = [
+        ("a stream's first record, sequence 0", [s[0], s[1]], ["valid", "valid"]),
+        ("a stream first seen mid-way (sequence 3): valid, no gap", [s[3], s[4], s[3]], ["valid", "valid", "replay"]),
+        ("gap, late arrivals, then a replay", [s[0], s[3], s[1], s[2], s[1]],
+         ["valid", "gap", "reordered", "reordered", "replay"]),
+        ("a replay by event id still advances the high-water mark", [dup[0], dup[1], dup[2]],
+         ["valid", "replay", "valid"]),
+        ("a gap outranks a replay by event id", [gap[0], gap[3], gap[1], gap[2]],
+         ["valid", "gap", "reordered", "reordered"]),
+        ("a heartbeat (§16) after its stream's whole tail: valid", hb, ["valid"] * 5),
+        ("a heartbeat (§16) after a lost tail (sequences 2, 3): gap", [hb[0], hb[1], hb[4]], ["valid", "valid", "gap"]),
+    ]  # fmt: skip
+    out = []
+    for name, recs, expect in scenarios:
+        verifier = Verifier(keyring)
+        got = [
+            verifier.verify(bytes.fromhex(r["value"]), None if r["key"] is None else bytes.fromhex(r["key"]),
+                            [(n, None if v is None else bytes.fromhex(v)) for n, v in r["headers"]],
+                            r["partition"]).code.value
+            for r in recs
+        ]  # fmt: skip
+        if got != expect:
+            raise AssertionError(f"sequence vector {name!r}: expected {expect}, library says {got}")
+        out.append({"name": name, "expect": expect, "records": recs})
+    return out
+
+
+def _heartbeat_stream(key: SigningKey) -> list[dict[str, Any]]:
+    """Four events and the stream's heartbeat for partition 0 (docs/signing.md §16), one batch."""
+    from datetime import UTC, datetime
+
+    from govbus.contract import Encoder
+    from govbus.event import ProducerInfo
+    from govbus.heartbeat import heartbeat_event
+    from govbus.record import to_record
+
+    stream_id = b"seq-heartbeat"
+    value = bytes.fromhex("c301") + bytes(range(8)) + b"sequence vector"
+    inputs = [SignInput(value, b"agent-1", f"evt-h{i}", "io.agt.policy_check", "urn:agt:kernel/k1",
+                        "2025-11-26T15:04:05Z", 0) for i in range(4)]  # fmt: skip
+    beat = heartbeat_event("govbus.heartbeat.vector.0", partition=0, stream=stream_id, next_seq=4, interval_s=5.0,
+                           counters={"submitted": 5, "delivered": 4, "spooled": 0, "failed": 0, "rejected": 0})  # fmt: skip
+    beat = beat.replace(event_id="hb-0001", occurred_at=datetime(2025, 11, 26, 15, 4, 5, tzinfo=UTC))
+    producer = ProducerInfo("vector-kernel", "00112233445566778899aabbccddeeff", "host", "govbus-python/vector")
+    out = to_record(beat, producer, Encoder(2))
+    ce = dict(out.headers)
+    inputs.append(SignInput(out.value, out.key, ce["ce_id"].decode(), ce["ce_type"].decode(),
+                            ce["ce_source"].decode(), ce["ce_time"].decode(), 0))  # fmt: skip
+    signer = Signer(key, stream_id=stream_id, clock_ms=lambda: SIGNED_AT_MS)
+    records = []
+    for r, sig in zip(inputs, signer.sign_batch(inputs), strict=True):
+        base = list(out.headers) if r.ce_id == "hb-0001" else _ce_headers(r)
+        records.append(_record(r.value, r.key, base + list(sig), r.partition))
+    return records
+
+
+def _keyring_vectors(keyring: Keyring) -> list[dict[str, Any]]:
+    """§10: a keyring with one bad entry is rejected whole (no verdict at all), never loaded in part."""
+    good = keyring.to_jwks()["keys"]
+    k1, k2 = good
+
+    def bad(**change: Any) -> list[dict[str, Any]]:
+        entry = {**k2, **change}
+        return [k1, {n: v for n, v in entry.items() if v is not None}]
+
+    documents = [
+        ("the vectors' keyring", good, "accepted"),
+        ("an unknown member is ignored", [k1, {**k2, "x5t": "ignored"}], "accepted"),
+        ("one entry carries a private key (d)", bad(d="nWGxne_9WmC6hEr0kuwsxERJxWl7MmkZcDusAxyuf2A"), "rejected"),
+        ("one entry's x is 31 bytes", bad(x=k2["x"][:-2]), "rejected"),
+        ("one entry is revoked without revoked_at", bad(revoked_at=None), "rejected"),
+        ("one entry has an unknown status", bad(status="suspended"), "rejected"),
+        ("one entry's time has no UTC offset", bad(revoked_at="2025-11-26T15:04:05"), "rejected"),
+        ("one entry is not Ed25519", bad(crv="X25519"), "rejected"),
+        ("two entries share a kid", [k1, {**k2, "kid": k1["kid"]}], "rejected"),
+        ("two kids share a public key", [k1, {**k2, "x": k1["x"]}], "rejected"),
+    ]
+    out = []
+    for name, keys, expect in documents:
+        try:
+            Keyring.from_jwks({"keys": keys})
+            got = "accepted"
+        except KeyringError:
+            got = "rejected"
+        if got != expect:
+            raise AssertionError(f"keyring vector {name!r}: expected {expect}, library says {got}")
+        out.append({"name": name, "expect": expect, "keyring": {"keys": keys}})
+    return out
+
+
+def _fingerprint_vector() -> dict[str, Any]:
+    """Parsing Canonical Form drops logicalType (and doc, defaults...): a fingerprint computed over a
+    form that keeps it names no shipped schema. Numbers, not wire bytes: the wire byte order is
+    docs/wire-contract.md's business."""
+    schema = {
+        "type": "record", "name": "Sample", "namespace": "io.govbus.test", "doc": "not in the canonical form",
+        "fields": [
+            {"name": "occurred_at", "type": {"type": "long", "logicalType": "timestamp-micros"}},
+            {"name": "id", "type": {"type": "string", "logicalType": "uuid"}, "default": ""},
+        ],
+    }  # fmt: skip
+    canonical = to_parsing_canonical_form(parse_schema(schema))
+    kept = canonical.replace('"type":"long"', '"type":{"type":"long","logicalType":"timestamp-micros"}').replace(
+        '"type":"string"', '"type":{"type":"string","logicalType":"uuid"}'
+    )
+    return {
+        "schema": schema,
+        "parsing_canonical_form": canonical,
+        "crc_64_avro_u64": _crc64(canonical),
+        "wrong_form_keeping_logicaltype": kept,
+        "crc_64_avro_u64_of_the_wrong_form": _crc64(kept),
+    }
+
+
+def _crc64(text: str) -> str:
+    """The fingerprint as a 64-bit number, 16 hex digits, most significant first (fastavro's
+    ``fingerprint`` gives the little-endian bytes' hex instead)."""
+    return f"{int.from_bytes(bytes.fromhex(fingerprint(text, 'CRC-64-AVRO')), 'little'):016x}"
 
 
 def _sequences(inputs: list[SignInput]) -> list[int]:
@@ -266,9 +407,15 @@ def _set(record: dict[str, Any], header: str, value: bytes) -> dict[str, Any]:
     return rec
 
 
-def _dup(record: dict[str, Any], header: str, value: bytes) -> dict[str, Any]:
+def _dup(record: dict[str, Any], header: str, value: bytes | None) -> dict[str, Any]:
     rec = _copy(record)
-    rec["headers"].append([header, value.hex()])
+    rec["headers"].append([header, _hex(value)])
+    return rec
+
+
+def _dup_first(record: dict[str, Any], header: str, value: bytes | None) -> dict[str, Any]:
+    rec = _copy(record)
+    rec["headers"].insert(0, [header, _hex(value)])
     return rec
 
 

@@ -1,0 +1,103 @@
+"""A delivered record decoded by the compiled core: its JSON Lines line is rendered already, and
+the Python event and CloudEvents attributes are built only if a sink asks for them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from govbus import cloudevents as ce
+from govbus.cloudevents import CloudEventAttributes
+from govbus.consumers._spi import DeliveredRecord
+from govbus.contract import Decoder
+from govbus.event import GovernanceEvent
+from govbus.record import from_record
+
+__all__ = ["NativeRecord"]
+
+# DeliveredRecord's own slot setters (the properties below shadow two of them).
+_SET = {name: getattr(DeliveredRecord, name).__set__ for name in DeliveredRecord.__dataclass_fields__}
+
+
+class NativeRecord(DeliveredRecord):
+    """A :class:`DeliveredRecord` whose ``line`` is what ``_jsonl.encode_line`` would give.
+
+    ``event`` and ``attributes`` decode lazily on the Python path (with a decoder of the same
+    reader version), so text sinks never pay for them; ``event_id`` is known without either.
+    """
+
+    __slots__ = ("_attrs", "_decoder", "_event", "event_id", "line")
+
+    _event: GovernanceEvent | None
+    _attrs: CloudEventAttributes | None
+    _decoder: Decoder
+    line: bytes | None
+
+    @classmethod
+    def create(
+        cls,
+        line: bytes,
+        event_id: str,
+        decoder: Decoder,
+        topic: str,
+        partition: int,
+        offset: int,
+        timestamp_ms: int | None,
+        key: bytes | None,
+        value: bytes,
+        headers: Any,
+        verdict: str,
+        verdict_detail: str,
+        flagged: bool,
+    ) -> NativeRecord:
+        r = object.__new__(cls)
+        s = _SET
+        s["topic"](r, topic)
+        s["partition"](r, partition)
+        s["offset"](r, offset)
+        s["timestamp_ms"](r, timestamp_ms)
+        s["key"](r, key)
+        s["value"](r, value)
+        s["headers"](r, headers)
+        s["verdict"](r, verdict)
+        s["verdict_detail"](r, verdict_detail)
+        s["flagged"](r, flagged)
+        setter = object.__setattr__
+        setter(r, "line", line)
+        setter(r, "event_id", event_id)
+        setter(r, "_decoder", decoder)
+        setter(r, "_event", None)
+        setter(r, "_attrs", None)
+        return r
+
+    @property
+    def event(self) -> GovernanceEvent:
+        e = self._event
+        if e is None:
+            decoded = from_record(self.value, self.headers, self._decoder)
+            e = decoded.event
+            object.__setattr__(self, "_event", e)
+            if self._attrs is None:
+                object.__setattr__(self, "_attrs", decoded.attributes)
+        return e
+
+    @event.setter
+    def event(self, value: GovernanceEvent) -> None:
+        # dataclasses.replace() and the inherited __init__ set fields: the line no longer applies.
+        object.__setattr__(self, "_event", value)
+        object.__setattr__(self, "event_id", value.event_id)
+        object.__setattr__(self, "line", None)
+        if not hasattr(self, "_attrs"):
+            object.__setattr__(self, "_attrs", None)
+
+    @property
+    def attributes(self) -> CloudEventAttributes:
+        a = self._attrs
+        if a is None:
+            a = ce.parse_headers(self.headers)
+            object.__setattr__(self, "_attrs", a)
+        return a
+
+    @attributes.setter
+    def attributes(self, value: CloudEventAttributes) -> None:
+        object.__setattr__(self, "_attrs", value)
+        object.__setattr__(self, "line", None)

@@ -1,0 +1,125 @@
+"""The compiled core (``govbus._native``, built from ``native/``) and the choice between it and the
+pure-Python reference path.
+
+The extension is optional: without it (no Rust toolchain at install time, or ``GOVBUS_NATIVE=off``)
+every stage runs the pure-Python code it replaces, which stays the reference the differential
+tests hold the compiled code to. ``govbus --version`` and one log line say which is in use.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+from types import ModuleType
+from typing import Any
+
+from govbus.contract import Decoder, _by_legacy_fingerprint, _fast_layout, _Projection, schema_versions
+from govbus.errors import ConfigError
+from govbus.event import EventKind
+
+__all__ = ["ENV", "active", "announce", "describe", "renderer_for", "signature_checker"]
+
+log = logging.getLogger("govbus.native")
+
+ENV = "GOVBUS_NATIVE"  # "auto" (default: use the compiled core when it is installed) or "off"
+
+
+def _load() -> tuple[ModuleType | None, str]:
+    try:
+        return importlib.import_module("govbus._native"), ""
+    except ImportError as exc:
+        return None, f"govbus._native is not installed ({exc})"
+
+
+_MODULE, _MISSING = _load()
+_announced = False
+
+
+def _mode() -> str:
+    mode = os.environ.get(ENV, "auto").strip().lower()
+    if mode not in ("auto", "off"):
+        raise ConfigError(ENV, f"is {mode!r}; expected 'auto' or 'off'")
+    return mode
+
+
+def active() -> bool:
+    """Whether the compiled core is in use (installed, and not turned off with ``GOVBUS_NATIVE=off``)."""
+    return _MODULE is not None and _mode() == "auto"
+
+
+def describe() -> str:
+    """``yes``, or ``no`` and why (for ``govbus --version`` and the start-up log line)."""
+    if _MODULE is None:
+        return f"no: {_MISSING}"
+    if _mode() == "off":
+        return f"no: turned off ({ENV}=off)"
+    return "yes"
+
+
+def announce() -> None:
+    """Logs once per process which path decodes records."""
+    global _announced
+    if not _announced:
+        _announced = True
+        log.info("govbus native core: %s", describe())
+
+
+def renderer_for(decoder: Decoder) -> Any | None:
+    """A native renderer reading records as ``decoder`` does (its reader version, every shipped
+    writer version), or None when the compiled core is not in use or cannot read a shipped layout."""
+    announce()
+    if not active():
+        return None
+    assert _MODULE is not None
+    reader = decoder.reader
+    legacy = {v.version: fp for fp, v in _by_legacy_fingerprint().items()}
+    writers: list[tuple[bytes, bytes | None, bool, list[str], bool]] = []
+    for writer in schema_versions():
+        layout = _fast_layout(writer.schema)
+        plan = _Projection.between(writer, reader)
+        if layout is None or plan.resolve:
+            log.info("govbus native core: schema v%d is read on the Python path only", writer.version)
+            return None
+        steps = {name: (how, arg) for name, how, arg in plan.steps} if plan.steps is not None else None
+        kinds = [_kind(symbol, steps) for symbol in _symbols(writer.schema)]
+        # The v2 fields reach the event only when the reader copies them from the writer.
+        extras_read = steps is None or all(steps.get(f, ("",))[0] == "copy" for f in _EXTRAS)
+        writers.append((writer.fingerprint, legacy.get(writer.version), layout.extras, kinds, extras_read))
+    return _MODULE.RecordRenderer(writers)
+
+
+_EXTRAS = ("tenant_id", "policy_version", "risk_score")
+_KIND_VALUES = {k.name: k.value for k in EventKind}
+
+
+def _symbols(schema: dict[str, Any]) -> list[str]:
+    for f in schema["fields"]:
+        if f["name"] == "kind":
+            return list(f["type"]["symbols"])
+    return []
+
+
+def _kind(symbol: str, steps: dict[str, tuple[str, Any]] | None) -> str:
+    """The rendered kind (``EventKind`` value) of a writer's enum symbol, as the reader sees it."""
+    if steps is not None:
+        how, arg = steps["kind"]
+        if how == "enum":
+            symbols, default = arg
+            symbol = symbol if symbol in symbols else default
+    return _KIND_VALUES.get(symbol, EventKind.UNKNOWN.value)
+
+
+def signature_checker(cache_size: int) -> Any | None:
+    """A native batch signature checker (``govbus._native.SignatureChecker``), or None without the core."""
+    announce()
+    if not active():
+        return None
+    assert _MODULE is not None
+    return _MODULE.SignatureChecker(cache_size)
+
+
+def set_panic_probe(value: bytes | None) -> None:
+    """Tests only: make the compiled decoder panic on records whose value is ``value``."""
+    if _MODULE is not None:
+        _MODULE._set_panic_probe(value)

@@ -1,0 +1,207 @@
+//! One consumed record: CloudEvents headers → framing → body → checks → the JSON Lines line
+//! `govbus.consumers.sinks._jsonl.encode_line` writes for it.
+
+use std::collections::HashMap;
+
+use crate::event::{self, Writer};
+use crate::json::{self, JsonError};
+
+/// A header as consumed: name, and value (None: a header without a value).
+pub type Header<'a> = (&'a str, Option<&'a [u8]>);
+
+pub struct Verdict<'a> {
+    pub code: &'a str,
+    pub detail: &'a str,
+    pub flagged: bool,
+}
+
+/// What became of one record.
+pub enum Outcome {
+    /// The rendered line, the event id, and whether the writer fingerprint was the legacy order.
+    Line(Vec<u8>, String, bool),
+    /// A `DecodeError` reason (the Python path words the message).
+    Error(&'static str),
+    /// Only the Python path can judge it (Confluent framing, inputs whose outcome Python alone reproduces).
+    Defer,
+}
+
+/// The writer schemas by fingerprint (wire order, and the legacy byte-reversed order).
+pub struct Schemas {
+    pub by_fingerprint: HashMap<[u8; 8], usize>,
+    pub by_legacy: HashMap<[u8; 8], usize>,
+    pub writers: Vec<Writer>,
+}
+
+/// An insertion-ordered object whose repeated keys keep their first place (a Python dict).
+struct Obj {
+    items: Vec<(String, Vec<u8>)>,
+    index: HashMap<String, usize>,
+}
+
+impl Obj {
+    fn new() -> Self {
+        Obj { items: Vec::with_capacity(12), index: HashMap::new() }
+    }
+    fn pos(&self, k: &str) -> Option<usize> {
+        if self.items.len() <= 16 {
+            self.items.iter().position(|(key, _)| key == k)
+        } else {
+            self.index.get(k).copied()
+        }
+    }
+    fn set(&mut self, k: &str, v: Vec<u8>) {
+        match self.pos(k) {
+            Some(at) => self.items[at].1 = v,
+            None => self.push(k, v),
+        }
+    }
+    fn setdefault(&mut self, k: &str, v: Vec<u8>) {
+        if self.pos(k).is_none() {
+            self.push(k, v);
+        }
+    }
+    fn push(&mut self, k: &str, v: Vec<u8>) {
+        self.items.push((k.to_owned(), v));
+        if self.items.len() == 17 {
+            self.index = self.items.iter().enumerate().map(|(i, (k, _))| (k.clone(), i)).collect();
+        } else if self.items.len() > 17 {
+            self.index.insert(k.to_owned(), self.items.len() - 1);
+        }
+    }
+}
+
+fn jstr(s: &str) -> Vec<u8> {
+    let mut v = Vec::with_capacity(s.len() + 2);
+    json::string(&mut v, s);
+    v
+}
+
+const KNOWN: [&str; 7] = ["specversion", "id", "source", "type", "time", "subject", "dataschema"];
+
+pub fn process(value: &[u8], headers: &[Header], verdict: &Verdict, schemas: &Schemas) -> Outcome {
+    // cloudevents.parse_headers: ce_* values by name (last value, first place), content-type.
+    let mut values: Vec<(&str, &str)> = Vec::with_capacity(8);
+    let mut vindex: HashMap<&str, usize> = HashMap::new();
+    for (name, raw) in headers {
+        let Some(raw) = raw else { continue };
+        if let Some(attr) = name.strip_prefix("ce_") {
+            let Ok(text) = std::str::from_utf8(raw) else { return Outcome::Error("bad-headers") };
+            let at = if values.len() <= 16 {
+                values.iter().position(|(k, _)| *k == attr)
+            } else {
+                vindex.get(attr).copied()
+            };
+            match at {
+                Some(i) => values[i].1 = text,
+                None => {
+                    values.push((attr, text));
+                    if values.len() == 17 {
+                        vindex = values.iter().enumerate().map(|(i, (k, _))| (*k, i)).collect();
+                    } else if values.len() > 17 {
+                        vindex.insert(attr, values.len() - 1);
+                    }
+                }
+            }
+        } else if *name == "content-type" && std::str::from_utf8(raw).is_err() {
+            return Outcome::Error("bad-headers");
+        }
+    }
+    let get = |k: &str| -> Option<&str> {
+        if values.len() <= 16 {
+            values.iter().find(|(key, _)| *key == k).map(|(_, v)| *v)
+        } else {
+            vindex.get(k).map(|&i| values[i].1)
+        }
+    };
+    let (Some(specversion), Some(id), Some(source), Some(ce_type)) = (get("specversion"), get("id"), get("source"), get("type")) else {
+        return Outcome::Error("bad-headers");
+    };
+    if specversion != "1.0" {
+        return Outcome::Error("bad-headers");
+    }
+
+    // contract.Decoder.decode_datum: framing, writer schema, body.
+    if value.is_empty() {
+        return Outcome::Error("empty");
+    }
+    if value.len() >= 2 && value[0] == 0xc3 && value[1] == 0x01 {
+        // single-object
+    } else if value[0] == 0x00 {
+        return Outcome::Defer; // Confluent framing: the writer schema comes from the registry
+    } else {
+        return Outcome::Error("unknown-framing");
+    }
+    if value.len() < 10 {
+        return Outcome::Error("truncated");
+    }
+    let fp: [u8; 8] = value[2..10].try_into().expect("8 bytes");
+    let (writer, legacy) = match schemas.by_fingerprint.get(&fp) {
+        Some(&w) => (w, false),
+        None => match schemas.by_legacy.get(&fp) {
+            Some(&w) => (w, true),
+            None => return Outcome::Error("unknown-fingerprint"),
+        },
+    };
+    let w = &schemas.writers[writer];
+    let Ok(e) = event::read(value, 10, w) else { return Outcome::Error("corrupt-body") };
+    if !event::valid(&e) {
+        return Outcome::Error("invalid-event");
+    }
+    let mut data = Vec::with_capacity(value.len() * 2 + 256);
+    match event::render_data(&mut data, &e, w) {
+        Ok(()) => {}
+        Err(JsonError::Invalid) => return Outcome::Error("invalid-event"),
+        Err(JsonError::Defer) => return Outcome::Defer,
+    }
+    if id != e.event_id {
+        return Outcome::Error("bad-headers");
+    }
+
+    // _jsonl.cloudevent + encode_line.
+    let mut ce = Obj::new();
+    ce.set("id", jstr(id));
+    ce.set("specversion", jstr(specversion));
+    ce.set("source", jstr(source));
+    ce.set("type", jstr(ce_type));
+    for k in ["time", "subject", "dataschema"] {
+        if let Some(v) = get(k) {
+            ce.set(k, jstr(v));
+        }
+    }
+    for (k, v) in &values {
+        if !KNOWN.contains(k) {
+            ce.setdefault(k, jstr(v));
+        }
+    }
+    for (name, raw) in headers {
+        if *name == "traceparent" || *name == "tracestate" {
+            if let Some(raw) = raw {
+                if !raw.is_empty() {
+                    // bytes.decode("ascii", "replace"): every non-ASCII byte becomes U+FFFD.
+                    let text: String = raw.iter().map(|&b| if b < 0x80 { b as char } else { '\u{fffd}' }).collect();
+                    ce.set(name, jstr(&text));
+                }
+            }
+        }
+    }
+    if verdict.code != "unverified" {
+        ce.set("govbusverdict", jstr(verdict.code));
+        if verdict.flagged && !verdict.detail.is_empty() {
+            ce.set("govbusverdictdetail", jstr(verdict.detail));
+        }
+    }
+    ce.set("datacontenttype", jstr("application/json"));
+    ce.set("data", data);
+    let mut line = Vec::with_capacity(ce.items.iter().map(|(k, v)| k.len() + v.len() + 4).sum::<usize>() + 4);
+    line.push(b'{');
+    for (i, (k, v)) in ce.items.iter().enumerate() {
+        if i > 0 {
+            line.push(b',');
+        }
+        json::string(&mut line, k);
+        line.push(b':');
+        line.extend_from_slice(v);
+    }
+    line.extend_from_slice(b"}\n");
+    Outcome::Line(line, e.event_id.to_owned(), legacy)
+}

@@ -1,0 +1,157 @@
+"""The compiled core's signature checks, held to the Python verifier on the same record streams.
+
+Two intakes read the same messages: one verifies on the compiled core (batch authenticity, then
+key status and sequence tracking in Python), the other with the pure-Python Verifier. Every
+record must get the same outcome: verdict code and detail, dead letter or skip or delivery,
+flag, and rendered line. Streams mix valid records with tampered bytes, unknown kids, gaps,
+replays, reordering, records read from the wrong partition and malformed signature headers.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from _sinks import FakeMessage, Rec, events, records, sign, signing_pair
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from govbus import native
+from govbus.consumers import VerdictPolicy, Verification
+from govbus.consumers._intake import Intake
+from govbus.consumers._native_verify import NativeVerify
+from govbus.consumers.sinks._jsonl import encode_line
+from govbus.contract import Decoder
+from govbus.signing import Keyring, Verifier
+
+pytestmark = pytest.mark.skipif(not native.active(), reason="the compiled core is not installed")
+
+PARTITIONS = 3
+
+
+def _pool() -> tuple[list[Rec], Keyring, Any]:
+    signer, keyring = signing_pair("k1")
+    recs: list[Rec] = []
+    for _ in range(3):  # three batches of 12 over 3 partitions
+        recs += sign(records(events(12)), signer, PARTITIONS)
+    stranger, _ = signing_pair("k-unknown")
+    recs += sign(records(events(3)), stranger, PARTITIONS)
+    single, single_ring = signing_pair("k1")  # same kid, another key: the signature fails
+    recs += sign(records(events(2)), single, PARTITIONS)
+    assert single_ring
+    return recs, keyring, signer
+
+
+POOL, KEYRING, SIGNER = _pool()
+
+
+def _mutate(r: Rec, how: str) -> tuple[bytes | None, list[tuple[str, bytes | None]] | None, bytes | None, int]:
+    value, headers, key = r.value, list(r.headers), r.key
+    assert r.partition is not None
+    partition = r.partition
+    if how == "value" and value:
+        value = value[:-1] + bytes([value[-1] ^ 1])
+    elif how == "key":
+        key = (key or b"") + b"x"
+    elif how == "no-key":
+        key = None
+    elif how == "ce_id":
+        headers = [(n, b"other" if n == "ce_id" else v) for n, v in headers]
+    elif how == "drop-sig":
+        headers = [(n, v) for n, v in headers if n != "govbus_sig"]
+    elif how == "drop-time":
+        headers = [(n, v) for n, v in headers if n != "ce_time"]
+    elif how == "dup-watched":
+        headers = [*headers, ("ce_type", b"x")]
+    elif how == "dup-other":
+        headers = [*headers, ("other", b"1"), ("other", b"2")]
+    elif how == "proof":
+        headers = [(n, v[:-1] if n == "govbus_sig_proof" and v else v) for n, v in headers]
+    elif how == "none-sig":
+        headers = [(n, None if n == "govbus_sig_seq" else v) for n, v in headers]
+    elif how == "alg":
+        headers = [(n, b"rsa" if n == "govbus_sig_alg" else v) for n, v in headers]
+    elif how == "partition":
+        partition = (partition + 1) % PARTITIONS
+    elif how == "no-headers":
+        headers = None
+    return value, headers, key, partition
+
+
+MUTATIONS = ["none"] * 6 + [
+    "value", "key", "no-key", "ce_id", "drop-sig", "drop-time", "dup-watched", "dup-other", "proof",
+    "none-sig", "alg", "partition", "no-headers",
+]  # fmt: skip
+
+
+def _intake(native_on: bool, keyring: Keyring, cache: int = 1024) -> Intake:
+    verification = Verification(Verifier(keyring, root_cache_size=cache), VerdictPolicy())
+    intake = Intake(Decoder(), verification=verification, native=native_on)
+    assert (intake._native_verify is not None) is native_on
+    return intake
+
+
+def _outcomes(intake: Intake, msgs: list[FakeMessage], revoke_at: int | None = None) -> list[Any]:
+    works = []
+    for i, m in enumerate(msgs):
+        if revoke_at == i:
+            intake.settle()  # what came before is judged under the old keyring
+            assert intake.verification is not None
+            verifier = intake.verification.verifier
+            assert isinstance(verifier, Verifier)
+            verifier.keyring.revoke("k1", at=datetime(2000, 1, 1, tzinfo=UTC))
+        works.append(intake(m, 1, defer=True))
+        if i % 7 == 6:
+            intake.settle()  # batch boundaries fall anywhere
+    intake.settle()
+    return [
+        (
+            w.failure and (w.failure.reason, w.failure.message, w.failure.verdict),
+            w.skip,
+            w.record and (w.record.verdict, w.record.verdict_detail, w.record.flagged, encode_line(w.record)),
+        )
+        for w in works
+    ]
+
+
+@settings(
+    max_examples=int(os.environ.get("GOVBUS_TEST_NATIVE_EXAMPLES", "60")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+@given(
+    picks=st.lists(st.tuples(st.integers(0, len(POOL) - 1), st.sampled_from(MUTATIONS)), min_size=1, max_size=40),
+    cache=st.sampled_from([0, 1, 1024]),
+    revoke_at=st.none() | st.integers(0, 39),
+)
+def test_verdicts_identical_on_both_paths(picks: list[tuple[int, str]], cache: int, revoke_at: int | None) -> None:
+    msgs = []
+    for offset, (index, how) in enumerate(picks):
+        r = POOL[index]
+        value, headers, key, partition = _mutate(r, how)
+        msgs.append(FakeMessage(value, headers, key=key, partition=partition, offset=offset))  # type: ignore[arg-type]
+    ring_a = Keyring(list(KEYRING))
+    ring_b = Keyring(list(KEYRING))
+    got = _outcomes(_intake(True, ring_a, cache), msgs, revoke_at)
+    want = _outcomes(_intake(False, ring_b, cache), msgs, revoke_at)
+    assert got == want
+
+
+def test_in_order_stream_is_all_valid_with_one_signature_check_per_batch() -> None:
+    intake = _intake(True, Keyring(list(KEYRING)))
+    msgs = [
+        FakeMessage(r.value, r.headers, key=r.key, partition=r.partition, offset=i) for i, r in enumerate(POOL[:36])
+    ]  # type: ignore[arg-type]
+    out = _outcomes(intake, msgs)
+    assert all(o[2] is not None and o[2][0] == "valid" for o in out)
+    assert isinstance(intake._native_verify, NativeVerify)
+    assert intake._native_verify._checker.signature_checks == 3
+
+
+def test_a_replayed_record_is_skipped_as_a_replay() -> None:
+    r = POOL[0]
+    msgs = [FakeMessage(r.value, r.headers, key=r.key, partition=r.partition, offset=i) for i in range(2)]  # type: ignore[arg-type]
+    got = _outcomes(_intake(True, Keyring(list(KEYRING))), msgs)
+    assert got[1][1] == "verify:replay"
