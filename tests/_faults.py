@@ -163,8 +163,12 @@ class Rig:
                 self.outputs["file"].append(self.workdir / f"file-{len(self.outputs['file'])}.jsonl")
             options = (f"path={self.outputs['file'][index]}",)
         else:
+            index = 0
             options = (f"path={self.outputs['audit'][0]}", "fsync=false")
-        proc = SinkProcess(sink, self.env, *options, log_dir=self.workdir)
+        # Each instance a static member of its own (docs/sinks.md): a second file instance under the
+        # first one's group.instance.id would fence it; a restart keeps its id and its seat.
+        env = {**self.env, "GOVBUS_SINK__GROUP_INSTANCE_ID": f"faults-{sink}-{index}"}
+        proc = SinkProcess(sink, env, *options, log_dir=self.workdir)
         self.sinks[sink].append(proc)
         return proc
 

@@ -50,6 +50,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "govbus.settings",
             "govbus._librdkafka",
             "govbus._principal",
+            "govbus._replication",
             "govbus.native",
             "govbus.admin",
             "govbus.heartbeat",
