@@ -2,7 +2,7 @@
 
 decode: record values (v1 and v2 writers, event id "e1", attributes of every branch, nested JSON).
 verify: signed records in the verify target's format (native/src/fuzzing.rs), signed by a fresh
-key whose public half goes to corpus/verify.key (kid "k1").
+key whose public half goes to corpus/verify.pub (kid "k1").
 Run from the repository root: .venv/bin/python tools/native_fuzz_seeds.py
 """
 
@@ -62,7 +62,7 @@ def main() -> None:
                 (decode / f"seed-{n:02d}").write_bytes(variant)
                 n += 1
     key = SigningKey.generate("k1")
-    (ROOT / "verify.key").write_bytes(Keyring([KeyEntry(key.kid, key.public_bytes)])["k1"].public_key)
+    (ROOT / "verify.pub").write_bytes(Keyring([KeyEntry(key.kid, key.public_bytes)])["k1"].public_key)
     signer = Signer(key)
     recs = [to_record(e.replace(event_id=f"e{i}"), PRODUCER, Encoder()) for i, e in enumerate(_events() * 4)]
     inputs = []

@@ -99,7 +99,7 @@ fn main() {
         corpus.push(Vec::new());
     }
     let schemas = fuzzing::schemas();
-    let key = fs::read(root.join("corpus").join("verify.key")).unwrap_or_default();
+    let key = fs::read(root.join("corpus").join("verify.pub")).unwrap_or_default();
     let mut checker = fuzzing::checker(&key);
     let mut run = |input: &[u8]| -> Option<String> {
         catch_unwind(AssertUnwindSafe(|| match target.as_str() {

@@ -97,7 +97,7 @@ pub fn parse_verify(input: &[u8]) -> Option<(u32, Vec<(&'static str, Option<&[u8
     Some((partition as u32 % 4, headers, key, value))
 }
 
-/// A checker trusting kid "k1" with `public_key` (the corpus seeds' signer: `corpus/verify.key`).
+/// A checker trusting kid "k1" with `public_key` (the corpus seeds' signer: `corpus/verify.pub`).
 pub fn checker(public_key: &[u8]) -> Checker {
     let mut c = Checker::new(16);
     let mut keys = HashMap::new();

@@ -31,7 +31,7 @@ fn decode_corpus_replays_without_panics() {
 #[test]
 fn verify_corpus_replays_without_panics() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz").join("corpus");
-    let key = fs::read(root.join("verify.key")).expect("fuzz/corpus/verify.key");
+    let key = fs::read(root.join("verify.pub")).expect("fuzz/corpus/verify.pub");
     let found = inputs("verify");
     assert!(found.len() >= 10, "the verify corpus is missing");
     let mut authentic = 0;
@@ -41,5 +41,5 @@ fn verify_corpus_replays_without_panics() {
         assert!(label.is_ok(), "{name} panics");
         authentic += label.unwrap().starts_with("authentic") as usize;
     }
-    assert!(authentic > 0, "no seed verifies: the corpus and verify.key disagree");
+    assert!(authentic > 0, "no seed verifies: the corpus and verify.pub disagree");
 }
