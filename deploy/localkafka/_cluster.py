@@ -42,6 +42,8 @@ from ._config import HOST, JVM_OPTIONS, free_port, new_cluster_id
 from ._fetch import KAFKA_VERSION
 from ._probe import _SILENT, _ignore
 
+_COORDINATOR_MOVING = frozenset({"NOT_COORDINATOR", "COORDINATOR_LOAD_IN_PROGRESS", "COORDINATOR_NOT_AVAILABLE"})
+
 _CLUSTER_STATE = "cluster.json"
 _CONTROLLER_BASE_ID = 100  # controllers are 101, 102, …; brokers 1, 2, 3 (ids are cluster-wide)
 # Four JVMs on a 2-core dev box: a modest heap each (Kafka's own default is 1 GB).
@@ -378,10 +380,21 @@ class LocalCluster:
         meta = self.admin().list_topics(topic=topic, timeout=10.0).topics[topic]
         return {p: int(m.leader) for p, m in meta.partitions.items()}
 
-    def coordinator(self, group: str) -> int:
-        """The broker id coordinating consumer group ``group``."""
-        desc = self.admin().describe_consumer_groups([group], request_timeout=10)[group].result(timeout=10)
-        return int(desc.coordinator.id)
+    def coordinator(self, group: str, timeout: float = 30.0) -> int:
+        """The broker id coordinating consumer group ``group``. While the coordinator moves (after a
+        broker came back) the answer is NOT_COORDINATOR or a load in progress: asked again until
+        ``timeout``."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                desc = self.admin().describe_consumer_groups([group], request_timeout=10)[group].result(timeout=10)
+                return int(desc.coordinator.id)
+            except KafkaException as exc:
+                err = exc.args[0] if exc.args else None
+                moving = getattr(err, "name", lambda: "")() in _COORDINATOR_MOVING
+                if not moving or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
 
     def under_replicated(self, topics: Iterable[str] | None = None) -> list[str]:
         """``topic[partition]`` of every partition whose ISR is smaller than its replica set."""
