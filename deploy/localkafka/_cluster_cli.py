@@ -22,7 +22,7 @@ from govbus.errors import BrokerError
 
 from ._broker import running_pid
 from ._cluster import LocalCluster
-from ._paths import cache_root
+from ._paths import cache_root, load_state, save_state, state_path
 from ._probe import ask_metadata
 from ._process import is_kafka_broker, terminate_pid
 
@@ -205,20 +205,12 @@ def _data_dir() -> Path:
 
 
 def _state_path() -> Path:
-    return cache_root() / "run" / "cluster.json"
+    return state_path("cluster")
 
 
 def _load_state() -> dict[str, Any]:
-    try:
-        state = json.loads(_state_path().read_text())
-    except (OSError, ValueError):
-        return {}
-    return state if isinstance(state, dict) else {}
+    return load_state("cluster")
 
 
 def _save_state(state: dict[str, Any]) -> None:
-    path = _state_path()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    scratch = path.with_name(f".{path.name}.{os.getpid()}")
-    scratch.write_text(json.dumps(state, indent=2) + "\n")
-    os.replace(scratch, path)
+    save_state("cluster", state)

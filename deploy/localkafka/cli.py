@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import sys
 import time
@@ -19,7 +18,7 @@ from typing import Any
 from govbus.errors import BrokerError
 
 from ._broker import LocalBroker, running_pid
-from ._paths import cache_root
+from ._paths import cache_root, load_state, save_state, state_path
 from ._probe import ask_metadata
 from ._process import is_kafka_broker, terminate_pid
 from ._tls_cli import register as tls_register
@@ -232,20 +231,12 @@ def _admin_config(state: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def _state_path() -> Path:
-    return cache_root() / "run" / "broker.json"
+    return state_path("broker")
 
 
 def _load_state() -> dict[str, Any]:
-    try:
-        state = json.loads(_state_path().read_text())
-    except (OSError, ValueError):
-        return {}
-    return state if isinstance(state, dict) else {}
+    return load_state("broker")
 
 
 def _save_state(state: dict[str, Any]) -> None:
-    path = _state_path()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    scratch = path.with_name(f".{path.name}.{os.getpid()}")
-    scratch.write_text(json.dumps(state, indent=2) + "\n")
-    os.replace(scratch, path)  # readers never see half a file
+    save_state("broker", state)

@@ -3,12 +3,11 @@ Bus once the broker is there, although not even its spare segment fits (the real
 
 from __future__ import annotations
 
-import socket
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from _await import closed_port, until
 from _smallfs import fill, small_filesystem
 from integration.producer_fixtures import bus_settings, check_delivery, consume
 
@@ -19,20 +18,6 @@ from govbus.sample import sample_events
 pytestmark = pytest.mark.integration
 
 MIB = 1024 * 1024
-
-
-def closed_port() -> str:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return f"127.0.0.1:{sock.getsockname()[1]}"
-
-
-def until(condition: Callable[[], bool], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        time.sleep(0.01)
 
 
 def test_spool_on_a_full_disk_is_replayed_then_space_is_used_again(

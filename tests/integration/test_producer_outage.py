@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from _await import until
 from integration.producer_fixtures import bus_settings, check_delivery, consume
 
 from govbus.event import GovernanceEvent
@@ -18,14 +19,6 @@ from govbus.producer import Bus
 from govbus.sample import sample_events
 
 pytestmark = pytest.mark.integration
-
-
-def until(condition: Callable[[], bool], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        time.sleep(0.01)
 
 
 @pytest.mark.parametrize("durability", ["memory", "disk"])

@@ -3,23 +3,15 @@ naming the address and the setting, exit 2 from the CLI, never a raw TimeoutErro
 
 from __future__ import annotations
 
-import socket
-
 import pytest
+from _await import closed_port
 
 from govbus.admin import TopicError, ensure_topic
 from govbus.cli import main
 
 
-def _closed_port() -> int:
-    # A port nothing listens on: bound then released, so connecting is refused at once.
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_ensure_topic_without_a_broker_names_the_address_and_setting() -> None:
-    address = f"127.0.0.1:{_closed_port()}"
+    address = closed_port()
     with pytest.raises(TopicError, match=r"no broker at 127\.0\.0\.1:\d+ answered.*GOVBUS_KAFKA__BOOTSTRAP_SERVERS"):
         ensure_topic({"bootstrap.servers": address}, "t", timeout=1.0)
 
@@ -27,7 +19,7 @@ def test_ensure_topic_without_a_broker_names_the_address_and_setting() -> None:
 def test_topics_create_without_a_broker_exits_2(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setenv("GOVBUS_KAFKA__BOOTSTRAP_SERVERS", f"127.0.0.1:{_closed_port()}")
+    monkeypatch.setenv("GOVBUS_KAFKA__BOOTSTRAP_SERVERS", closed_port())
     code = main(["topics", "create", "--timeout", "1"])
     assert code == 2
     assert "answered within" in capsys.readouterr().err

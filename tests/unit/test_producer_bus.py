@@ -3,7 +3,6 @@ policies, close() keeping everything, fatal errors, the caller's API, settings a
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -11,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _await import closed_port, until
 from confluent_kafka import KafkaError
 
 from govbus.errors import ConfigError
@@ -30,22 +30,6 @@ from govbus.settings import load_settings
 
 KIB = 1024
 MIB = 1024 * KIB
-
-
-def closed_port() -> str:
-    """An address nothing listens on: connections are refused at once."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"127.0.0.1:{port}"
-
-
-def until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        time.sleep(0.005)
 
 
 @pytest.fixture

@@ -3,10 +3,10 @@ defect 10); verify-only processes (sinks) with the same settings are not affecte
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
 import pytest
+from _await import closed_port
 
 from govbus.consumers._verify import build_verification
 from govbus.errors import ConfigError
@@ -15,14 +15,8 @@ from govbus.settings import load_settings
 from govbus.signing import Keyring, SigningSettings
 
 
-def _closed_port() -> str:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return f"127.0.0.1:{s.getsockname()[1]}"
-
-
 def _start_bus(tmp_path: Path) -> None:
-    bus = Bus(kafka={"bootstrap_servers": _closed_port()}, producer={"spool_dir": str(tmp_path / "spool")})
+    bus = Bus(kafka={"bootstrap_servers": closed_port()}, producer={"spool_dir": str(tmp_path / "spool")})
     bus.close(timeout=0.1)  # reached only when the Bus wrongly started
 
 

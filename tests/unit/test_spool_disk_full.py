@@ -4,13 +4,12 @@ recovers once space is freed, and a Bus starts on a full disk (no broker here: a
 
 from __future__ import annotations
 
-import socket
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from _await import closed_port, until
 from _smallfs import fill, small_filesystem
 
 from govbus.event import GovernanceEvent
@@ -19,21 +18,6 @@ from govbus.sample import sample_events
 
 KIB = 1024
 MIB = 1024 * KIB
-
-
-def closed_port() -> str:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"127.0.0.1:{port}"
-
-
-def until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        time.sleep(0.005)
 
 
 @pytest.fixture
