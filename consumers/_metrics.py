@@ -83,6 +83,9 @@ class SinkMetrics:
             "govbus.sink.write.failures", "{write}", "Failed write attempts, by kind (exception, retry-later)"
         )
         self.commits = m.create_counter("govbus.sink.commits", "{commit}", "Offset commits, by result")
+        self.rejoins = m.create_counter(
+            "govbus.sink.rejoins", "{rejoin}", "New consumers after the sink's own rejoin fenced the old one"
+        )
         self.write_duration = m.create_histogram(
             "govbus.sink.write.duration",
             "s",

@@ -30,6 +30,7 @@ from govbus._principal import missing_acl
 from govbus.consumers._classes import NO_DROP_CLASSES, client_id_with_class, no_drop_policy, resolve_class
 from govbus.consumers._dlq import DeadLetterer, prepare_topics
 from govbus.consumers._errors import DeadLetterFatalError, SinkError
+from govbus.consumers._fencing import FenceJudge, is_fenced
 from govbus.consumers._health import HealthServer, HealthStatus
 from govbus.consumers._intake import Intake
 from govbus.consumers._metrics import LEGACY_FINGERPRINT, SinkMetrics
@@ -138,6 +139,9 @@ class SinkRuntime:
         self._dlq_fatal: DeadLetterFatalError | None = None
         self._acl_refused: SinkError | None = None
         self._consumer: Consumer | None = None
+        self._consumer_conf: dict[str, Any] = {}
+        self._fences = FenceJudge(45.0)
+        self._rejoin: KafkaError | None = None  # fenced by its own rejoin: a new consumer, from the loop
         self._dlq: DeadLetterer | None = None
         self._worker: DeliveryWorker | None = None
         self.health: HealthServer | None = None
@@ -197,6 +201,8 @@ class SinkRuntime:
                     next_housekeeping = now + 0.5
                 if self._worker is not None and not self._worker.is_alive():
                     raise SinkError(f"sink {self.name}: delivery worker stopped: {self._worker.error!r}")
+                if self._rejoin is not None:
+                    self._rejoin_group()
                 self._backpressure()
                 if self._held:
                     self._release_held()
@@ -257,6 +263,8 @@ class SinkRuntime:
         # The class travels with the member: the gate and the watchdog read it from the group.
         consumer_conf["client.id"] = client_id_with_class(str(consumer_conf["client.id"]), self.sink_class)
         self.instance_id = consumer_conf.get("group.instance.id") or None  # GOVBUS_SINK__CONSUMER may set it
+        self._consumer_conf = consumer_conf
+        self._fences = FenceJudge(float(consumer_conf.get("session.timeout.ms", 45000)) / 1000)
         self._consumer = new_consumer(consumer_conf)
         context = SinkContext(
             name=self.name,
@@ -294,13 +302,39 @@ class SinkRuntime:
             self.health.start()
             log.info("sink %s: health endpoint at %s (/healthz /readyz /metrics)", self.name, self.health.url)
         topics = self._topics()
-        self._consumer.subscribe(topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost)
+        self._subscribe(self._consumer)
         log.info(
             "sink %s: consuming %s as group %s, %s (verification %s)",
             self.name, ", ".join(topics), self.group_id,
             f"static member {self.instance_id}" if self.instance_id else "dynamic member",
             "on" if self.verification else "off",
         )  # fmt: skip
+
+    def _subscribe(self, consumer: Consumer) -> None:
+        consumer.subscribe(self._topics(), on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost)
+
+    def _rejoin_group(self) -> None:
+        """Fenced by its own rejoin (consumers/_fencing.py): the old consumer is done for (a fatal
+        error), so its partitions are dropped as lost — nothing uncommitted is acknowledged, it is
+        redelivered — and a new consumer joins under the same id."""
+        err, self._rejoin = self._rejoin, None
+        log.warning(
+            "sink %s: fenced right after its session timed out (%s): its own rejoin took the seat of "
+            "group.instance.id %r (librdkafka#3437); rejoining with a new consumer, uncommitted records "
+            "are redelivered",
+            self.name, err, self.instance_id,
+        )  # fmt: skip
+        owned = [TopicPartition(t, p) for t, p in self._ownership.owned()]
+        self._revoke(owned, lost=True)
+        old, self._consumer = self._consumer, None
+        if old is not None:
+            try:
+                old.close()  # a static member's close() sends no LeaveGroup: the seat stays ours
+            except (KafkaException, RuntimeError) as exc:
+                log.debug("sink %s: closing the fenced consumer: %s", self.name, exc)
+        self._consumer = new_consumer(self._consumer_conf)
+        self._subscribe(self._consumer)
+        self.metrics.rejoins.add(1, self.metrics.attrs())
 
     def _topics(self) -> list[str]:
         return [self.topic] + ([self.replay_topic] if self.settings.dlq.enabled else [])
@@ -456,6 +490,8 @@ class SinkRuntime:
             self._refused(err, topic)
             return
         if _is_fatal(err):
+            if self._fenced_by_itself(err):
+                return
             self._fatal = err  # nothing more to say to the group (no LeaveGroup)
             raise SinkError(f"sink {self.name}: fatal consumer error: {err}{self._fenced_hint(err)}")
         now = time.monotonic()
@@ -464,11 +500,19 @@ class SinkRuntime:
             self._last_error_log[code] = now
             log.warning("sink %s: consumer error: %s", self.name, err)
 
+    def _fenced_by_itself(self, err: KafkaError) -> bool:
+        """A fencing its own rejoin explains: rejoin from the loop (once) instead of stopping."""
+        if not is_fenced(err):
+            return False
+        if self._rejoin is not None:
+            return True  # the same fencing, reported again (error callback, then consume())
+        if self._stopping or self._stop.is_set() or not self._fences.should_rejoin():
+            return False
+        self._rejoin = err
+        return True
+
     def _fenced_hint(self, err: KafkaError) -> str:
-        fenced = err.code() == KafkaError.FENCED_INSTANCE_ID or (
-            err.code() == KafkaError._FATAL and "group.instance.id" in err.str()  # the cause is only in the text
-        )
-        if not fenced:
+        if not is_fenced(err):
             return ""
         return (
             f"; another live process joined group {self.group_id} with the same group.instance.id "
@@ -674,6 +718,7 @@ class SinkRuntime:
         if not lost:
             self._commit(asynchronous=False, only=tps)
         else:
+            self._fences.assignment_lost()
             log.warning("sink %s: lost %s (not committed; will be redelivered)", self.name, _show(partitions))
         self._ownership.revoke(list(tps))
         for tp in tps:
@@ -707,6 +752,8 @@ class SinkRuntime:
 
     def _on_error(self, err: KafkaError) -> None:
         if _is_fatal(err):
+            if self._fenced_by_itself(err):
+                return
             log.error("sink %s: fatal Kafka error: %s", self.name, err)
             self._fatal = err
             self.stop()

@@ -260,8 +260,30 @@ class Rig:
     def recovery_after(self, moment: float, timeout: float = 120.0) -> float:
         """Seconds from ``moment`` (time.time()) until the file sink held every event emitted before it."""
         before = {i for i, t in self.emitted_now().items() if t <= moment}
-        wait_for(lambda: before <= self.first_seen.keys(), timeout, 0.02, what="recovery")
+        try:
+            wait_for(lambda: before <= self.first_seen.keys(), timeout, 0.02, what="recovery")
+        except AssertionError as exc:
+            missing = len(before - self.first_seen.keys())
+            raise AssertionError(
+                f"{exc}: {missing} of {len(before)} events not in the file sink; {self.diagnosis()}"
+            ) from None
         return max((self.first_seen[i] for i in before), default=moment) - moment
+
+    def diagnosis(self) -> str:
+        """What a timed-out wait needs to say: each sink process alive or its exit and last words,
+        and the producer's counters."""
+        parts = []
+        for sink, procs in self.sinks.items():
+            for p in procs:
+                code = p.proc.poll()
+                if code is None:
+                    parts.append(f"{sink} sink pid {p.proc.pid} running")
+                else:
+                    last = [line for line in p.log().splitlines() if line.strip()][-1:] or ["(no log)"]
+                    parts.append(f"{sink} sink pid {p.proc.pid} EXITED {code}: {last[0][:400]}")
+        health = self.bus.health()
+        parts.append(f"producer {health.state}: {health.counters}")
+        return "; ".join(parts)
 
     def row(
         self, fault: str, *, fault_at: float, recover_s: float, seconds: float, ids: set[str] | None = None

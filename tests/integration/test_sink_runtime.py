@@ -326,3 +326,55 @@ def test_consumer_span_links_to_the_producer_span(
     assert {format(link.context.trace_id, "032x") for link in links} == {"ab" * 16}
     assert spans[0].attributes is not None
     assert spans[0].attributes["messaging.consumer.group.name"] == "govbus.sink.it-trace"
+
+
+FENCED = (
+    "Fatal error: Broker: Static consumer fenced by other consumer with same group.instance.id: "
+    "OffsetCommit failed: Broker: Static consumer fenced by other consumer with same group.instance.id"
+)
+
+
+def test_fenced_by_its_own_rejoin_after_a_lost_assignment_rejoins_and_loses_nothing(
+    start: Callable[..., Running], new_topic: Callable[..., str], kafka_bootstrap: str
+) -> None:
+    """librdkafka#3437, seen with 2 of 3 brokers down: the session timed out on the client's side
+    (partitions lost), its rejoin under the same id took the seat, and the old member's in-flight
+    commit came back FENCED_INSTANCE_ID as a fatal error. librdkafka's error is injected the way it
+    reports it (the error callback); the consumer it makes unusable is replaced for real."""
+    from confluent_kafka import KafkaError
+
+    topic = new_topic(partitions=3)
+    first = records(events(500, seed=1))
+    produce(kafka_bootstrap, topic, first)
+    sink = CollectingSink()
+    r = start(sink, topic, name="it-selffence", sink_settings={"group_instance_id": "selffence"})
+    wait_for(lambda: len(sink.records) >= 500, 60, what="the first records delivered")
+    old = r.runtime._consumer
+    r.runtime._fences.assignment_lost()  # what on_lost reports when the session timed out
+    r.runtime._on_error(KafkaError(KafkaError._FATAL, FENCED))
+    wait_for(lambda: r.runtime._consumer is not old and r.runtime.assigned.is_set(), 60,
+             what="a new consumer, assigned")  # fmt: skip
+    second = records(events(500, seed=2))
+    produce(kafka_bootstrap, topic, second)
+    wanted = {x.event_id for x in first + second}
+    wait_for(lambda: wanted <= set(sink.ids()), 60, what="every record delivered after the rejoin")
+    assert r.thread.is_alive()
+    assert r.error is None
+    wait_for(lambda: r.metric("govbus_sink_rejoins_total") == 1, 10, what="the rejoin counted")
+    r.stop()
+
+
+def test_fenced_while_healthy_stops_and_names_the_instance_id_setting(
+    start: Callable[..., Running], new_topic: Callable[..., str]
+) -> None:
+    """No lost assignment before it: another live process took the seat; rejoining would fence it
+    back, so the sink stops and says which setting to fix."""
+    from confluent_kafka import KafkaError
+
+    topic = new_topic(partitions=1)
+    r = start(CollectingSink(), topic, name="it-fenced", sink_settings={"group_instance_id": "fenced"})
+    r.runtime._on_error(KafkaError(KafkaError._FATAL, FENCED))
+    r.thread.join(30)
+    assert not r.thread.is_alive()
+    assert r.error is not None
+    assert "GOVBUS_SINK__GROUP_INSTANCE_ID" in str(r.error)
