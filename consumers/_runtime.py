@@ -264,8 +264,8 @@ class SinkRuntime:
         consumer_conf["client.id"] = client_id_with_class(str(consumer_conf["client.id"]), self.sink_class)
         self.instance_id = consumer_conf.get("group.instance.id") or None  # GOVBUS_SINK__CONSUMER may set it
         self._consumer_conf = consumer_conf
-        self._fences = FenceJudge(float(consumer_conf.get("session.timeout.ms", 45000)) / 1000)
-        self._consumer = new_consumer(consumer_conf)
+        self._consumer = new_consumer(consumer_conf)  # librdkafka judges the properties first
+        self._fences = FenceJudge(int(consumer_conf.get("session.timeout.ms", 45000)) / 1000)
         context = SinkContext(
             name=self.name,
             group_id=self.group_id,
