@@ -20,6 +20,7 @@ restarted on its own, keeping its port::
 from __future__ import annotations
 
 import atexit
+import concurrent.futures
 import json
 import os
 import shutil
@@ -380,7 +381,7 @@ class LocalCluster:
         meta = self.admin().list_topics(topic=topic, timeout=10.0).topics[topic]
         return {p: int(m.leader) for p, m in meta.partitions.items()}
 
-    def coordinator(self, group: str, timeout: float = 30.0) -> int:
+    def coordinator(self, group: str, timeout: float = 60.0) -> int:
         """The broker id coordinating consumer group ``group``. While the coordinator moves (after a
         broker came back) the answer is NOT_COORDINATOR or a load in progress: asked again until
         ``timeout``."""
@@ -389,6 +390,12 @@ class LocalCluster:
             try:
                 desc = self.admin().describe_consumer_groups([group], request_timeout=10)[group].result(timeout=10)
                 return int(desc.coordinator.id)
+            except concurrent.futures.TimeoutError:
+                # No answer at all (a saturated machine, a coordinator still loading): a 30-minute
+                # soak stopped at minute 9 on this. Ask again with a new client (librdkafka#4605).
+                self._admin = None
+                if time.monotonic() > deadline:
+                    raise
             except KafkaException as exc:
                 err = exc.args[0] if exc.args else None
                 moving = getattr(err, "name", lambda: "")() in _COORDINATOR_MOVING
