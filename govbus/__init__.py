@@ -16,10 +16,10 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from govbus.config import GovbusSettings  # composes the settings tree before anything loads settings
+from govbus._config import GovbusSettings  # composes the settings tree before anything loads settings
+from govbus._settings import load_settings
 from govbus.errors import ConfigError, DecodeError, DecodeReason, GovbusError, InvalidEventError
 from govbus.event import EventKind, GovernanceEvent
-from govbus.settings import load_settings
 
 if TYPE_CHECKING:
     from govbus.gate import Decision, Gate

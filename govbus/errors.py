@@ -8,10 +8,10 @@ The whole tree, drawn here once (``tests/unit/test_error_tree.py`` checks that e
     ├── InvalidEventError (ValueError)  govbus.errors         an event failed validation (.field)
     ├── DecodeError                     govbus.errors         a record does not decode (.reason: DecodeReason)
     ├── BrokerError                     govbus.errors         the local development broker (govbus broker)
-    ├── TopicError                      govbus.admin          a topic cannot be created or has no leader
-    ├── AclError                        govbus.acl            ACLs could not be created (acl apply)
-    ├── SchemaInvalidError (ValueError) govbus.compat         a shipped schema does not parse
-    ├── RegistryError                   govbus.registry       a schema registry operation failed (.status)
+    ├── TopicError                      govbus._admin          a topic cannot be created or has no leader
+    ├── AclError                        govbus._acl            ACLs could not be created (acl apply)
+    ├── SchemaInvalidError (ValueError) govbus._compat         a shipped schema does not parse
+    ├── RegistryError                   govbus._registry       a schema registry operation failed (.status)
     ├── SigningError                    govbus.signing
     │   ├── KeyFileError                govbus.signing        a private key file (.path)
     │   │   └── InsecureKeyFileError    govbus.signing        group/other may read it (.mode)
@@ -28,7 +28,7 @@ The whole tree, drawn here once (``tests/unit/test_error_tree.py`` checks that e
         ├── SinkNotFoundError           govbus.consumers      no such entry point
         ├── DeadLetterError             govbus.consumers      a dead letter not written yet (retried)
         │   └── DeadLetterFatalError    govbus.consumers      the dead-letter producer failed fatally
-        └── LedgerError                 govbus.consumers.sinks.audit  the audit sink's ledger
+        └── LedgerError                 govbus.consumers.sinks._audit  the audit sink's ledger
 
 Transient or permanent is carried by the type, not by a list of strings kept elsewhere:
 :class:`DecodeReason` says per reason (:attr:`DecodeReason.transient`), and

@@ -1,4 +1,4 @@
 """The shipped Avro schemas of the govbus wire contract (``governance_event.v<N>.avsc``).
 
-Data only: :mod:`govbus.contract` loads them and indexes them by fingerprint.
+Data only: :mod:`govbus._contract` loads them and indexes them by fingerprint.
 """

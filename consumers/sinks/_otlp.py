@@ -37,7 +37,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.trace import INVALID_SPAN, NonRecordingSpan, SpanContext, TraceFlags, set_span_in_context
 from pydantic import Field, SecretStr, field_validator
 
-from govbus.cloudevents import TRACEPARENT
+from govbus._cloudevents import TRACEPARENT
 from govbus.consumers._errors import SinkError
 from govbus.consumers._spi import OK, Batch, DeliveredRecord, RetryLater, SinkBase, SinkContext, WriteResult
 from govbus.consumers.sinks._options import SinkOptions, env_name, parse_pairs, resolve_options
@@ -48,7 +48,7 @@ from govbus.event import FIELDS, GovernanceEvent, ProducerInfo
 
 __all__ = ["ATTRIBUTES", "OtlpSink", "OtlpSinkOptions"]
 
-_log = logging.getLogger("govbus.consumers.sinks.otlp")
+_log = logging.getLogger("govbus.consumers.sinks._otlp")
 
 # Event field -> log record attribute. Trace ids are not here: they go on the record itself.
 ATTRIBUTES: Mapping[str, str] = {

@@ -143,7 +143,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def _create(args: argparse.Namespace) -> int:
-    from govbus.settings import load_settings
+    from govbus._settings import load_settings
 
     settings = load_settings()
     conf = settings.kafka.librdkafka()

@@ -126,7 +126,7 @@ class Incompatibility:
 
 def shipped() -> list[Schema]:
     """The shipped versions of the event schema, oldest first."""
-    from govbus.contract import schema_versions
+    from govbus._contract import schema_versions
 
     return [Schema(f"v{v.version}", v.schema) for v in schema_versions()]
 

@@ -278,7 +278,7 @@ def parse_user(text: str) -> tuple[str, str]:
 def _user_add(args: argparse.Namespace) -> int:
     from confluent_kafka.admin import ScramCredentialInfo, ScramMechanism, UserScramCredentialUpsertion
 
-    from govbus.settings import load_settings
+    from govbus._settings import load_settings
 
     if args.iterations < 4096:
         raise ConfigError("--iterations", f"Kafka refuses fewer than 4096, got {args.iterations}")
@@ -306,7 +306,7 @@ def _user_add(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from govbus.settings import load_settings
+    from govbus._settings import load_settings
 
     settings = load_settings()
     principal = _principal(args.principal)
