@@ -305,7 +305,7 @@ def _stalled(bootstrap: str, tmp: Path) -> list[Row]:
     }
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "govbus._cli", "sink", "run", "null", "-o", "delay_ms=1000000000"],
+            [sys.executable, "-m", "govbus", "sink", "run", "null", "-o", "delay_ms=1000000000"],
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,

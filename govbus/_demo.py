@@ -283,7 +283,7 @@ class _Demo:
         self.stack.callback(stdout.close)
         self.stack.callback(log.close)
         proc = subprocess.Popen(
-            [sys.executable, "-m", "govbus._cli", "sink", "run", name],
+            [sys.executable, "-m", "govbus", "sink", "run", name],
             env=env,
             stdout=stdout,
             stderr=log,
@@ -356,7 +356,7 @@ class _Demo:
             [
                 sys.executable,
                 "-m",
-                "govbus._cli",
+                "govbus",
                 "audit",
                 "verify",
                 str(self.out / "audit.ledger"),

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from govbus._contract import SchemaVersion, load_schema, schema_version, shipped_by_fingerprint
 from govbus._settings import redact_url
-from govbus.errors import ConfigError, DecodeError, DecodeReason, GovbusError
+from govbus.errors import ConfigError, DecodeError, DecodeReason, RegistryError
 
 if TYPE_CHECKING:
     from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
@@ -49,14 +49,6 @@ __all__ = [
 _EVENT_RECORD = "ai.govbus.GovernanceEvent"
 _MOCKS: dict[str, Any] = {}
 _MOCKS_LOCK = threading.Lock()
-
-
-class RegistryError(GovbusError):
-    """A registry operation failed. ``status`` is the HTTP status (None: no answer at all)."""
-
-    def __init__(self, message: str, status: int | None = None) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 def subject_for(topic: str) -> str:

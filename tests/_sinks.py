@@ -244,7 +244,7 @@ class SinkProcess:
         self.name = name
         self._re = re.compile(r"health endpoint at (http://\S+)")
         self.log_path = log_dir / f"sink-{name}-{uuid.uuid4().hex[:6]}.log"
-        args = [sys.executable, "-m", "govbus._cli", "sink", "run", name]
+        args = [sys.executable, "-m", "govbus", "sink", "run", name]
         if factory:
             args += ["--class", factory]
         for opt in options:

@@ -61,7 +61,7 @@ def test_user_add_then_login_with_the_password_file(
     wrong = tmp_path / "wrong"
     wrong.write_text("not-it\n", encoding="utf-8")
     result = subprocess.run(
-        [sys.executable, "-m", "govbus._cli", "acl", "user", "add", "--user", f"{user}:{secret}"],
+        [sys.executable, "-m", "govbus", "acl", "user", "add", "--user", f"{user}:{secret}"],
         env=_admin_env(secure_kafka),
         capture_output=True,
         text=True,

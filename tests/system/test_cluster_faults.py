@@ -76,7 +76,7 @@ def test_topics_create_picks_production_replication_on_the_cluster(local_cluster
     topic = f"topics-cli-{uuid.uuid4().hex[:8]}"
     env = {**os.environ, "GOVBUS_KAFKA__BOOTSTRAP_SERVERS": local_cluster.bootstrap, "GOVBUS_TOPIC": topic}
     done = subprocess.run(
-        [sys.executable, "-m", "govbus._cli", "topics", "create", "--dlq-for", "file"],
+        [sys.executable, "-m", "govbus", "topics", "create", "--dlq-for", "file"],
         env=env, capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr

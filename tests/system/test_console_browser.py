@@ -259,7 +259,7 @@ def shot(driver: webdriver.Chrome, name: str) -> None:
 
 def cli_json(topo: Topology, *args: str) -> Any:
     out = subprocess.run(
-        [sys.executable, "-m", "govbus._cli", *args, "--json"], env=topo.env, capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "govbus", *args, "--json"], env=topo.env, capture_output=True, text=True, timeout=60
     )
     assert out.returncode in (0, 1), out.stderr
     return json.loads(out.stdout)

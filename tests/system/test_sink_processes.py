@@ -205,7 +205,7 @@ def test_poison_records_are_dead_lettered_and_replayed_through_the_cli(
     cli_env = {**os.environ, **env}
 
     def cli(*args: str) -> str:
-        done = subprocess.run([sys.executable, "-m", "govbus._cli", *args], env=cli_env, capture_output=True,
+        done = subprocess.run([sys.executable, "-m", "govbus", *args], env=cli_env, capture_output=True,
                               text=True, timeout=60)  # fmt: skip
         assert done.returncode == 0, done.stderr
         return done.stdout

@@ -496,7 +496,7 @@ def test_tls_issue_writes_owner_only_files(tmp_path: Path) -> None:
     def issue(*extra: str) -> subprocess.CompletedProcess[str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("GOVBUS_")}
         return subprocess.run(
-            [sys.executable, "-m", "govbus._cli", "dev", "tls", "issue", "--ca-dir", str(tmp_path / "ca"), *extra],
+            [sys.executable, "-m", "govbus", "dev", "tls", "issue", "--ca-dir", str(tmp_path / "ca"), *extra],
             capture_output=True,
             text=True,
             timeout=60,

@@ -3,13 +3,13 @@ imports itself back through others.
 
 Layers, lowest first (a module may import its own layer and those below; docs/architecture.md):
 
-1. ``core``: errors, event, contract, cloudevents, record, compat, sample, schemas, signing,
-   settings (the base and the sections every layer needs), _librdkafka, admin.
+1. ``core``: errors, event, _contract, _cloudevents, _record, _compat, _sample, schemas, signing,
+   _settings (the base and the sections every layer needs), _librdkafka, _admin, ...
 2. ``registry``: govbus._registry (the schema registry client; the decoder is handed its resolver).
 3. ``components``: govbus.producer, govbus.consumers, govbus.gate, which never import each other.
 4. ``composition``: govbus._config (the root settings, composed from each component's section).
-5. ``entry``: what a user runs or imports first: the root package, every CLI, demo, kernel,
-   localkafka, and any module not listed (so a new module can be imported only from above
+5. ``entry``: what a user runs or imports first: the root package, ``python -m govbus``, every
+   CLI, _demo, _kernel, localkafka, and any module not listed (so a new module can be imported only from above
    until it is placed).
 
 What counts as an import: every ``import``/``from`` statement anywhere in a module, inside
@@ -66,6 +66,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
         "entry",
         (
             "govbus",
+            "govbus.__main__",
             "govbus._cli",
             "govbus._demo",
             "govbus._kernel",
