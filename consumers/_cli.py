@@ -17,7 +17,7 @@ from govbus.consumers._runtime import SinkRuntime
 from govbus.consumers._settings import SinkRuntimeSettings
 from govbus.errors import ConfigError
 
-log = logging.getLogger("govbus.consumers._cli")
+log = logging.getLogger("govbus.consumers.cli")
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

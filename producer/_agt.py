@@ -42,7 +42,7 @@ if TYPE_CHECKING:
 
 __all__ = ["EXTRA_FIELD_PREFIX", "FIDELITY_KEY", "MAPPED_FIELDS", "GovbusSink", "from_agt", "to_agt"]
 
-log = logging.getLogger("govbus.producer._agt")
+log = logging.getLogger("govbus.producer.agt")
 
 FIDELITY_KEY = "govbus.agt"
 EXTRA_FIELD_PREFIX = "agt."

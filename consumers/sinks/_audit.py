@@ -28,7 +28,7 @@ from govbus.signing import SigningError, SigningKey, load_private_key
 
 __all__ = ["AuditSink", "AuditSinkOptions", "LedgerError"]
 
-_log = logging.getLogger("govbus.consumers.sinks._audit")
+_log = logging.getLogger("govbus.consumers.sinks.audit")
 
 
 class AuditSinkOptions(SinkOptions):

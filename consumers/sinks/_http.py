@@ -53,7 +53,7 @@ from govbus.errors import ConfigError
 
 __all__ = ["HttpSink", "HttpSinkOptions"]
 
-_log = logging.getLogger("govbus.consumers.sinks._http")
+_log = logging.getLogger("govbus.consumers.sinks.http")
 _MAX_RESPONSE_READ = 64 * 1024
 _CONTENT_TYPES = {
     "cloudevents": "application/cloudevents-batch+json; charset=utf-8",

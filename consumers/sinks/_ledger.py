@@ -57,7 +57,7 @@ __all__ = [
     "verify_ledger",
 ]
 
-_log = logging.getLogger("govbus.consumers.sinks._audit")
+_log = logging.getLogger("govbus.consumers.sinks.audit")
 
 FORMAT = 1
 GENESIS = "0" * 64  # the ``prev`` of the first entry

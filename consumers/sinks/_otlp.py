@@ -48,7 +48,7 @@ from govbus.event import FIELDS, GovernanceEvent, ProducerInfo
 
 __all__ = ["ATTRIBUTES", "OtlpSink", "OtlpSinkOptions"]
 
-_log = logging.getLogger("govbus.consumers.sinks._otlp")
+_log = logging.getLogger("govbus.consumers.sinks.otlp")
 
 # Event field -> log record attribute. Trace ids are not here: they go on the record itself.
 ATTRIBUTES: Mapping[str, str] = {

@@ -40,7 +40,7 @@ from govbus.consumers.sinks._tls import TlsVersion, client_context
 
 __all__ = ["FACILITIES", "SyslogSink", "SyslogSinkOptions", "format_message"]
 
-_log = logging.getLogger("govbus.consumers.sinks._syslog")
+_log = logging.getLogger("govbus.consumers.sinks.syslog")
 _BOM = b"\xef\xbb\xbf"
 
 FACILITIES = {
