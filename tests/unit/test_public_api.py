@@ -23,6 +23,7 @@ import importlib.util
 import json
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 from types import ModuleType
 
@@ -305,6 +306,19 @@ def test_the_leak_check_sees_a_reexport_and_a_private_module() -> None:
         "contract: the private module govbus._contract",
     ]
     assert leaks(fake, ("Encoder", "contract")) == []
+
+
+def test_the_shipped_sinks_entry_points_name_the_public_package() -> None:
+    # `govbus sink list` prints these: an operator reads public names, and a module may be renamed.
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    entry_points = pyproject["project"]["entry-points"]["govbus.sinks"]
+    assert entry_points
+    sinks = importlib.import_module("govbus.consumers.sinks")
+    for name, value in entry_points.items():
+        module_name, _, attr = value.partition(":")
+        assert module_name == "govbus.consumers.sinks", f"{name} = {value!r}"
+        assert attr in sinks.__all__, f"{name}: {attr} is not exported"
+        assert getattr(sinks, attr).__name__ == attr
 
 
 def test_the_exported_errors_are_the_ones_drawn_in_the_error_tree() -> None:
