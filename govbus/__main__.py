@@ -2,4 +2,6 @@
 
 from govbus._cli import main
 
-raise SystemExit(main())
+# Guarded: tools that import every module of the package (the error-tree test) must not run it.
+if __name__ == "__main__":
+    raise SystemExit(main())
