@@ -1,6 +1,6 @@
 """Is the hand-written Avro writer worth keeping? Per-event encode time against fastavro, same events.
 
-Pure CPU, no broker. The events are ``govbus.sample.sample_events`` (every kind, four attributes
+Pure CPU, no broker. The events are ``govbus._sample.sample_events`` (every kind, four attributes
 of which one is a JSON list), written with the newest shipped schema in single-object framing.
 Three timings of the same events, interleaved run by run so a burst of load from another process
 falls on all three alike:
@@ -31,9 +31,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 import fastavro
 from _harness import Row, machine
 
-from govbus.contract import Encoder, _encode_fast, to_datum
+from govbus._contract import Encoder, _encode_fast, to_datum
+from govbus._sample import sample_events
 from govbus.event import GovernanceEvent, ProducerInfo
-from govbus.sample import sample_events
 
 EVENTS = 20_000
 RUNS = 11

@@ -30,16 +30,16 @@ from typing import Any
 from _harness import Row, percentile
 from confluent_kafka import Consumer, Producer
 
-from govbus.admin import ensure_topic
+from govbus._admin import ensure_topic
+from govbus._contract import Encoder
+from govbus._record import to_record
+from govbus._sample import sample_events
+from govbus._settings import load_settings
 from govbus.consumers import OK, Batch, SinkRuntime, WriteResult
-from govbus.consumers.sinks.file import FileSink
-from govbus.consumers.sinks.null import NullSink
-from govbus.contract import Encoder
+from govbus.consumers.sinks._file import FileSink
+from govbus.consumers.sinks._null import NullSink
 from govbus.event import ProducerInfo
 from govbus.producer._signing import sign_input
-from govbus.record import to_record
-from govbus.sample import sample_events
-from govbus.settings import load_settings
 
 EVENTS = int(os.environ.get("GOVBUS_BENCH_CONSUMER_EVENTS", "100000"))
 STALL_EVENTS = int(os.environ.get("GOVBUS_BENCH_STALL_EVENTS", "1000000"))
@@ -219,7 +219,7 @@ def _throughput(bootstrap: str, tmp: Path) -> list[Row]:
 _EMITTER = r"""
 import sys, time, uuid, os
 from datetime import UTC, datetime
-from govbus.sample import sample_events
+from govbus._sample import sample_events
 boot, topic, rate, seconds = sys.argv[1], sys.argv[2], float(sys.argv[3]), float(sys.argv[4])
 base = list(sample_events(64, seed=5))
 def events():
@@ -240,9 +240,9 @@ try:
 except Exception as exc:
     print(f"producer: thin path (Bus unavailable: {type(exc).__name__}: {exc})", flush=True)
     from confluent_kafka import Producer
-    from govbus.contract import Encoder
+    from govbus._contract import Encoder
     from govbus.event import ProducerInfo
-    from govbus.record import to_record
+    from govbus._record import to_record
     p = Producer({"bootstrap.servers": boot, "enable.idempotence": True, "linger.ms": 1})
     enc, info = Encoder(), ProducerInfo("bench", uuid.uuid4().hex, "h", "bench")
     for e in events():
@@ -305,7 +305,7 @@ def _stalled(bootstrap: str, tmp: Path) -> list[Row]:
     }
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "govbus.cli", "sink", "run", "null", "-o", "delay_ms=1000000000"],
+            [sys.executable, "-m", "govbus", "sink", "run", "null", "-o", "delay_ms=1000000000"],
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -396,11 +396,11 @@ class _Msg:
 
 def _breakdown() -> list[Row]:
     """Per-event cost of each stage, without Kafka: where the consumer's time goes."""
+    from govbus._contract import Decoder
+    from govbus._record import from_record
     from govbus.consumers import VerdictPolicy, Verification
     from govbus.consumers._intake import Intake
     from govbus.consumers.sinks._jsonl import encode_line
-    from govbus.contract import Decoder
-    from govbus.record import from_record
     from govbus.signing import KeyEntry, Keyring, Signer, SigningKey, Verifier
 
     n = 10_240
@@ -439,7 +439,7 @@ def _breakdown() -> list[Row]:
     encode = best(lambda: [encode_line(r) for r in records])
     cond = "per event, best of 5 over 10k events, no Kafka"
     return [
-        Row("consumer cost: decode + validate", decode, "us", None, f"govbus.record.from_record; {cond}"),
+        Row("consumer cost: decode + validate", decode, "us", None, f"govbus._record.from_record; {cond}"),
         Row("consumer cost: verify", verify, "us", None, f"Verifier.verify, 512-record signed batches; {cond}"),
         Row(
             "consumer cost: intake stage",

@@ -8,7 +8,7 @@ from typing import Any
 
 from _harness import Row, machine, percentile
 
-from govbus.admin import ensure_topic
+from govbus._admin import ensure_topic
 from govbus.gate import BusProbe, Gate, parse_policy
 
 N = 200_000

@@ -35,13 +35,13 @@ from _harness import Row, machine, percentile
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from govbus.contract import Encoder
+from govbus._contract import Encoder
+from govbus._record import OutRecord, to_record
+from govbus._sample import sample_events
+from govbus._settings import load_settings
 from govbus.event import GovernanceEvent
 from govbus.producer import Bus
 from govbus.producer import _bus as bus_module
-from govbus.record import OutRecord, to_record
-from govbus.sample import sample_events
-from govbus.settings import load_settings
 
 PACED_RATE = 20_000  # events/s for the paced latency runs
 LATENCY_EVENTS = 60_000
@@ -257,7 +257,7 @@ def _throughput(bootstrap: str, topic: str, events: Sequence[GovernanceEvent], d
 
 
 def _components(events: Sequence[GovernanceEvent], where: str) -> list[Row]:
-    from govbus.contract import to_datum
+    from govbus._contract import to_datum
     from govbus.producer import _spool, _tracing
 
     encoder, producer = Encoder(), bus_module.ProducerInfo("bench", "i", "h", "l")

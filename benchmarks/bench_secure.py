@@ -28,12 +28,12 @@ from confluent_kafka.admin import (
     UserScramCredentialUpsertion,
 )
 
-from govbus.acl import AclEntry, apply_plan
-from govbus.admin import ensure_topic
-from govbus.contract import Encoder
+from govbus._acl import AclEntry, apply_plan
+from govbus._admin import ensure_topic
+from govbus._contract import Encoder
+from govbus._record import to_record
+from govbus._sample import sample_events
 from govbus.event import ProducerInfo
-from govbus.record import to_record
-from govbus.sample import sample_events
 
 EVENTS = int(os.environ.get("GOVBUS_BENCH_SECURE_EVENTS", "50000"))
 ROUNDS = 3

@@ -72,12 +72,12 @@ def _measure(make: Callable[[], Any], batches: list[Batch]) -> float:
 
 
 def run(ctx: object) -> list[Row]:
-    from govbus.consumers.sinks.audit import AuditSink
-    from govbus.consumers.sinks.file import FileSink
-    from govbus.consumers.sinks.http import HttpSink
-    from govbus.consumers.sinks.otlp import OtlpSink
-    from govbus.consumers.sinks.stdout import StdoutSink
-    from govbus.consumers.sinks.syslog import SyslogSink
+    from govbus.consumers.sinks._audit import AuditSink
+    from govbus.consumers.sinks._file import FileSink
+    from govbus.consumers.sinks._http import HttpSink
+    from govbus.consumers.sinks._otlp import OtlpSink
+    from govbus.consumers.sinks._stdout import StdoutSink
+    from govbus.consumers.sinks._syslog import SyslogSink
 
     records, _ = signed_batch(BATCH * BATCHES)
     batches = [Batch(records[i : i + BATCH]) for i in range(0, len(records), BATCH)]

@@ -14,12 +14,12 @@ from typing import Any
 
 from _harness import Row, machine
 
-from govbus.contract import Decoder, Encoder
+from govbus._contract import Decoder, Encoder
+from govbus._heartbeat import heartbeat_event
+from govbus._record import from_record, to_record
+from govbus._sample import sample_events
 from govbus.event import ProducerInfo
-from govbus.heartbeat import heartbeat_event
 from govbus.producer._signing import SigningHook
-from govbus.record import from_record, to_record
-from govbus.sample import sample_events
 from govbus.signing import KeyEntry, Keyring, Signer, SigningKey, SignInput, Verifier
 from govbus.watch._alerts import AlertBook
 from govbus.watch._watchdog import Watchdog

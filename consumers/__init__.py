@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     )
     from govbus.consumers._verify import RecordVerifier, Verification
 
-# Resolved on first use: govbus.settings imports this package for its settings model, and
+# Resolved on first use: govbus._settings imports this package for its settings model, and
 # loading settings must not pull in the Kafka client and the OpenTelemetry SDK.
 _EXPORTS = {
     "DeadLetterError": "_errors",

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from govbus.sinkclass import SINK_CLASSES, SinkClass, class_from_client_id, client_id_with_class
+from govbus._sinkclass import SINK_CLASSES, SinkClass, class_from_client_id, client_id_with_class
 
 if TYPE_CHECKING:
     from govbus.consumers._settings import VerdictPolicy

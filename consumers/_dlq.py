@@ -20,10 +20,10 @@ from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
+from govbus._admin import ensure_topic
+from govbus._cloudevents import format_time
 from govbus._librdkafka import new_consumer, new_producer
 from govbus._principal import missing_acl, principal_of
-from govbus.admin import ensure_topic
-from govbus.cloudevents import format_time
 from govbus.consumers._errors import DeadLetterError, DeadLetterFatalError
 from govbus.consumers._pipeline import Failure, Work
 from govbus.consumers._spi import RawHeaders

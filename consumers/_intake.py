@@ -4,7 +4,7 @@ Order matters: size first (cheapest, and no oversize record reaches the parsers)
 signature over the raw bytes (untrusted bytes are not parsed before they are authenticated),
 then decoding. A record that fails any step becomes a dead letter carrying the step's reason.
 
-With the compiled core (:mod:`govbus.native`), decoding is batched: ``intake(msg, epoch,
+With the compiled core (:mod:`govbus._accel`), decoding is batched: ``intake(msg, epoch,
 defer=True)`` leaves single-object records undecoded and :meth:`Intake.settle` decodes all of
 them in one native call that also renders each record's JSON Lines line (:class:`NativeRecord`).
 A record the native code refuses is decoded again on the Python path, which words the reason;
@@ -19,17 +19,17 @@ from typing import Any
 
 from confluent_kafka import TIMESTAMP_LOG_APPEND_TIME, TIMESTAMP_NOT_AVAILABLE
 
+from govbus._accel import renderer_for as native_renderer
+from govbus._contract import SINGLE_OBJECT_MAGIC, Decoder
+from govbus._heartbeat import HEARTBEAT_KEY_PREFIX, is_heartbeat
+from govbus._record import from_record
 from govbus.consumers._dlq import H_PARTITION
 from govbus.consumers._native_record import NativeRecord
 from govbus.consumers._native_verify import NativeVerify
 from govbus.consumers._pipeline import Failure, Work
 from govbus.consumers._spi import DeliveredRecord
 from govbus.consumers._verify import Verification
-from govbus.contract import SINGLE_OBJECT_MAGIC, Decoder
 from govbus.errors import DecodeError
-from govbus.heartbeat import HEARTBEAT_KEY_PREFIX, is_heartbeat
-from govbus.native import renderer_for as native_renderer
-from govbus.record import from_record
 
 __all__ = ["Intake"]
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from govbus import cloudevents as ce
-from govbus.cloudevents import CloudEventAttributes
+from govbus import _cloudevents as ce
+from govbus._cloudevents import CloudEventAttributes
+from govbus._contract import Decoder
+from govbus._record import from_record
 from govbus.consumers._spi import DeliveredRecord
-from govbus.contract import Decoder
 from govbus.event import GovernanceEvent
-from govbus.record import from_record
 
 __all__ = ["NativeRecord"]
 

@@ -14,7 +14,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from govbus import native
+from govbus import _accel as native
 from govbus.consumers._settings import Action
 from govbus.consumers._verify import Verification
 from govbus.signing import Verifier

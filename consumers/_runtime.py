@@ -25,8 +25,10 @@ from typing import TYPE_CHECKING, Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from opentelemetry.trace import TracerProvider
 
+from govbus._contract import Decoder
 from govbus._librdkafka import new_consumer
 from govbus._principal import missing_acl
+from govbus._registry import resolver_for
 from govbus.consumers._classes import NO_DROP_CLASSES, client_id_with_class, no_drop_policy, resolve_class
 from govbus.consumers._dlq import DeadLetterer, prepare_topics
 from govbus.consumers._errors import DeadLetterFatalError, SinkError
@@ -41,11 +43,9 @@ from govbus.consumers._spi import Sink, SinkContext
 from govbus.consumers._tracing import default_tracer_provider
 from govbus.consumers._verify import Verification, build_verification
 from govbus.consumers._worker import DeliveryWorker, FlushRequest, Ownership, Report, RevokeRequest, StopRequest
-from govbus.contract import Decoder
-from govbus.registry import resolver_for
 
 if TYPE_CHECKING:
-    from govbus.settings import GovbusSettings
+    from govbus._settings import GovbusSettings
 
 __all__ = ["SinkRuntime"]
 
@@ -79,7 +79,7 @@ class SinkRuntime:
         install_signal_handlers: bool = False,
     ) -> None:
         if settings is None:
-            from govbus.settings import load_settings
+            from govbus._settings import load_settings
 
             settings = load_settings()
         root = settings

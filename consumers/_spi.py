@@ -16,7 +16,7 @@ import logging
 from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Protocol, TypeAlias, overload, runtime_checkable
 
-from govbus.cloudevents import CloudEventAttributes
+from govbus._cloudevents import CloudEventAttributes
 from govbus.event import GovernanceEvent
 
 if TYPE_CHECKING:

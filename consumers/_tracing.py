@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from opentelemetry import trace
 from opentelemetry.trace import Link, SpanContext, TraceFlags, TracerProvider
 
-from govbus.cloudevents import TRACEPARENT
+from govbus._cloudevents import TRACEPARENT
 from govbus.consumers._spi import DeliveredRecord
 
 __all__ = ["default_tracer_provider", "links_for", "parse_traceparent"]

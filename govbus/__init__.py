@@ -7,8 +7,11 @@ What a kernel imports lives here::
     with Bus() as bus:                       # GOVBUS_* settings
         bus.emit(GovernanceEvent(agent_id="a-1", kind=EventKind.TOOL_CALL_BLOCKED, action="shell.exec"))
 
-Everything else is an implementation detail. The producer and gate names load on first use, so
-``import govbus`` stays cheap for code that only builds events.
+The public modules are this package, :mod:`govbus.errors`, :mod:`govbus.event` and the
+subpackages (``govbus.producer``, ``govbus.gate``, ``govbus.signing``, ``govbus.consumers``…),
+each exporting exactly its ``__all__``; every other module is private by name (``_contract``,
+``_cli``…) and may change without notice (docs/api.md). The producer and gate names load on first
+use.
 """
 
 from __future__ import annotations
@@ -16,10 +19,10 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from govbus.config import GovbusSettings  # composes the settings tree before anything loads settings
+from govbus._config import GovbusSettings  # composes the settings tree before anything loads settings
+from govbus._settings import KafkaSettings, RegistrySettings, load_settings
 from govbus.errors import ConfigError, DecodeError, DecodeReason, GovbusError, InvalidEventError
 from govbus.event import EventKind, GovernanceEvent
-from govbus.settings import load_settings
 
 if TYPE_CHECKING:
     from govbus.gate import Decision, Gate
@@ -63,7 +66,9 @@ __all__ = [
     "GovbusSink",
     "GovernanceEvent",
     "InvalidEventError",
+    "KafkaSettings",
     "ProducerFatalError",
+    "RegistrySettings",
     "SpoolFullError",
     "__version__",
     "load_settings",

@@ -2,7 +2,7 @@
 
 The operator's part is done as the broker's super user (``User:admin``, mTLS): the event topic and
 each sink's dead-letter and replay topics are created, one SCRAM-SHA-512 user per process is added
-(``kernel``, ``sink-<name>``), and each gets exactly its role's ACLs from :mod:`govbus.acl` — the
+(``kernel``, ``sink-<name>``), and each gets exactly its role's ACLs from :mod:`govbus._acl` — the
 kernel ``kernel`` + ``gate`` (its gate checks the sinks' groups), each sink ``sink:<name>`` with
 ``GOVBUS_SINK__DLQ__CREATE_TOPICS=false``. Passwords are random per run and never printed.
 """
@@ -15,9 +15,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from govbus._acl import apply_plan, parse_role, plan
+from govbus._admin import ensure_topic
 from govbus._librdkafka import new_admin
-from govbus.acl import apply_plan, parse_role, plan
-from govbus.admin import ensure_topic
 
 
 @dataclass

@@ -69,7 +69,7 @@ def config_variable(prop: str | None, kind: Kind, environ: Mapping[str, str] | N
     else the ``GOVBUS_KAFKA__*`` field it derives from (``ssl.ca.location`` ->
     ``GOVBUS_KAFKA__SSL_CA_LOCATION``), else the pass-through settings it may have come from.
     """
-    from govbus.settings import KafkaSettings
+    from govbus._settings import KafkaSettings
 
     env = {k.upper(): v for k, v in (os.environ if environ is None else environ).items()}
     passthrough = _PASSTHROUGH[kind]

@@ -8,10 +8,10 @@ The whole tree, drawn here once (``tests/unit/test_error_tree.py`` checks that e
     ├── InvalidEventError (ValueError)  govbus.errors         an event failed validation (.field)
     ├── DecodeError                     govbus.errors         a record does not decode (.reason: DecodeReason)
     ├── BrokerError                     govbus.errors         the local development broker (govbus broker)
-    ├── TopicError                      govbus.admin          a topic cannot be created or has no leader
-    ├── AclError                        govbus.acl            ACLs could not be created (acl apply)
-    ├── SchemaInvalidError (ValueError) govbus.compat         a shipped schema does not parse
-    ├── RegistryError                   govbus.registry       a schema registry operation failed (.status)
+    ├── TopicError                      govbus.errors         a topic cannot be created or has no leader
+    ├── AclError                        govbus.errors         ACLs could not be created (acl apply)
+    ├── SchemaInvalidError (ValueError) govbus.errors         a shipped schema does not parse
+    ├── RegistryError                   govbus.errors         a schema registry operation failed (.status)
     ├── SigningError                    govbus.signing
     │   ├── KeyFileError                govbus.signing        a private key file (.path)
     │   │   └── InsecureKeyFileError    govbus.signing        group/other may read it (.mode)
@@ -28,7 +28,7 @@ The whole tree, drawn here once (``tests/unit/test_error_tree.py`` checks that e
         ├── SinkNotFoundError           govbus.consumers      no such entry point
         ├── DeadLetterError             govbus.consumers      a dead letter not written yet (retried)
         │   └── DeadLetterFatalError    govbus.consumers      the dead-letter producer failed fatally
-        └── LedgerError                 govbus.consumers.sinks.audit  the audit sink's ledger
+        └── LedgerError                 govbus.consumers.sinks  the audit sink's ledger
 
 Transient or permanent is carried by the type, not by a list of strings kept elsewhere:
 :class:`DecodeReason` says per reason (:attr:`DecodeReason.transient`), and
@@ -41,7 +41,18 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-__all__ = ["BrokerError", "ConfigError", "DecodeError", "DecodeReason", "GovbusError", "InvalidEventError"]
+__all__ = [
+    "AclError",
+    "BrokerError",
+    "ConfigError",
+    "DecodeError",
+    "DecodeReason",
+    "GovbusError",
+    "InvalidEventError",
+    "RegistryError",
+    "SchemaInvalidError",
+    "TopicError",
+]
 
 
 class GovbusError(Exception):
@@ -106,3 +117,29 @@ class DecodeError(GovbusError):
 
 class BrokerError(GovbusError):
     """The local development broker could not be fetched, started or stopped."""
+
+
+# The operator commands' errors live here rather than in the private modules that raise them, so
+# that each can be caught through a public module.
+class TopicError(GovbusError):
+    """A topic could not be created or described."""
+
+
+class AclError(GovbusError):
+    """ACLs could not be created (the principal running ``acl apply`` lacks ALTER on the cluster…)."""
+
+
+class SchemaInvalidError(GovbusError, ValueError):
+    """A schema is not valid Avro (``label`` says which)."""
+
+    def __init__(self, label: str, message: str) -> None:
+        super().__init__(f"{label} is not a valid Avro schema: {message}")
+        self.label = label
+
+
+class RegistryError(GovbusError):
+    """A registry operation failed. ``status`` is the HTTP status (None: no answer at all)."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status

@@ -17,6 +17,19 @@ from typing import Any, NoReturn
 
 from govbus.errors import InvalidEventError
 
+# The public names. ``decoded_event``, ``encoded_size_bound`` and ``MAX_RECORD_OVERHEAD`` serve the
+# wire contract and the producer inside the package: public by name, not API.
+__all__ = [
+    "FIELDS",
+    "MAX_ATTRIBUTES",
+    "MAX_ENCODED_BYTES",
+    "EventKind",
+    "FrozenDict",
+    "FrozenList",
+    "GovernanceEvent",
+    "ProducerInfo",
+]
+
 _TRACE_ID = re.compile(r"[0-9a-f]{32}")
 _SPAN_ID = re.compile(r"[0-9a-f]{16}")
 # Generous but bounded: a governance event is metadata, not a payload carrier.

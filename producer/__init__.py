@@ -8,6 +8,7 @@
 ``GovbusSink`` plugs the bus into AGT's ``GovernanceEventProcessor``.
 """
 
+from govbus.producer._agt import GovbusSink
 from govbus.producer._batch import BatchEncoder, BatchHook, OutgoingRecord
 from govbus.producer._bus import Bus
 from govbus.producer._errors import (
@@ -21,7 +22,6 @@ from govbus.producer._errors import (
 )
 from govbus.producer._health import BusCounters, BusHealth
 from govbus.producer._settings import ProducerSettings
-from govbus.producer.agt import GovbusSink
 
 __all__ = [
     "BatchEncoder",

@@ -13,10 +13,10 @@ from typing import Any, Protocol
 
 from confluent_kafka import KafkaError
 
-from govbus.contract import Encoder
+from govbus._contract import Encoder
+from govbus._record import KeyBy, record_key, to_record
 from govbus.event import GovernanceEvent, ProducerInfo
 from govbus.producer import _tracing
-from govbus.record import KeyBy, record_key, to_record
 
 BATCH = 256  # events per sender step; the sender yields the GIL between steps
 # What encoding an accepted event can raise: the writer schema cannot carry it (InvalidEventError
@@ -111,7 +111,7 @@ class BatchEncoder(Protocol):
 
 
 class EventBatchEncoder:
-    """The Python :class:`BatchEncoder`: ``govbus.record.to_record`` per event, with a span each
+    """The Python :class:`BatchEncoder`: ``govbus._record.to_record`` per event, with a span each
     when OpenTelemetry is configured."""
 
     def __init__(

@@ -36,8 +36,9 @@ from typing import TYPE_CHECKING, Any, Self
 
 from confluent_kafka import KafkaException
 
-import govbus.settings
-from govbus.contract import Encoder
+import govbus._settings
+from govbus._contract import Encoder
+from govbus._registry import configured_schema_id
 from govbus.errors import ConfigError, InvalidEventError
 from govbus.event import (
     MAX_ENCODED_BYTES,
@@ -57,10 +58,9 @@ from govbus.producer._housekeeping import Metadata, Poller
 from govbus.producer._sender import Sender, SenderState
 from govbus.producer._spool import TYPE_EVENT, Spool, SpoolFull, pack_event
 from govbus.producer._syncer import Syncer
-from govbus.registry import configured_schema_id
 
 if TYPE_CHECKING:
-    from govbus.settings import GovbusSettings
+    from govbus._settings import GovbusSettings
 
 __all__ = ["BatchEncoder", "BatchHook", "Bus", "OutgoingRecord", "SenderState", "producer_config"]
 
@@ -134,7 +134,7 @@ class Bus:
         **overrides: Any,
     ) -> None:
         if settings is None:
-            settings = govbus.settings.load_settings(**overrides)
+            settings = govbus._settings.load_settings(**overrides)
         elif overrides:
             raise TypeError("pass either a GovbusSettings or keyword overrides, not both")
         self.settings = settings

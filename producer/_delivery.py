@@ -35,7 +35,7 @@ from govbus.producer._spool import TYPE_RECORD, Spool, pack_record
 if TYPE_CHECKING:
     from confluent_kafka import Producer
 
-    from govbus.settings import KafkaSettings
+    from govbus._settings import KafkaSettings
 
 log = logging.getLogger("govbus.producer")
 

@@ -5,7 +5,7 @@ key to the partition it speaks for, so it takes that partition's next sequence n
 producer's stream: a verifier or the watchdog (``govbus watch``) that sees it knows the stream's
 tail up to it, and a producer that stops sending them (killed, hung, cut off) falls silent
 visibly. ``close()`` sends a final heartbeat (``decision: final``) so a clean stop is not
-reported as silence. Format: :mod:`govbus.heartbeat`; spec: docs/signing.md §16.
+reported as silence. Format: :mod:`govbus._heartbeat`; spec: docs/signing.md §16.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from govbus.heartbeat import HEARTBEAT_KEY_PREFIX, heartbeat_event
+from govbus._heartbeat import HEARTBEAT_KEY_PREFIX, heartbeat_event
 from govbus.producer._partition import partition_for
 
 if TYPE_CHECKING:

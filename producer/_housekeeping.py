@@ -30,7 +30,7 @@ from govbus.producer._partition import Partitioner
 from govbus.producer._spool import Spool
 
 if TYPE_CHECKING:
-    from govbus.settings import KafkaSettings
+    from govbus._settings import KafkaSettings
 
 log = logging.getLogger("govbus.producer")
 

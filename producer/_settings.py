@@ -82,7 +82,7 @@ class ProducerSettings(BaseModel):
     @field_validator("schema_version")
     @classmethod
     def _shipped(cls, value: int | None) -> int | None:
-        from govbus.contract import schema_versions
+        from govbus._contract import schema_versions
 
         shipped = [v.version for v in schema_versions()]
         if value is not None and value not in shipped:

@@ -1,4 +1,6 @@
 """The shipped Avro schemas of the govbus wire contract (``governance_event.v<N>.avsc``).
 
-Data only: :mod:`govbus.contract` loads them and indexes them by fingerprint.
+Data only: :mod:`govbus._contract` (private) loads them and indexes them by fingerprint.
 """
+
+__all__: list[str] = []

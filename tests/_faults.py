@@ -34,13 +34,13 @@ from typing import Any
 
 from _sinks import SinkProcess, wait_for
 
-from govbus.admin import ensure_topic
+from govbus._admin import ensure_topic
+from govbus._kernel import producer_status
+from govbus._settings import load_settings
 from govbus.event import EventKind, GovernanceEvent
 from govbus.gate import BusProbe, Gate, parse_policy
-from govbus.kernel import producer_status
 from govbus.localkafka._cluster import LocalCluster
 from govbus.producer import Bus
-from govbus.settings import load_settings
 
 AGENTS = 8
 PARTITIONS = 6

@@ -6,7 +6,7 @@
 - :class:`Rsyslog`: Debian's ``rsyslogd`` in the foreground with imtcp on a free port, writing
   every message (structured data included) to a file.
 - :class:`TlsEchoServer`: a TLS listener with a throw-away self-signed certificate, collecting bytes.
-- :func:`delivered`: ``DeliveredRecord`` batches built from events through ``govbus.record``.
+- :func:`delivered`: ``DeliveredRecord`` batches built from events through ``govbus._record``.
 """
 
 from __future__ import annotations
@@ -30,10 +30,10 @@ from typing import Any
 
 from _sinks import events, records, sign, signing_pair
 
+from govbus._contract import Decoder
+from govbus._record import from_record
 from govbus.consumers._spi import Batch, DeliveredRecord
-from govbus.contract import Decoder
 from govbus.event import GovernanceEvent
-from govbus.record import from_record
 
 _DECODER = Decoder()
 

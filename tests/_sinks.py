@@ -1,4 +1,4 @@
-"""Helpers for the sink runtime's tests: records on the thin path (``govbus.record.to_record`` + a raw
+"""Helpers for the sink runtime's tests: records on the thin path (``govbus._record.to_record`` + a raw
 confluent-kafka producer, so they do not depend on the producer library), optional signing with
 ``govbus.signing``, fake messages for the intake stage, and sinks that collect or misbehave.
 """
@@ -18,12 +18,12 @@ from typing import Any
 
 from confluent_kafka import TIMESTAMP_CREATE_TIME, Producer
 
-from govbus import cloudevents as ce
+from govbus import _cloudevents as ce
+from govbus._contract import Encoder
+from govbus._record import OutRecord, to_record
+from govbus._sample import sample_events
 from govbus.consumers import OK, Batch, Rejected, RetryLater, SinkBase, WriteResult
-from govbus.contract import Encoder
 from govbus.event import GovernanceEvent, ProducerInfo
-from govbus.record import OutRecord, to_record
-from govbus.sample import sample_events
 
 PRODUCER = ProducerInfo("sink-tests", uuid.uuid4().hex, "test-host", "govbus-python/test")
 TRACEPARENT = "00-" + "ab" * 16 + "-" + "cd" * 8 + "-01"
@@ -244,7 +244,7 @@ class SinkProcess:
         self.name = name
         self._re = re.compile(r"health endpoint at (http://\S+)")
         self.log_path = log_dir / f"sink-{name}-{uuid.uuid4().hex[:6]}.log"
-        args = [sys.executable, "-m", "govbus.cli", "sink", "run", name]
+        args = [sys.executable, "-m", "govbus", "sink", "run", name]
         if factory:
             args += ["--class", factory]
         for opt in options:

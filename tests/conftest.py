@@ -194,7 +194,7 @@ def schema_registry_url(request: pytest.FixtureRequest) -> Iterator[str]:
     """A Confluent-compatible schema registry's URL (see tests/_registry.py for which and why):
     ``GOVBUS_TEST_REGISTRY_URL``, else a local Apicurio Registry built from Maven Central, else
     confluent-kafka's in-process mock (``mock://…``, shared per process through
-    ``govbus.registry.connect``), with the reason the local one is not used printed."""
+    ``govbus._registry.connect``), with the reason the local one is not used printed."""
     import _registry
 
     say = _terminal_writer(request.config)

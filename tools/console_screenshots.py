@@ -59,7 +59,7 @@ def main(out: Path) -> int:
         [
             sys.executable,
             "-m",
-            "govbus.cli",
+            "govbus",
             "demo",
             "--events",
             "20000",

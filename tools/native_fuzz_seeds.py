@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from govbus.contract import Encoder
+from govbus._contract import Encoder
+from govbus._record import to_record
 from govbus.event import EventKind, GovernanceEvent, ProducerInfo
-from govbus.record import to_record
 from govbus.signing import KeyEntry, Keyring, Signer, SigningKey, SignInput
 
 ROOT = Path(__file__).resolve().parents[1] / "native" / "fuzz" / "corpus"

@@ -13,7 +13,7 @@ import json
 import math
 from typing import Any
 
-from govbus.cloudevents import TRACEPARENT, TRACESTATE, format_time
+from govbus._cloudevents import TRACEPARENT, TRACESTATE, format_time
 from govbus.consumers._spi import DeliveredRecord
 from govbus.event import GovernanceEvent
 

@@ -32,13 +32,13 @@ from typing import Any
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from govbus.cloudevents import SPEC_VERSION, TRACEPARENT, TRACESTATE, CloudEventAttributes, format_time
+from govbus._cloudevents import SPEC_VERSION, TRACEPARENT, TRACESTATE, CloudEventAttributes, format_time
+from govbus._contract import Decoder
+from govbus._record import from_record
 from govbus.consumers._errors import SinkError
 from govbus.consumers._spi import DeliveredRecord
-from govbus.contract import Decoder
 from govbus.errors import DecodeError
 from govbus.event import V2_FIELDS, GovernanceEvent
-from govbus.record import from_record
 from govbus.signing import SIGNATURE_HEADERS, Keyring, SigningKey, VerdictCode, Verifier
 from govbus.signing._keyring import parse_time
 

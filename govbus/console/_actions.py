@@ -10,11 +10,11 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
-from govbus.cloudevents import format_time
+from govbus._cloudevents import format_time
+from govbus._record import message_headers
 from govbus.console._scrape import post_control
 from govbus.consumers._dlq import H_REPLAYED_AT, DeadLetter
 from govbus.consumers._errors import DeadLetterError
-from govbus.record import message_headers
 
 __all__ = ["control_sink", "read_one", "replay_one"]
 

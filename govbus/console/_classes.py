@@ -11,7 +11,7 @@ from govbus.consumers._classes import SHIPPED_CLASSES
 __all__ = ["DEFAULT_CLASSES", "sink_class"]
 
 # The shipped sinks' classes, from their source of truth. A running sink declares its class in
-# its members' client.id: govbus.sinkclass.class_from_client_id(member.client_id) gives `declared`.
+# its members' client.id: govbus._sinkclass.class_from_client_id(member.client_id) gives `declared`.
 DEFAULT_CLASSES: dict[str, str] = dict(SHIPPED_CLASSES)
 
 

@@ -21,13 +21,13 @@ from typing import Any
 from confluent_kafka import TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec
 
+from govbus._settings import GovbusSettings
 from govbus.console._classes import sink_class
 from govbus.console._scrape import SinkHealth, scrape
 from govbus.console._settings import ConsoleSettings
 from govbus.console._tail import RawRecord, TailReader
 from govbus.consumers._dlq import DeadLetter
 from govbus.consumers._lag import SINK_GROUP_PREFIX, GroupLag, sink_lag
-from govbus.settings import GovbusSettings
 
 __all__ = ["AuditView", "Collector", "EventRow", "GateView", "KeptDeadLetter", "Sample", "SinkView", "Snapshot"]
 
@@ -345,7 +345,7 @@ class Collector:
         # The same checks as `govbus gate check`, evaluated one-shot (no debounce), so the page
         # and the command agree.
         from govbus.gate import BusProbe, Gate
-        from govbus.gate.cli import build_policy, producer_health_file_source, signing_status
+        from govbus.gate._cli import build_policy, producer_health_file_source, signing_status
 
         policy_file = self.console.gate_policy or self.settings.gate.policy_file
         policy = build_policy(self.settings, policy_file)
@@ -373,12 +373,12 @@ class Collector:
     # -- record transforms (the tail reader's thread) -----------------------------------------
 
     def _event_row(self, rec: RawRecord) -> EventRow:
+        from govbus._record import from_record
         from govbus.errors import DecodeError
-        from govbus.record import from_record
 
         if self._decoder is None:
-            from govbus.contract import Decoder
-            from govbus.registry import resolver_for
+            from govbus._contract import Decoder
+            from govbus._registry import resolver_for
 
             self._decoder = Decoder(resolver=resolver_for(self.settings))
         try:

@@ -10,10 +10,10 @@ import socket
 import threading
 from typing import Any
 
+from govbus._settings import GovbusSettings
 from govbus.console._collector import Collector, settings_console
 from govbus.console._settings import ConsoleSettings
 from govbus.errors import ConfigError
-from govbus.settings import GovbusSettings
 
 __all__ = ["ConsoleServer"]
 

@@ -13,8 +13,8 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from govbus._sinkclass import SinkClass
 from govbus.errors import ConfigError
-from govbus.sinkclass import SinkClass
 
 
 class _Strict(BaseModel):

@@ -14,7 +14,7 @@ from typing import Any
 from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
 from confluent_kafka.admin import OffsetSpec
 
-from govbus.sinkclass import class_from_client_id
+from govbus._sinkclass import class_from_client_id
 
 __all__ = ["GroupView", "StallTracker", "end_offsets", "observe_groups"]
 

@@ -8,15 +8,15 @@ import threading
 import time
 from typing import Any
 
+from govbus._admin import ensure_topic
+from govbus._contract import Decoder
 from govbus._librdkafka import new_admin, new_consumer
-from govbus.admin import ensure_topic
+from govbus._record import from_record
+from govbus._settings import GovbusSettings
 from govbus.consumers._health import HealthServer, HealthStatus
-from govbus.contract import Decoder
 from govbus.errors import ConfigError
 from govbus.event import GovernanceEvent
 from govbus.producer._settings import default_spool_dir
-from govbus.record import from_record
-from govbus.settings import GovbusSettings
 from govbus.watch._alerts import ALERT_KINDS, AlertBook
 from govbus.watch._groups import list_sink_groups, observe_groups
 from govbus.watch._settings import WatchSettings

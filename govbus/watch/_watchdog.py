@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from govbus.heartbeat import HEARTBEAT_KEY_PREFIX, is_heartbeat
+from govbus._heartbeat import HEARTBEAT_KEY_PREFIX, is_heartbeat
 from govbus.signing import SequenceTracker, Verdict, VerdictCode, Verifier
 from govbus.watch._alerts import AlertBook
 from govbus.watch._groups import GroupView, StallTracker

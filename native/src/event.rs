@@ -193,7 +193,7 @@ pub fn valid(e: &Event) -> bool {
         && hex_id(e.parent_span_id, 16)
 }
 
-/// `govbus.cloudevents.format_time`: RFC 3339, microseconds, `Z`; years below 1000 unpadded
+/// `govbus._cloudevents.format_time`: RFC 3339, microseconds, `Z`; years below 1000 unpadded
 /// (what glibc's strftime prints for them).
 pub fn format_time(out: &mut Vec<u8>, micros: i64) {
     let secs = micros.div_euclid(1_000_000);

@@ -41,7 +41,7 @@ pub fn schemas() -> Schemas {
     }
 }
 
-/// `govbus.contract.schema_version(1).fingerprint` (tests/unit/test_native_fuzz.py checks both).
+/// `govbus._contract.schema_version(1).fingerprint` (tests/unit/test_native_fuzz.py checks both).
 pub const V1_FINGERPRINT: [u8; 8] = [0xfd, 0xc3, 0x0c, 0xe9, 0x37, 0x52, 0xf2, 0x61];
 
 const HEADERS: [(&str, &[u8]); 4] =

@@ -12,11 +12,11 @@ from typing import Any
 
 from confluent_kafka import Consumer, TopicPartition
 
-from govbus.contract import Decoder
+from govbus._contract import Decoder
+from govbus._record import InRecord, from_record
+from govbus._settings import GovbusSettings, load_settings
 from govbus.event import GovernanceEvent
 from govbus.producer._partition import partition_for
-from govbus.record import InRecord, from_record
-from govbus.settings import GovbusSettings, load_settings
 
 
 @dataclasses.dataclass(frozen=True)

@@ -13,16 +13,16 @@ from _kafka import SecureKafka, create_topic
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient
 
-from govbus.admin import TopicError, ensure_topic
-from govbus.cli import main
+from govbus._admin import TopicError, ensure_topic
+from govbus._cli import main
+from govbus._sample import sample_events
+from govbus._settings import load_settings
 from govbus.consumers import sink_lag
 from govbus.consumers._dlq import read_dead_letters, replay_dead_letters
 from govbus.consumers._errors import DeadLetterError, SinkError
 from govbus.gate import BusProbe, parse_policy
 from govbus.localkafka._tls import CertificateAuthority
 from govbus.producer import Bus
-from govbus.sample import sample_events
-from govbus.settings import load_settings
 
 pytestmark = pytest.mark.integration
 

@@ -26,16 +26,16 @@ from confluent_kafka import (
 )
 from confluent_kafka.admin import AdminClient
 
-from govbus.acl import AclEntry, AclError, apply_plan, parse_role, plan
-from govbus.admin import ensure_topic
+from govbus._acl import AclEntry, AclError, apply_plan, parse_role, plan
+from govbus._admin import ensure_topic
+from govbus._sample import sample_events
+from govbus._settings import load_settings
 from govbus.consumers import SinkRuntime, sink_lag
 from govbus.consumers._dlq import read_dead_letters, replay_dead_letters
 from govbus.consumers._errors import SinkError
 from govbus.consumers._settings import SinkRuntimeSettings
 from govbus.gate import BusProbe, parse_policy
 from govbus.producer import Bus
-from govbus.sample import sample_events
-from govbus.settings import load_settings
 
 pytestmark = pytest.mark.integration
 

@@ -14,7 +14,7 @@ from _kafka import SecureKafka
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
-from govbus.settings import load_settings
+from govbus._settings import load_settings
 
 
 def _admin_env(secure: SecureKafka) -> dict[str, str]:
@@ -61,7 +61,7 @@ def test_user_add_then_login_with_the_password_file(
     wrong = tmp_path / "wrong"
     wrong.write_text("not-it\n", encoding="utf-8")
     result = subprocess.run(
-        [sys.executable, "-m", "govbus.cli", "acl", "user", "add", "--user", f"{user}:{secret}"],
+        [sys.executable, "-m", "govbus", "acl", "user", "add", "--user", f"{user}:{secret}"],
         env=_admin_env(secure_kafka),
         capture_output=True,
         text=True,

@@ -26,10 +26,10 @@ import pytest
 from _avro_java import AvroJava, AvroJavaUnavailable, avro_java
 from fastavro import json_reader, json_writer
 
-from govbus import contract
-from govbus.contract import Decoder, Encoder, SchemaVersion, from_datum, schema_version, schema_versions, to_datum
+from govbus import _contract as contract
+from govbus._contract import Decoder, Encoder, SchemaVersion, from_datum, schema_version, schema_versions, to_datum
+from govbus._sample import sample_events
 from govbus.event import V2_FIELDS, EventKind, GovernanceEvent, ProducerInfo
-from govbus.sample import sample_events
 
 pytestmark = pytest.mark.integration
 

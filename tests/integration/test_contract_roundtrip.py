@@ -1,6 +1,6 @@
 """Contract v1 on the real broker: every kind and field survives produce → Kafka → consumer group.
 
-The producer side is the thin path (``govbus.record.to_record`` + a raw confluent-kafka producer),
+The producer side is the thin path (``govbus._record.to_record`` + a raw confluent-kafka producer),
 so this proves the contract itself, independent of the producer library.
 """
 
@@ -16,10 +16,10 @@ from confluent_kafka import Consumer, Producer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from govbus.contract import Decoder, Encoder
+from govbus._contract import Decoder, Encoder
+from govbus._record import from_record, to_record
 from govbus.errors import DecodeError
 from govbus.event import EventKind, GovernanceEvent, ProducerInfo
-from govbus.record import from_record, to_record
 
 pytestmark = pytest.mark.integration
 PRODUCER = ProducerInfo("prop-kernel", uuid.uuid4().hex, "test-host", "govbus-python/test")

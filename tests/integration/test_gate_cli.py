@@ -17,7 +17,7 @@ pytestmark = pytest.mark.integration
 
 def _run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "govbus.cli", "gate", "check", *args],
+        [sys.executable, "-m", "govbus", "gate", "check", *args],
         env={**os.environ, **env},
         capture_output=True,
         text=True,

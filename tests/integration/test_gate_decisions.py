@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Consumer
 
-from govbus.contract import Decoder
+from govbus._contract import Decoder
+from govbus._record import from_record, message_headers
+from govbus._settings import load_settings
 from govbus.gate import BusProbe, Gate, parse_policy
 from govbus.producer import Bus
-from govbus.record import from_record, message_headers
-from govbus.settings import load_settings
 
 pytestmark = pytest.mark.integration
 

@@ -12,7 +12,7 @@ import pytest
 from integration.producer_fixtures import bus_settings, consume
 
 from govbus.producer import Bus, GovbusSink
-from govbus.producer.agt import to_agt
+from govbus.producer._agt import to_agt
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)

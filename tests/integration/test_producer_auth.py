@@ -10,12 +10,12 @@ from typing import Any
 import pytest
 from _kafka import SecureKafka
 
+from govbus._kernel import producer_status
+from govbus._sample import sample_events
+from govbus._settings import GovbusSettings, load_settings
 from govbus.gate import BusProbe, Gate, parse_policy
-from govbus.kernel import producer_status
 from govbus.localkafka._tls import CertificateAuthority
 from govbus.producer import Bus
-from govbus.sample import sample_events
-from govbus.settings import GovbusSettings, load_settings
 
 pytestmark = pytest.mark.integration
 

@@ -15,10 +15,10 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from govbus._sample import sample_events
 from govbus.event import GovernanceEvent
 from govbus.producer import Bus, OutgoingRecord
 from govbus.producer._partition import partition_for
-from govbus.sample import sample_events
 
 pytestmark = pytest.mark.integration
 

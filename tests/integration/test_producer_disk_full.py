@@ -11,9 +11,9 @@ from _await import closed_port, until
 from _smallfs import fill, small_filesystem
 from integration.producer_fixtures import bus_settings, check_delivery, consume
 
+from govbus._sample import sample_events
 from govbus.localkafka import LocalBroker
 from govbus.producer import Bus
-from govbus.sample import sample_events
 
 pytestmark = pytest.mark.integration
 

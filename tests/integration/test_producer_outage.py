@@ -13,10 +13,10 @@ import pytest
 from _await import until
 from integration.producer_fixtures import bus_settings, check_delivery, consume
 
+from govbus._sample import sample_events
 from govbus.event import GovernanceEvent
 from govbus.localkafka import LocalBroker
 from govbus.producer import Bus
-from govbus.sample import sample_events
 
 pytestmark = pytest.mark.integration
 

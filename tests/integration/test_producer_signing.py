@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
+from govbus._sample import sample_events
+from govbus._settings import load_settings
 from govbus.producer import Bus
-from govbus.sample import sample_events
-from govbus.settings import load_settings
 from govbus.signing import KeyEntry, Keyring, SigningKey, VerdictCode, Verifier, write_private_key
 
 pytestmark = pytest.mark.integration

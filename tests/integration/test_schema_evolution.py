@@ -18,15 +18,15 @@ import pytest
 from _sinks import CollectingSink, Rec, produce, wait_for
 from confluent_kafka import Consumer
 
+from govbus._contract import Decoder, Encoder, Framing, framing_of, schema_version
+from govbus._record import InRecord, from_record, to_record
+from govbus._registry import SchemaIds, connect, subject_for, writer_schema_id
+from govbus._sample import sample_events
+from govbus._settings import GovbusSettings, RegistrySettings, load_settings
 from govbus.consumers import SinkRuntime
 from govbus.consumers._dlq import read_dead_letters
-from govbus.contract import Decoder, Encoder, Framing, framing_of, schema_version
 from govbus.event import V2_FIELDS, EventKind, GovernanceEvent, ProducerInfo
 from govbus.producer import Bus
-from govbus.record import InRecord, from_record, to_record
-from govbus.registry import SchemaIds, connect, subject_for, writer_schema_id
-from govbus.sample import sample_events
-from govbus.settings import GovbusSettings, RegistrySettings, load_settings
 
 pytestmark = pytest.mark.integration
 PRODUCER = ProducerInfo("evolution-tests", uuid.uuid4().hex, "test-host", "govbus-python/test")

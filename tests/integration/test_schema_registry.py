@@ -16,11 +16,11 @@ from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerialize
 from confluent_kafka.schema_registry.error import SchemaRegistryError
 from confluent_kafka.serialization import MessageField, SerializationContext
 
-from govbus.cli import main
-from govbus.contract import Decoder, Encoder, from_datum, schema_version, to_datum
+from govbus._cli import main
+from govbus._contract import Decoder, Encoder, from_datum, schema_version, to_datum
+from govbus._registry import SchemaIds, connect, registry_schema, subject_for, writer_schema_id
+from govbus._settings import RegistrySettings
 from govbus.event import EventKind, GovernanceEvent, ProducerInfo
-from govbus.registry import SchemaIds, connect, registry_schema, subject_for, writer_schema_id
-from govbus.settings import RegistrySettings
 
 pytestmark = pytest.mark.integration
 PRODUCER = ProducerInfo("interop", "i-1", "host", "govbus-python/test")

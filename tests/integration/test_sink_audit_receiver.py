@@ -34,7 +34,7 @@ def _ledger_ids(path: Path) -> list[str]:
 
 def _govbus(*args: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [sys.executable, "-m", "govbus.cli", *args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        [sys.executable, "-m", "govbus", *args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )
 
 
@@ -102,7 +102,7 @@ def test_killed_runtime_restarts_without_duplicates_and_the_ledger_verifies(
     verify = [
         sys.executable,
         "-m",
-        "govbus.cli",
+        "govbus",
         "audit",
         "verify",
         str(ledger),

@@ -18,11 +18,11 @@ import pytest
 from _sink_receivers import Answer, HttpReceiver, delivered, self_signed
 from _sinks import events, produce, records, wait_for
 
+from govbus._settings import load_settings
 from govbus.consumers._dlq import read_dead_letters
 from govbus.consumers._runtime import SinkRuntime
 from govbus.consumers._spi import OK, Batch, Rejected, RetryLater
-from govbus.consumers.sinks.http import HttpSink
-from govbus.settings import load_settings
+from govbus.consumers.sinks._http import HttpSink
 
 
 @pytest.fixture

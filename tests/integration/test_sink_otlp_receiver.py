@@ -14,10 +14,10 @@ import pytest
 from _sink_receivers import Answer, OtlpReceiver, attributes, delivered
 from opentelemetry.metrics import get_meter
 
+from govbus._sample import sample_events
 from govbus.consumers._spi import OK, Batch, RetryLater, SinkContext
+from govbus.consumers.sinks._otlp import ATTRIBUTE_PREFIX, ATTRIBUTES, OtlpSink
 from govbus.consumers.sinks._severity import severity
-from govbus.consumers.sinks.otlp import ATTRIBUTE_PREFIX, ATTRIBUTES, OtlpSink
-from govbus.sample import sample_events
 
 CTX = SinkContext("otlp", "govbus.sink.otlp", "govbus.events", get_meter("test"), logging.getLogger("test"))
 TRACE, SPAN = "0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331"

@@ -17,9 +17,9 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from govbus._settings import load_settings
 from govbus.consumers import Batch, RetryLater, SinkRuntime, sink_lag
 from govbus.consumers._dlq import read_dead_letters, replay_dead_letters
-from govbus.settings import load_settings
 
 pytestmark = pytest.mark.integration
 

@@ -18,7 +18,7 @@ from opentelemetry.metrics import get_meter
 
 from govbus.consumers._spi import OK, Batch, RetryLater, SinkContext
 from govbus.consumers.sinks._severity import severity
-from govbus.consumers.sinks.syslog import SyslogSink
+from govbus.consumers.sinks._syslog import SyslogSink
 
 pytestmark = pytest.mark.skipif(
     not (shutil.which("rsyslogd") or Path("/usr/sbin/rsyslogd").exists()),
@@ -125,7 +125,7 @@ def test_tls_with_octet_counting_frames(tmp_path: Path) -> None:
 
 
 def _frame_body(record: object) -> bytes:
-    from govbus.consumers.sinks.syslog import SyslogSinkOptions, format_message
+    from govbus.consumers.sinks._syslog import SyslogSinkOptions, format_message
 
     msg = format_message(record, SyslogSinkOptions())  # type: ignore[arg-type]
     return b"%d %s" % (len(msg), msg)

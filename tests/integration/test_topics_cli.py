@@ -19,7 +19,7 @@ def test_creates_event_and_dlq_topics_idempotently(kafka_bootstrap: str) -> None
     cmd = [
         sys.executable,
         "-m",
-        "govbus.cli",
+        "govbus",
         "topics",
         "create",
         "--partitions",

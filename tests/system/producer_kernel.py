@@ -12,9 +12,9 @@ import signal
 import sys
 import time
 
+from govbus._sample import sample_events
+from govbus._settings import load_settings
 from govbus.producer import Bus
-from govbus.sample import sample_events
-from govbus.settings import load_settings
 
 
 def main() -> None:

@@ -76,7 +76,7 @@ def test_topics_create_picks_production_replication_on_the_cluster(local_cluster
     topic = f"topics-cli-{uuid.uuid4().hex[:8]}"
     env = {**os.environ, "GOVBUS_KAFKA__BOOTSTRAP_SERVERS": local_cluster.bootstrap, "GOVBUS_TOPIC": topic}
     done = subprocess.run(
-        [sys.executable, "-m", "govbus.cli", "topics", "create", "--dlq-for", "file"],
+        [sys.executable, "-m", "govbus", "topics", "create", "--dlq-for", "file"],
         env=env, capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
@@ -97,7 +97,7 @@ def test_ensure_topic_on_an_existing_topic_needs_no_controller(local_cluster: Lo
     topic …: no broker … answered", found by the sinks-killed-in-a-failover fault): an existing
     topic must be found by metadata alone. Here the controller is stopped, so any CreateTopics
     times out while the brokers still answer metadata."""
-    from govbus.admin import ensure_topic
+    from govbus._admin import ensure_topic
 
     conf = {"bootstrap.servers": local_cluster.bootstrap}
     topic = f"exists-{uuid.uuid4().hex[:8]}"

@@ -39,18 +39,18 @@ from selenium.common.exceptions import NoSuchElementException, StaleElementRefer
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 
+from govbus._contract import Encoder
+from govbus._record import to_record
+from govbus._settings import load_settings
 from govbus.console import ConsoleSettings
 from govbus.console._server import ConsoleServer
 from govbus.consumers import SinkRuntime
 from govbus.consumers._lag import sink_lag
-from govbus.consumers.sinks.audit import AuditSink
-from govbus.consumers.sinks.file import FileSink
-from govbus.contract import Encoder
+from govbus.consumers.sinks._audit import AuditSink
+from govbus.consumers.sinks._file import FileSink
 from govbus.event import GovernanceEvent
 from govbus.gate._gate import Decision, decision_event
 from govbus.localkafka import LocalBroker
-from govbus.record import to_record
-from govbus.settings import load_settings
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -259,7 +259,7 @@ def shot(driver: webdriver.Chrome, name: str) -> None:
 
 def cli_json(topo: Topology, *args: str) -> Any:
     out = subprocess.run(
-        [sys.executable, "-m", "govbus.cli", *args, "--json"], env=topo.env, capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "govbus", *args, "--json"], env=topo.env, capture_output=True, text=True, timeout=60
     )
     assert out.returncode in (0, 1), out.stderr
     return json.loads(out.stdout)

@@ -16,7 +16,7 @@ def test_demo_reports_every_event_in_every_sink(kafka_bootstrap: str, tmp_path: 
         [
             sys.executable,
             "-m",
-            "govbus.cli",
+            "govbus",
             "demo",
             "--bootstrap",
             kafka_bootstrap,

@@ -14,7 +14,7 @@ pytestmark = pytest.mark.system
 
 def test_secure_demo_reports_every_event_in_every_sink(tmp_path: Path) -> None:
     out = subprocess.run(
-        [sys.executable, "-m", "govbus.cli", "demo", "--secure", "--events", "120", "--rate", "0",
+        [sys.executable, "-m", "govbus", "demo", "--secure", "--events", "120", "--rate", "0",
          "--out", str(tmp_path / "demo")],
         capture_output=True,
         text=True,

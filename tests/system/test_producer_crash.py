@@ -20,9 +20,9 @@ from pathlib import Path
 import pytest
 from integration.producer_fixtures import bus_settings, check_delivery, consume
 
+from govbus._sample import sample_events
 from govbus.localkafka import LocalBroker
 from govbus.producer import Bus
-from govbus.sample import sample_events
 
 pytestmark = pytest.mark.system
 

@@ -1,4 +1,4 @@
-"""The sink runtime as separate processes (``python -m govbus.cli sink run``) on a real broker:
+"""The sink runtime as separate processes (``python -m govbus._cli sink run``) on a real broker:
 independence of sinks, SIGKILL mid-batch, rebalancing between two instances, poison records and
 replay through the CLI. Every wait is on something observable (file contents, health endpoint,
 committed offsets), never a fixed sleep.
@@ -205,7 +205,7 @@ def test_poison_records_are_dead_lettered_and_replayed_through_the_cli(
     cli_env = {**os.environ, **env}
 
     def cli(*args: str) -> str:
-        done = subprocess.run([sys.executable, "-m", "govbus.cli", *args], env=cli_env, capture_output=True,
+        done = subprocess.run([sys.executable, "-m", "govbus", *args], env=cli_env, capture_output=True,
                               text=True, timeout=60)  # fmt: skip
         assert done.returncode == 0, done.stderr
         return done.stdout

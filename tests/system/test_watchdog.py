@@ -17,11 +17,11 @@ from typing import Any
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
+from govbus._heartbeat import heartbeat_event
+from govbus._settings import GovbusSettings, load_settings
 from govbus.consumers import SinkRuntime
 from govbus.event import GovernanceEvent
 from govbus.gate import BusProbe, Gate, parse_policy
-from govbus.heartbeat import heartbeat_event
-from govbus.settings import GovbusSettings, load_settings
 from govbus.signing import KeyEntry, Keyring, SigningKey, VerdictCode, Verifier, write_private_key
 from govbus.watch._runner import WatchRunner
 from tests._sinks import CollectingSink, Rec, events, produce, records, sign, signing_pair, wait_for
@@ -285,7 +285,7 @@ def test_gate_check_prints_each_required_class(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    from govbus.cli import main
+    from govbus._cli import main
 
     topic = new_topic(partitions=1)
     policy = tmp_path / "policy.yaml"

@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from govbus.acl import AclEntry, parse_role, plan, principal_of
-from govbus.cli import main
+from govbus._acl import AclEntry, parse_role, plan, principal_of
+from govbus._cli import main
 from govbus.consumers._settings import SinkRuntimeSettings
 from govbus.errors import ConfigError
 

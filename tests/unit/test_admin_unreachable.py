@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 from _await import closed_port
 
-from govbus.admin import TopicError, ensure_topic
-from govbus.cli import main
+from govbus._admin import TopicError, ensure_topic
+from govbus._cli import main
 
 
 def test_ensure_topic_without_a_broker_names_the_address_and_setting() -> None:

@@ -15,11 +15,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from govbus.contract import Decoder, Encoder
+from govbus._contract import Decoder, Encoder
 from govbus.event import EventKind, GovernanceEvent, ProducerInfo
 from govbus.producer import GovbusSink, SpoolFullError
-from govbus.producer import agt as agt_module
-from govbus.producer.agt import EXTRA_FIELD_PREFIX, FIDELITY_KEY, MAPPED_FIELDS, from_agt, to_agt
+from govbus.producer import _agt as agt_module
+from govbus.producer._agt import EXTRA_FIELD_PREFIX, FIDELITY_KEY, MAPPED_FIELDS, from_agt, to_agt
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)

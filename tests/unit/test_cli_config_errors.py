@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from confluent_kafka import KafkaError, KafkaException
 
+from govbus._cli import main
 from govbus._librdkafka import build_client, config_variable, new_admin, new_consumer, new_producer
-from govbus.cli import main
 from govbus.errors import ConfigError
 
 BAD_EXTRA = {"GOVBUS_KAFKA__EXTRA": '{"no.such.prop": 1}'}

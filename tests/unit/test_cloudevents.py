@@ -6,11 +6,11 @@ from datetime import UTC, datetime
 
 import pytest
 
-from govbus import cloudevents as ce
-from govbus.contract import Decoder, Encoder, schema_version
+from govbus import _cloudevents as ce
+from govbus._contract import Decoder, Encoder, schema_version
+from govbus._record import from_record, record_key, to_record
 from govbus.errors import DecodeError
 from govbus.event import EventKind, GovernanceEvent, ProducerInfo
-from govbus.record import from_record, record_key, to_record
 
 PRODUCER = ProducerInfo("kernel", "inst-1", "host-a", "govbus-python/0.1.0")
 

@@ -24,12 +24,12 @@ from cloudevents.core.v1.event import CloudEvent as CoreCloudEvent
 from cloudevents.v1 import kafka as v1_kafka
 from cloudevents.v1.http import CloudEvent as V1CloudEvent
 
-from govbus import cloudevents as ce
-from govbus.contract import CONTENT_TYPE, Decoder, Encoder, schema_versions
+from govbus import _cloudevents as ce
+from govbus._contract import CONTENT_TYPE, Decoder, Encoder, schema_versions
+from govbus._record import InRecord, OutRecord, from_record, to_record
+from govbus._sample import sample_events
 from govbus.errors import DecodeError
 from govbus.event import GovernanceEvent, ProducerInfo
-from govbus.record import InRecord, OutRecord, from_record, to_record
-from govbus.sample import sample_events
 
 PRODUCER = ProducerInfo("kernel", "inst-1", "host-a", "govbus-python/0.1.0")
 TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"

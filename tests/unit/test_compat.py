@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from govbus import compat
-from govbus.compat import Level, Schema, SchemaInvalidError, check, check_history, diff
+from govbus import _compat as compat
+from govbus._compat import Level, Schema, SchemaInvalidError, check, check_history, diff
 
 SHIPPED = compat.shipped()
 V2 = SHIPPED[-1].schema

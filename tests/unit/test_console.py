@@ -15,13 +15,13 @@ import urllib.request
 
 import pytest
 
+from govbus._settings import load_settings
 from govbus.console._classes import sink_class
 from govbus.console._plot import line_chart
 from govbus.console._scrape import parse_prometheus
 from govbus.console._settings import is_loopback
 from govbus.consumers._health import HealthServer, HealthStatus
 from govbus.errors import ConfigError
-from govbus.settings import load_settings
 
 
 def test_loopback_is_the_default_and_needs_no_credentials() -> None:
@@ -159,7 +159,7 @@ def test_govbus_console_prints_its_url_serves_and_stops_on_sigint() -> None:
         "GOVBUS_CONSOLE__REFRESH_S": "0.5",
     }
     proc = subprocess.Popen(
-        [sys.executable, "-m", "govbus.cli", "console", "--port", "0"],
+        [sys.executable, "-m", "govbus", "console", "--port", "0"],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
@@ -190,8 +190,6 @@ def test_govbus_console_prints_its_url_serves_and_stops_on_sigint() -> None:
 
 @pytest.mark.parametrize(("args", "named"), [(["--host", "0.0.0.0"], "--host"), (["--port", "99999"], "--port")])
 def test_govbus_console_refuses_bad_options_naming_them(args: list[str], named: str) -> None:
-    out = subprocess.run(
-        [sys.executable, "-m", "govbus.cli", "console", *args], capture_output=True, text=True, timeout=60
-    )
+    out = subprocess.run([sys.executable, "-m", "govbus", "console", *args], capture_output=True, text=True, timeout=60)
     assert out.returncode == 2
     assert f"govbus: error: {named}:" in out.stderr

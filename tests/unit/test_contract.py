@@ -11,11 +11,11 @@ import pytest
 from fastavro import schemaless_writer
 from fastavro.schema import fingerprint, parse_schema, to_parsing_canonical_form
 
-from govbus import contract
-from govbus.contract import Decoder, Encoder, Framing, framing_of, schema_version, schema_versions
+from govbus import _contract as contract
+from govbus._contract import Decoder, Encoder, Framing, framing_of, schema_version, schema_versions
+from govbus._sample import sample_events
 from govbus.errors import DecodeError
 from govbus.event import EventKind, GovernanceEvent, ProducerInfo
-from govbus.sample import sample_events
 
 PRODUCER = ProducerInfo("kernel", "inst-1", "host-a", "govbus-python/0.1.0")
 

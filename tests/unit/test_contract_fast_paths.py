@@ -18,10 +18,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from govbus import contract
-from govbus.contract import Encoder, schema_version, schema_versions, to_datum
+from govbus import _contract as contract
+from govbus._contract import Encoder, schema_version, schema_versions, to_datum
+from govbus._sample import sample_events
 from govbus.event import EventKind, GovernanceEvent, ProducerInfo
-from govbus.sample import sample_events
 
 PRODUCER = ProducerInfo("kernel", "inst-1", "host-a", "govbus-python/0.1.0")
 
@@ -206,7 +206,7 @@ def test_timestamp_high_part_cache_survives_changes() -> None:
 def reference_headers(
     event: GovernanceEvent, content_type: str, schema_uri: str | None, traceparent: str | None, tracestate: str | None
 ) -> list[tuple[str, bytes]]:
-    """govbus.cloudevents.headers_for as first written (strftime, quote, fresh tuples)."""
+    """govbus._cloudevents.headers_for as first written (strftime, quote, fresh tuples)."""
     from urllib.parse import quote
 
     source = event.agent_did or f"/agent-os/agent/{quote(event.agent_id, safe='')}"
@@ -235,7 +235,7 @@ def reference_headers(
 def test_headers_are_identical_to_the_original_binding(
     event: GovernanceEvent, schema_uri: str | None, traceparent: str | None, tracestate: str | None
 ) -> None:
-    from govbus.cloudevents import headers_for
+    from govbus._cloudevents import headers_for
 
     for _ in range(2):  # the second time from the caches
         got = headers_for(
@@ -251,6 +251,6 @@ def test_headers_are_identical_to_the_original_binding(
 @settings(max_examples=300, deadline=None)
 @given(st.datetimes(min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30), timezones=zones))
 def test_format_time_matches_strftime_for_every_year(moment: datetime) -> None:
-    from govbus.cloudevents import format_time
+    from govbus._cloudevents import format_time
 
     assert format_time(moment) == moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")

@@ -42,10 +42,10 @@ from unit.test_deploy_support import (
     unknown_settings,
 )
 
-from govbus.acl import AclEntry, parse_role, parse_user, plan
+from govbus._acl import AclEntry, parse_role, parse_user, plan
+from govbus._settings import KafkaSettings
 from govbus.errors import ConfigError
-from govbus.gate.cli import build_policy
-from govbus.settings import KafkaSettings
+from govbus.gate._cli import build_policy
 
 BASE_FILE = ROOT / "docker-compose.yml"
 OVERRIDE_FILE = ROOT / "deploy" / "compose" / "secure.yml"
@@ -496,7 +496,7 @@ def test_tls_issue_writes_owner_only_files(tmp_path: Path) -> None:
     def issue(*extra: str) -> subprocess.CompletedProcess[str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("GOVBUS_")}
         return subprocess.run(
-            [sys.executable, "-m", "govbus.cli", "dev", "tls", "issue", "--ca-dir", str(tmp_path / "ca"), *extra],
+            [sys.executable, "-m", "govbus", "dev", "tls", "issue", "--ca-dir", str(tmp_path / "ca"), *extra],
             capture_output=True,
             text=True,
             timeout=60,

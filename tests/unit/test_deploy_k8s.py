@@ -43,8 +43,8 @@ from unit.test_deploy_support import (
     unknown_settings,
 )
 
+from govbus._settings import GovbusSettings
 from govbus.gate import load_policy
-from govbus.settings import GovbusSettings
 
 K8S = ROOT / "deploy" / "k8s"
 KEDA = Path(__file__).parent / "schemas" / "keda"

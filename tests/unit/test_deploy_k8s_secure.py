@@ -15,8 +15,8 @@ import pytest
 import yaml
 from unit.test_deploy_support import ROOT, is_govbus_image, parse_command, settings_from_env, unknown_settings
 
-from govbus.acl import parse_role, plan
-from govbus.settings import GovbusSettings
+from govbus._acl import parse_role, plan
+from govbus._settings import GovbusSettings
 
 OVERLAY = ROOT / "deploy" / "k8s-secure"
 SINKS = ("stdout", "file", "otlp", "http", "syslog", "audit")

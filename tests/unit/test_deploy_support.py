@@ -36,12 +36,12 @@ from typing import Annotated, Any, Union, get_args, get_origin
 import pytest
 from pydantic import BaseModel
 
-from govbus.cli import build_parser
+from govbus._cli import build_parser
+from govbus._settings import ENV_PREFIX, GovbusSettings, is_setting, load_settings
 from govbus.consumers._registry import create_sink, load_factory
 from govbus.consumers._verify import build_verification
 from govbus.errors import ConfigError
-from govbus.gate.cli import build_policy
-from govbus.settings import ENV_PREFIX, GovbusSettings, is_setting, load_settings
+from govbus.gate._cli import build_policy
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "deploy" / "Dockerfile"

@@ -17,8 +17,8 @@ from _sinks import FakeMessage, events, records
 
 import govbus
 import govbus.errors
+from govbus._contract import Decoder, Encoder, SchemaVersion
 from govbus.consumers._intake import Intake
-from govbus.contract import Decoder, Encoder, SchemaVersion
 from govbus.errors import DecodeError, DecodeReason, GovbusError
 
 _LINE = re.compile(r"^(?P<indent>[ │├└─]*)(?P<name>[A-Z]\w*)(?: \([\w, ]+\))?\s+(?P<module>govbus[\w.]*)")
@@ -152,16 +152,16 @@ def test_the_intake_carries_transience_from_the_type(reason: DecodeReason, trans
 
 
 def test_the_root_settings_are_composed_from_each_subpackage_section() -> None:
-    import govbus.config
-    import govbus.settings
+    import govbus._config
+    import govbus._settings
     from govbus.consumers import SinkRuntimeSettings
     from govbus.gate import GateSettings
     from govbus.producer import ProducerSettings
     from govbus.signing import SigningSettings
 
-    root = govbus.config.GovbusSettings
-    assert govbus.settings.GovbusSettings is root
-    assert govbus.settings.root_settings() is root
+    root = govbus._config.GovbusSettings
+    assert govbus._settings.GovbusSettings is root
+    assert govbus._settings.root_settings() is root
     sections = {name: f.annotation for name, f in root.model_fields.items()}
     assert sections["producer"] is ProducerSettings
     assert sections["sink"] is SinkRuntimeSettings
@@ -169,5 +169,5 @@ def test_the_root_settings_are_composed_from_each_subpackage_section() -> None:
     assert sections["signing"] is SigningSettings
     # The environment check walks the composed tree: every section's variables are settings.
     for name in ("GOVBUS_PRODUCER__DURABILITY", "GOVBUS_SINK__BATCH__MAX_RECORDS", "GOVBUS_GATE__POLICY_FILE"):
-        assert govbus.settings.is_setting(name), name
-    assert not govbus.settings.is_setting("GOVBUS_PRODUCER__DURABILTY")
+        assert govbus._settings.is_setting(name), name
+    assert not govbus._settings.is_setting("GOVBUS_PRODUCER__DURABILTY")

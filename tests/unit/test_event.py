@@ -145,10 +145,10 @@ def _largest_events() -> list[GovernanceEvent]:
 
 
 def test_size_bound_holds_and_every_valid_event_fits_a_kafka_record() -> None:
-    from govbus.contract import Encoder
+    from govbus._contract import Encoder
+    from govbus._record import to_record
+    from govbus._sample import sample_events
     from govbus.event import MAX_ENCODED_BYTES, MAX_RECORD_OVERHEAD, ProducerInfo, encoded_size_bound
-    from govbus.record import to_record
-    from govbus.sample import sample_events
 
     producer = ProducerInfo("n" * 256, "0" * 32, "h" * 64, "govbus-python/99.99.99")
     encoder = Encoder()

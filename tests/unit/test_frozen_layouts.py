@@ -1,6 +1,6 @@
 """Frozen layouts spell the event's fields out on purpose: their bytes must not change.
 
-They are the Avro schemas and the hand-written writer that mirrors them (govbus/contract.py), the
+They are the Avro schemas and the hand-written writer that mirrors them (govbus/_contract.py), the
 spool journal (producer/_spool.py), the audit ledger entry (consumers/sinks/_ledger.py) and the
 JSON Lines key order (consumers/sinks/_jsonl.py). Everything else derives from
 :data:`govbus.event.FIELDS`. Each test here fails when ``GovernanceEvent`` gains a field that a
@@ -16,15 +16,15 @@ from datetime import UTC, datetime
 
 from _sinks import FakeMessage, records
 
-from govbus import contract
-from govbus.cloudevents import CloudEventAttributes
+from govbus import _contract as contract
+from govbus._cloudevents import CloudEventAttributes
+from govbus._contract import Decoder, Encoder, schema_version
 from govbus.consumers._intake import Intake
 from govbus.consumers._spi import DeliveredRecord
-from govbus.consumers.sinks import syslog
+from govbus.consumers.sinks import _syslog as syslog
 from govbus.consumers.sinks._jsonl import event_data
 from govbus.consumers.sinks._ledger import canonical, render_event
-from govbus.consumers.sinks.otlp import ATTRIBUTE_PREFIX, ATTRIBUTES
-from govbus.contract import Decoder, Encoder, schema_version
+from govbus.consumers.sinks._otlp import ATTRIBUTE_PREFIX, ATTRIBUTES
 from govbus.event import FIELDS, V1_FIELDS, EventKind, GovernanceEvent, ProducerInfo
 from govbus.producer import _spool
 

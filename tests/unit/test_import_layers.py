@@ -3,13 +3,13 @@ imports itself back through others.
 
 Layers, lowest first (a module may import its own layer and those below; docs/architecture.md):
 
-1. ``core``: errors, event, contract, cloudevents, record, compat, sample, schemas, signing,
-   settings (the base and the sections every layer needs), _librdkafka, admin.
-2. ``registry``: govbus.registry (the schema registry client; the decoder is handed its resolver).
+1. ``core``: errors, event, _contract, _cloudevents, _record, _compat, _sample, schemas, signing,
+   _settings (the base and the sections every layer needs), _librdkafka, _admin, ...
+2. ``registry``: govbus._registry (the schema registry client; the decoder is handed its resolver).
 3. ``components``: govbus.producer, govbus.consumers, govbus.gate, which never import each other.
-4. ``composition``: govbus.config (the root settings, composed from each component's section).
-5. ``entry``: what a user runs or imports first: the root package, every CLI, demo, kernel,
-   localkafka, and any module not listed (so a new module can be imported only from above
+4. ``composition``: govbus._config (the root settings, composed from each component's section).
+5. ``entry``: what a user runs or imports first: the root package, ``python -m govbus``, every
+   CLI, _demo, _kernel, localkafka, and any module not listed (so a new module can be imported only from above
    until it is placed).
 
 What counts as an import: every ``import``/``from`` statement anywhere in a module, inside
@@ -40,43 +40,44 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
         (
             "govbus.errors",
             "govbus.event",
-            "govbus.contract",
-            "govbus.cloudevents",
-            "govbus.record",
-            "govbus.compat",
-            "govbus.sample",
+            "govbus._contract",
+            "govbus._cloudevents",
+            "govbus._record",
+            "govbus._compat",
+            "govbus._sample",
             "govbus.schemas",
             "govbus.signing",
-            "govbus.settings",
+            "govbus._settings",
             "govbus._librdkafka",
             "govbus._principal",
             "govbus._replication",
-            "govbus.native",
-            "govbus.admin",
-            "govbus.heartbeat",
-            "govbus.sinkclass",
+            "govbus._accel",
+            "govbus._admin",
+            "govbus._heartbeat",
+            "govbus._sinkclass",
         ),
     ),
-    ("registry", ("govbus.registry",)),
+    ("registry", ("govbus._registry",)),
     # govbus.watch reads what the others write (sink groups, producer heartbeats): not a sibling.
     # The console is an entry point; only its settings section sits with the components.
     ("components", ("govbus.producer", "govbus.consumers", "govbus.gate", "govbus.watch", "govbus.console._settings")),
-    ("composition", ("govbus.config",)),
+    ("composition", ("govbus._config",)),
     (
         "entry",
         (
             "govbus",
-            "govbus.cli",
-            "govbus.demo",
-            "govbus.kernel",
-            "govbus.schemas_cli",
+            "govbus.__main__",
+            "govbus._cli",
+            "govbus._demo",
+            "govbus._kernel",
+            "govbus._schemas_cli",
             "govbus._otlp_receiver",
             "govbus.localkafka",
-            "govbus.signing.cli",
-            "govbus.consumers.cli",
-            "govbus.consumers.sinks.audit_cli",
-            "govbus.gate.cli",
-            "govbus.watch.cli",
+            "govbus.signing._cli",
+            "govbus.consumers._cli",
+            "govbus.consumers.sinks._audit_cli",
+            "govbus.gate._cli",
+            "govbus.watch._cli",
             "govbus.console",
         ),
     ),
@@ -226,7 +227,7 @@ def cycles(edges: dict[str, set[str]]) -> list[list[str]]:
 
 def test_the_mapping_finds_every_subpackage() -> None:
     known = modules()
-    for name in ("govbus", "govbus.producer._bus", "govbus.consumers._runtime", "govbus.localkafka.cli"):
+    for name in ("govbus", "govbus.producer._bus", "govbus.consumers._runtime", "govbus.localkafka._cli"):
         assert name in known
     assert "govbus.schemas" in known
 
@@ -274,19 +275,19 @@ def test_the_checker_sees_deferred_imports_and_skips_type_checking(tmp_path: Pat
     source = tmp_path / "mod.py"
     source.write_text(
         "from typing import TYPE_CHECKING\n"
-        "if TYPE_CHECKING:\n    from govbus.config import GovbusSettings\n"
-        "def f():\n    from govbus.registry import SchemaIds\n"
+        "if TYPE_CHECKING:\n    from govbus._config import GovbusSettings\n"
+        "def f():\n    from govbus._registry import SchemaIds\n"
         "from . import event\n",
         encoding="utf-8",
     )
-    known = {"govbus.errors": source, "govbus.config": source, "govbus.registry": source, "govbus.event": source}
-    assert imports("govbus.errors", source, known) == {"govbus.registry", "govbus.event"}
+    known = {"govbus.errors": source, "govbus._config": source, "govbus._registry": source, "govbus.event": source}
+    assert imports("govbus.errors", source, known) == {"govbus._registry", "govbus.event"}
     known["govbus"] = source
     assert _owner("govbus._compiled", known) is None
     assert _owner("govbus", known) == "govbus"
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
 
 
-@pytest.mark.parametrize("module", ["govbus.errors", "govbus.contract", "govbus.settings"])
+@pytest.mark.parametrize("module", ["govbus.errors", "govbus._contract", "govbus._settings"])
 def test_core_modules_are_core(module: str) -> None:
     assert layer_of(module)[0] == 0

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from govbus.localkafka import cli
+from govbus.localkafka import _cli as cli
 
 
 def _run(argv: list[str]) -> int:

@@ -1,7 +1,7 @@
 """The compiled core's record decode + render, held to the pure-Python path on the same inputs.
 
 Each input goes through both: the native renderer (``govbus._native``) and the reference
-(``govbus.record.from_record`` then ``_jsonl.encode_line``). Valid records must give the same
+(``govbus._record.from_record`` then ``_jsonl.encode_line``). Valid records must give the same
 line byte for byte; invalid ones the same ``DecodeError`` reason. Through the intake stage, the
 Work each path produces (failure reason and message, rendered line) must be identical.
 """
@@ -22,15 +22,15 @@ from fastavro import schemaless_writer
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
-from govbus import native
+from govbus import _accel as native
+from govbus._contract import Decoder, Encoder, schema_version, to_datum
+from govbus._record import from_record, to_record
 from govbus.consumers._intake import Intake
 from govbus.consumers._native_record import NativeRecord
 from govbus.consumers._spi import DeliveredRecord
 from govbus.consumers.sinks._jsonl import encode_line
-from govbus.contract import Decoder, Encoder, schema_version, to_datum
 from govbus.errors import DecodeError, InvalidEventError
 from govbus.event import EventKind, GovernanceEvent, ProducerInfo
-from govbus.record import from_record, to_record
 
 pytestmark = pytest.mark.skipif(not native.active(), reason="the compiled core is not installed")
 
@@ -460,7 +460,7 @@ def test_a_bad_mode_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_cli_version_says_no_without_the_core(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from govbus.cli import main
+    from govbus._cli import main
 
     monkeypatch.setenv(native.ENV, "off")
     with pytest.raises(SystemExit):

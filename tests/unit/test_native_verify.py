@@ -18,12 +18,12 @@ from _sinks import FakeMessage, Rec, events, records, sign, signing_pair
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from govbus import native
+from govbus import _accel as native
+from govbus._contract import Decoder
 from govbus.consumers import VerdictPolicy, Verification
 from govbus.consumers._intake import Intake
 from govbus.consumers._native_verify import NativeVerify
 from govbus.consumers.sinks._jsonl import encode_line
-from govbus.contract import Decoder
 from govbus.signing import Keyring, Verifier
 
 pytestmark = pytest.mark.skipif(not native.active(), reason="the compiled core is not installed")

@@ -13,6 +13,8 @@ import pytest
 from _await import closed_port, until
 from confluent_kafka import KafkaError
 
+from govbus._sample import sample_events
+from govbus._settings import load_settings
 from govbus.errors import ConfigError
 from govbus.event import GovernanceEvent, ProducerInfo
 from govbus.producer import (
@@ -25,8 +27,6 @@ from govbus.producer import (
 )
 from govbus.producer._bus import producer_config
 from govbus.producer._spool import Spool
-from govbus.sample import sample_events
-from govbus.settings import load_settings
 
 KIB = 1024
 MIB = 1024 * KIB
@@ -368,7 +368,7 @@ def test_interpreter_exit_without_close_keeps_the_events(tmp_path: Path) -> None
 
 
 def test_a_writer_pinned_to_an_older_contract_refuses_what_it_cannot_carry(make_bus: Callable[..., Bus]) -> None:
-    from govbus.contract import schema_versions
+    from govbus._contract import schema_versions
     from govbus.errors import InvalidEventError
     from govbus.event import EventKind
 
@@ -449,7 +449,7 @@ def test_attributes_cannot_be_changed_after_construction(make_bus: Callable[...,
 def test_an_event_read_from_the_bus_and_changed_is_validated_again(
     make_bus: Callable[..., Bus], durability: str
 ) -> None:
-    from govbus.contract import Decoder, Encoder
+    from govbus._contract import Decoder, Encoder
     from govbus.errors import InvalidEventError
 
     bus = make_bus(durability=durability)

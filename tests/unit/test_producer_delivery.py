@@ -7,11 +7,11 @@ from pathlib import Path
 
 from confluent_kafka import KafkaError
 
+from govbus._settings import load_settings
 from govbus.event import ProducerInfo
 from govbus.producer._batch import OutgoingRecord, record_size
 from govbus.producer._delivery import SIZE_RETRIES, Delivery, DeliveryTracker
 from govbus.producer._spool import Spool
-from govbus.settings import load_settings
 
 
 def _delivery(tmp_path: Path) -> Delivery:

@@ -14,7 +14,7 @@ from confluent_kafka.schema_registry import Schema
 from confluent_kafka.schema_registry.error import SchemaRegistryError
 from fastavro import schemaless_writer
 
-from govbus.contract import (
+from govbus._contract import (
     CONFLUENT_MAGIC,
     Decoder,
     Encoder,
@@ -24,9 +24,7 @@ from govbus.contract import (
     schema_version,
     to_datum,
 )
-from govbus.errors import ConfigError, DecodeError
-from govbus.event import EventKind, GovernanceEvent, ProducerInfo
-from govbus.registry import (
+from govbus._registry import (
     RegistryError,
     SchemaIds,
     configured_schema_id,
@@ -36,7 +34,9 @@ from govbus.registry import (
     subject_for,
     writer_schema_id,
 )
-from govbus.settings import RegistrySettings, load_settings
+from govbus._settings import RegistrySettings, load_settings
+from govbus.errors import ConfigError, DecodeError
+from govbus.event import EventKind, GovernanceEvent, ProducerInfo
 
 PRODUCER = ProducerInfo("kernel", "inst-1", "host-a", "govbus-python/0.1.0")
 

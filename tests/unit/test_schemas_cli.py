@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from govbus.cli import main
-from govbus.contract import schema_version
+from govbus._cli import main
+from govbus._contract import schema_version
 
 V2 = schema_version(2).schema
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from govbus._settings import GovbusSettings, is_setting, load_settings, setting_names
 from govbus.errors import ConfigError
-from govbus.settings import GovbusSettings, is_setting, load_settings, setting_names
 
 
 def test_nested_env_and_passthrough(monkeypatch: pytest.MonkeyPatch) -> None:

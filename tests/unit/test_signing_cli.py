@@ -23,14 +23,14 @@ from govbus.signing import (
     SigningSettings,
     load_private_key,
 )
-from govbus.signing import cli as keys_cli
+from govbus.signing import _cli as keys_cli
 
 Run = Callable[..., tuple[int, str]]
 
 
 @pytest.fixture
 def run(capsys: pytest.CaptureFixture[str]) -> Run:
-    """Parse and run ``govbus keys ...`` the way govbus.cli.main does (GovbusError -> exit 2)."""
+    """Parse and run ``govbus keys ...`` the way govbus._cli.main does (GovbusError -> exit 2)."""
     parser = argparse.ArgumentParser(prog="govbus")
     sub = parser.add_subparsers(dest="command", required=True)
     keys_cli.register(sub)
@@ -184,8 +184,8 @@ def test_a_key_file_readable_by_others_is_refused_by_the_producer(run: Run, path
 
 
 def test_the_keys_command_is_registered_with_govbus_cli() -> None:
-    source = Path(__file__).parents[2].joinpath("govbus", "cli.py").read_text()
-    assert '"govbus.signing.cli"' in source
+    source = Path(__file__).parents[2].joinpath("govbus", "_cli.py").read_text()
+    assert '"govbus.signing._cli"' in source
 
 
 # --- settings ------------------------------------------------------------------------------------

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from _await import closed_port
 
+from govbus._settings import load_settings
 from govbus.consumers._verify import build_verification
 from govbus.errors import ConfigError
 from govbus.producer import Bus
-from govbus.settings import load_settings
 from govbus.signing import Keyring, SigningSettings
 
 

@@ -14,10 +14,10 @@ from _sink_receivers import delivered, signed_batch
 from _sinks import signing_pair
 from opentelemetry.metrics import get_meter
 
-from govbus.cli import main
+from govbus._cli import main
 from govbus.consumers._spi import OK, Batch, DeliveredRecord, Rejected, SinkContext
+from govbus.consumers.sinks._audit import AuditSink
 from govbus.consumers.sinks._ledger import LedgerError, seal, unseal, verify_ledger
-from govbus.consumers.sinks.audit import AuditSink
 from govbus.errors import ConfigError
 from govbus.signing import KeyEntry, Keyring, SigningKey, write_private_key
 

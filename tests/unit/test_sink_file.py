@@ -11,14 +11,14 @@ from pathlib import Path
 import pytest
 from _sinks import FakeMessage, events, records
 
+from govbus._contract import Decoder
 from govbus.consumers import Batch, DeliveredRecord, SinkContext
 from govbus.consumers._intake import Intake
 from govbus.consumers._metrics import SinkMetrics
-from govbus.consumers.sinks import file as file_module
+from govbus.consumers.sinks import _file as file_module
+from govbus.consumers.sinks._file import FileSink, FileSinkOptions
 from govbus.consumers.sinks._jsonl import encode_line, line_id
-from govbus.consumers.sinks.file import FileSink, FileSinkOptions
-from govbus.consumers.sinks.stdout import StdoutSink
-from govbus.contract import Decoder
+from govbus.consumers.sinks._stdout import StdoutSink
 from govbus.errors import ConfigError
 
 

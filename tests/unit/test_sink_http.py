@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from _sink_receivers import delivered
 
+from govbus.consumers.sinks._http import HttpSink
 from govbus.consumers.sinks._retry_after import parse_retry_after
-from govbus.consumers.sinks.http import HttpSink
 from govbus.errors import ConfigError
 
 URL = "http://127.0.0.1:9/ingest"

@@ -9,10 +9,10 @@ import pytest
 from _sinks import FakeMessage, events, records, sign, signing_pair
 from confluent_kafka import TIMESTAMP_LOG_APPEND_TIME
 
+from govbus._contract import Decoder
 from govbus.consumers import VerdictPolicy, Verification
 from govbus.consumers._dlq import H_PARTITION
 from govbus.consumers._intake import Intake
-from govbus.contract import Decoder
 
 
 def intake(**kw: object) -> Intake:

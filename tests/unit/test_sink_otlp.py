@@ -10,12 +10,12 @@ from _sink_receivers import delivered
 from opentelemetry.metrics import get_meter
 from opentelemetry.trace import get_current_span
 
+from govbus._sample import sample_events
 from govbus.consumers._spi import Batch, SinkContext
+from govbus.consumers.sinks._otlp import ATTRIBUTE_PREFIX, ATTRIBUTES, OtlpSink, _trace_context, log_attributes
 from govbus.consumers.sinks._severity import severity
-from govbus.consumers.sinks.otlp import ATTRIBUTE_PREFIX, ATTRIBUTES, OtlpSink, _trace_context, log_attributes
 from govbus.errors import ConfigError
 from govbus.event import GovernanceEvent
-from govbus.sample import sample_events
 
 TRACE = "0af7651916cd43dd8448eb211c80319c"
 SPAN = "b7ad6b7169203331"

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from govbus._settings import load_settings
 from govbus.consumers import SinkRuntimeSettings, VerdictPolicy
 from govbus.errors import ConfigError
-from govbus.settings import load_settings
 
 
 def test_env_nesting(monkeypatch: pytest.MonkeyPatch) -> None:

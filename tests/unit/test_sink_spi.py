@@ -17,10 +17,10 @@ from govbus.consumers import (
     create_sink,
     load_factory,
 )
-from govbus.consumers.sinks.file import FileSink
-from govbus.consumers.sinks.http import HttpSink
-from govbus.consumers.sinks.null import NullSink
-from govbus.consumers.sinks.stdout import StdoutSink
+from govbus.consumers.sinks._file import FileSink
+from govbus.consumers.sinks._http import HttpSink
+from govbus.consumers.sinks._null import NullSink
+from govbus.consumers.sinks._stdout import StdoutSink
 from govbus.errors import ConfigError, GovbusError
 
 

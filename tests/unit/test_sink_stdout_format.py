@@ -8,10 +8,10 @@ import json
 
 from _sink_receivers import delivered
 
+from govbus._sample import sample_events
 from govbus.consumers._spi import Batch
-from govbus.consumers.sinks.stdout import StdoutSink
+from govbus.consumers.sinks._stdout import StdoutSink
 from govbus.event import GovernanceEvent
-from govbus.sample import sample_events
 
 
 class Stream(io.BytesIO):

@@ -7,9 +7,9 @@ import re
 import pytest
 from _sink_receivers import delivered
 
-from govbus.consumers.sinks.syslog import SyslogSink, SyslogSinkOptions, format_message
+from govbus._sample import sample_events
+from govbus.consumers.sinks._syslog import SyslogSink, SyslogSinkOptions, format_message
 from govbus.errors import ConfigError
-from govbus.sample import sample_events
 
 # RFC 5424 §6: HEADER SP STRUCTURED-DATA [SP MSG]
 HEADER = re.compile(

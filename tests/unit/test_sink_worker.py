@@ -13,13 +13,13 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from govbus._contract import Decoder
 from govbus.consumers import Batch, Rejected, RetryLater
 from govbus.consumers._intake import Intake
 from govbus.consumers._metrics import SinkMetrics
 from govbus.consumers._pipeline import Failure, Work, WorkQueue
 from govbus.consumers._settings import SinkRuntimeSettings
 from govbus.consumers._worker import DeliveryWorker, FlushRequest, Ownership, Report, RevokeRequest, StopRequest
-from govbus.contract import Decoder
 
 
 class FakeDLQ:

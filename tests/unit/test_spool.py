@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from govbus._sample import sample_events
 from govbus.event import EventKind, GovernanceEvent, ProducerInfo
 from govbus.producer import SpoolLockedError
 from govbus.producer._spool import (
@@ -23,7 +24,6 @@ from govbus.producer._spool import (
     unpack_event,
     unpack_record,
 )
-from govbus.sample import sample_events
 
 PRODUCER = ProducerInfo("kernel", "inst-1", "host", "govbus-python/test")
 KIB = 1024

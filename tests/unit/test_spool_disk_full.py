@@ -12,9 +12,9 @@ import pytest
 from _await import closed_port, until
 from _smallfs import fill, small_filesystem
 
+from govbus._sample import sample_events
 from govbus.event import GovernanceEvent
 from govbus.producer import Bus, SpoolFullError
-from govbus.sample import sample_events
 
 KIB = 1024
 MIB = 1024 * KIB

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 import govbus
-from govbus.cli import main
+from govbus._cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
 

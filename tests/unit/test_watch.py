@@ -10,6 +10,9 @@ from typing import Any
 import pytest
 from _sinks import FakeMessage, events, records, sign, signing_pair
 
+from govbus._contract import Decoder
+from govbus._heartbeat import heartbeat_event, is_heartbeat
+from govbus._record import from_record
 from govbus.consumers import VerdictPolicy, Verification
 from govbus.consumers._classes import (
     SHIPPED_CLASSES,
@@ -19,13 +22,10 @@ from govbus.consumers._classes import (
     resolve_class,
 )
 from govbus.consumers._intake import Intake
-from govbus.contract import Decoder
 from govbus.errors import ConfigError
 from govbus.gate import parse_policy
-from govbus.heartbeat import heartbeat_event, is_heartbeat
 from govbus.producer._heartbeat import heartbeat_key
 from govbus.producer._partition import partition_for
-from govbus.record import from_record
 from govbus.signing import Verifier
 from govbus.watch._alerts import AlertBook
 from govbus.watch._groups import GroupView, StallTracker
@@ -279,7 +279,7 @@ def test_a_group_without_members_is_never_stalled() -> None:
 def test_govbus_watch_refuses_bad_settings_naming_the_variable(
     env: dict[str, str], named: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from govbus.cli import main
+    from govbus._cli import main
 
     monkeypatch.setenv("GOVBUS_KAFKA__BOOTSTRAP_SERVERS", "127.0.0.1:1")
     for k, v in env.items():
@@ -302,8 +302,8 @@ def test_the_runtime_applies_its_class(
 ) -> None:
     from _sinks import CollectingSink
 
+    from govbus._settings import load_settings
     from govbus.consumers import SinkRuntime
-    from govbus.settings import load_settings
 
     _, ring = signing_pair("cls-k1")
     ring.save(tmp_path / "keyring.json")

@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 from fastavro.schema import fingerprint as fastavro_fingerprint
 
-from govbus.contract import Decoder, Encoder, schema_version, schema_versions
+from govbus._contract import Decoder, Encoder, schema_version, schema_versions
+from govbus._sample import sample_events
 from govbus.errors import DecodeError
 from govbus.event import GovernanceEvent, ProducerInfo
-from govbus.sample import sample_events
 
 ROOT = Path(__file__).resolve().parents[2]
 PRODUCER = ProducerInfo("kernel", "inst-1", "host-a", "govbus-python/0.1.0")

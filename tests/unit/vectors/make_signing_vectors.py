@@ -297,10 +297,10 @@ def _heartbeat_stream(key: SigningKey) -> list[dict[str, Any]]:
     """Four events and the stream's heartbeat for partition 0 (docs/signing.md §16), one batch."""
     from datetime import UTC, datetime
 
-    from govbus.contract import Encoder
+    from govbus._contract import Encoder
+    from govbus._heartbeat import heartbeat_event
+    from govbus._record import to_record
     from govbus.event import ProducerInfo
-    from govbus.heartbeat import heartbeat_event
-    from govbus.record import to_record
 
     stream_id = b"seq-heartbeat"
     value = bytes.fromhex("c301") + bytes(range(8)) + b"sequence vector"

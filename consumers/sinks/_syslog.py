@@ -30,7 +30,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from govbus.cloudevents import format_time
+from govbus._cloudevents import format_time
 from govbus.consumers._errors import SinkError
 from govbus.consumers._spi import OK, Batch, DeliveredRecord, RetryLater, SinkBase, SinkContext, WriteResult
 from govbus.consumers.sinks import _jsonl

@@ -7,10 +7,10 @@ import json
 import time
 from pathlib import Path
 
+from govbus._settings import GovbusSettings, load_settings
 from govbus.gate._checks import BusProbe, ComponentStatus
 from govbus.gate._gate import Gate
 from govbus.gate._policy import GatePolicy, load_policy
-from govbus.settings import GovbusSettings, load_settings
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -10,9 +10,9 @@ import dataclasses
 from collections.abc import Sequence
 from typing import Any, Literal
 
-from govbus import cloudevents as ce
-from govbus.cloudevents import CloudEventAttributes, Headers
-from govbus.contract import CONTENT_TYPE, Decoder, Encoder, SchemaVersion, from_datum
+from govbus import _cloudevents as ce
+from govbus._cloudevents import CloudEventAttributes, Headers
+from govbus._contract import CONTENT_TYPE, Decoder, Encoder, SchemaVersion, from_datum
 from govbus.errors import DecodeError, DecodeReason
 from govbus.event import GovernanceEvent, ProducerInfo
 

@@ -6,10 +6,10 @@ A record value is Avro binary in one of two framings, told apart by the first by
   writer schema's Parsing Canonical Form + the Avro body. The writer schema is found by
   fingerprint among the schemas shipped in ``govbus.schemas``; no registry is needed.
 * Confluent wire format: ``00`` + 4-byte big-endian schema id + the Avro body; the writer schema
-  comes from a schema registry (:mod:`govbus.registry` assigns and resolves the ids).
+  comes from a schema registry (:mod:`govbus._registry` assigns and resolves the ids).
 
 Every version a writer may use is shipped (``schemas/governance_event.v<N>.avsc``); a reader of any
-version reads every other version through Avro schema resolution (:mod:`govbus.compat` checks it).
+version reads every other version through Avro schema resolution (:mod:`govbus._compat` checks it).
 """
 
 from __future__ import annotations
@@ -250,7 +250,7 @@ class Encoder:
     the schema cannot carry, strings over 4 KiB), goes through fastavro.
 
     Framing: single-object encoding, or the Confluent wire format when ``schema_id`` (the writer
-    schema's id in a registry: :func:`govbus.registry.writer_schema_id`) is given.
+    schema's id in a registry: :func:`govbus._registry.writer_schema_id`) is given.
 
     A writer pinned to an older version refuses an event that version cannot carry (a newer
     ``kind``, a newer field set) with :class:`InvalidEventError` naming the field, rather than
@@ -632,7 +632,7 @@ class SchemaResolver(Protocol):
     """Finds the writer schema of a Confluent-framed record by its schema id.
 
     Handed to :class:`Decoder` by its caller (the contract knows no registry):
-    :class:`govbus.registry.SchemaIds` implements it over a schema registry client. ``resolve``
+    :class:`govbus._registry.SchemaIds` implements it over a schema registry client. ``resolve``
     raises :class:`DecodeError` (``unknown-schema-id``, ``incompatible-schema``, or the transient
     ``registry-unavailable``) when it cannot.
     """
@@ -648,7 +648,7 @@ class Decoder:
     byte-reversed order (govbus 0.1.0) are read too and counted in :attr:`legacy_fingerprints`
     (docs/wire-contract.md says until when). Confluent-framed values name
     it by schema id, resolved through the ``resolver`` handed in (a :class:`SchemaResolver`, e.g.
-    ``govbus.registry.SchemaIds(client)``); without one they fail with reason ``no-registry``.
+    ``govbus._registry.SchemaIds(client)``); without one they fail with reason ``no-registry``.
     A writer schema the registry has but this package does not ship (a newer version) is read
     through schema resolution like any other.
     """

@@ -42,7 +42,7 @@ from confluent_kafka.admin import (
 
 from govbus._librdkafka import new_admin
 from govbus._principal import missing_acl, principal_of
-from govbus.errors import ConfigError, GovbusError
+from govbus.errors import AclError, ConfigError
 
 __all__ = ["ROLES", "AclEntry", "AclError", "Role", "apply_plan", "missing_acl", "parse_role", "plan", "principal_of"]
 
@@ -51,10 +51,6 @@ log = logging.getLogger(__name__)
 Resource = Literal["TOPIC", "GROUP", "CLUSTER"]
 ROLES = ("kernel", "sink:<name>", "gate", "admin")
 CLUSTER_NAME = "kafka-cluster"  # the one name of Kafka's cluster resource
-
-
-class AclError(GovbusError):
-    """ACLs could not be created (the principal running ``acl apply`` lacks ALTER on the cluster…)."""
 
 
 @dataclasses.dataclass(frozen=True, order=True)
@@ -278,7 +274,7 @@ def parse_user(text: str) -> tuple[str, str]:
 def _user_add(args: argparse.Namespace) -> int:
     from confluent_kafka.admin import ScramCredentialInfo, ScramMechanism, UserScramCredentialUpsertion
 
-    from govbus.settings import load_settings
+    from govbus._settings import load_settings
 
     if args.iterations < 4096:
         raise ConfigError("--iterations", f"Kafka refuses fewer than 4096, got {args.iterations}")
@@ -306,7 +302,7 @@ def _user_add(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from govbus.settings import load_settings
+    from govbus._settings import load_settings
 
     settings = load_settings()
     principal = _principal(args.principal)

@@ -9,13 +9,13 @@ import logging
 import sys
 from typing import Any
 
+from govbus._settings import GovbusSettings, load_settings
 from govbus.consumers._dlq import DeadLetter, read_dead_letters, replay_dead_letters
 from govbus.consumers._lag import sink_lag
 from govbus.consumers._registry import available_sinks, create_sink, load_factory
 from govbus.consumers._runtime import SinkRuntime
 from govbus.consumers._settings import SinkRuntimeSettings
 from govbus.errors import ConfigError
-from govbus.settings import GovbusSettings, load_settings
 
 log = logging.getLogger("govbus.consumers.cli")
 

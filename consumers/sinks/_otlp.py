@@ -37,7 +37,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.trace import INVALID_SPAN, NonRecordingSpan, SpanContext, TraceFlags, set_span_in_context
 from pydantic import Field, SecretStr, field_validator
 
-from govbus.cloudevents import TRACEPARENT
+from govbus._cloudevents import TRACEPARENT
 from govbus.consumers._errors import SinkError
 from govbus.consumers._spi import OK, Batch, DeliveredRecord, RetryLater, SinkBase, SinkContext, WriteResult
 from govbus.consumers.sinks._options import SinkOptions, env_name, parse_pairs, resolve_options

@@ -27,7 +27,7 @@ from typing import Any
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from fastavro.read import SchemaResolutionError
 
-from govbus.errors import GovbusError
+from govbus.errors import SchemaInvalidError
 
 __all__ = [
     "Incompatibility",
@@ -52,14 +52,6 @@ _PROMOTIONS = {
     "bytes": {"string"},
 }
 _GENERATED = 24  # data generated per writer schema for fastavro's cross-check
-
-
-class SchemaInvalidError(GovbusError, ValueError):
-    """A schema is not valid Avro (``label`` says which)."""
-
-    def __init__(self, label: str, message: str) -> None:
-        super().__init__(f"{label} is not a valid Avro schema: {message}")
-        self.label = label
 
 
 class Level(StrEnum):
@@ -126,7 +118,7 @@ class Incompatibility:
 
 def shipped() -> list[Schema]:
     """The shipped versions of the event schema, oldest first."""
-    from govbus.contract import schema_versions
+    from govbus._contract import schema_versions
 
     return [Schema(f"v{v.version}", v.schema) for v in schema_versions()]
 

@@ -13,17 +13,13 @@ from confluent_kafka.admin import NewTopic
 
 from govbus._librdkafka import new_admin
 from govbus._replication import plan_replication
-from govbus.errors import GovbusError
+from govbus.errors import TopicError
 
 log = logging.getLogger(__name__)
 
 
 # librdkafka's ways of saying that no broker answered (as opposed to a broker refusing).
 _UNANSWERED = frozenset({KafkaError._TIMED_OUT, KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN})
-
-
-class TopicError(GovbusError):
-    """A topic could not be created or described."""
 
 
 def ensure_topic(
@@ -143,7 +139,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def _create(args: argparse.Namespace) -> int:
-    from govbus.settings import load_settings
+    from govbus._settings import load_settings
 
     settings = load_settings()
     conf = settings.kafka.librdkafka()

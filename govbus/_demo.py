@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from govbus.admin import dlq_topic, ensure_topic
+from govbus._admin import dlq_topic, ensure_topic
 from govbus.errors import GovbusError
 
 SINKS = ("stdout", "file", "audit", "otlp")
@@ -55,7 +55,7 @@ def _say(msg: str) -> None:
 def _run(args: argparse.Namespace) -> int:
     if not getattr(args, "verbose", False):
         logging.getLogger().setLevel(logging.WARNING)  # the live view and the report say what matters
-    from govbus.sample import KINDS
+    from govbus._sample import KINDS
 
     if args.events < len(KINDS):
         raise GovbusError(f"--events must be at least {len(KINDS)} so every event kind is emitted")
@@ -106,11 +106,11 @@ class _Demo:
         return self._kernel_and_report(bootstrap, conf, keys, receiver)
 
     def _kernel_and_report(self, bootstrap: str, conf: dict[str, Any], keys: dict[str, Path], receiver: Any) -> int:
+        from govbus._kernel import producer_status, run_kernel
+        from govbus._settings import load_settings
         from govbus.gate import BusProbe, Gate, parse_policy
-        from govbus.gate.cli import signing_status
-        from govbus.kernel import producer_status, run_kernel
+        from govbus.gate._cli import signing_status
         from govbus.producer import Bus
-        from govbus.settings import load_settings
 
         settings = load_settings(
             kafka=self.secure.kafka("kernel") if self.secure is not None else {"bootstrap_servers": bootstrap},
@@ -283,7 +283,7 @@ class _Demo:
         self.stack.callback(stdout.close)
         self.stack.callback(log.close)
         proc = subprocess.Popen(
-            [sys.executable, "-m", "govbus.cli", "sink", "run", name],
+            [sys.executable, "-m", "govbus", "sink", "run", name],
             env=env,
             stdout=stdout,
             stderr=log,
@@ -356,7 +356,7 @@ class _Demo:
             [
                 sys.executable,
                 "-m",
-                "govbus.cli",
+                "govbus",
                 "audit",
                 "verify",
                 str(self.out / "audit.ledger"),

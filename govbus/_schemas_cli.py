@@ -15,11 +15,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from govbus import compat
-from govbus.compat import Level, Schema
-from govbus.contract import load_schema, schema_versions, shipped_by_fingerprint
+from govbus import _compat as compat
+from govbus._compat import Level, Schema
+from govbus._contract import load_schema, schema_versions, shipped_by_fingerprint
+from govbus._registry import RegistryError, as_registry_error, connect, redact_url, registry_schema, subject_for
 from govbus.errors import ConfigError
-from govbus.registry import RegistryError, as_registry_error, connect, redact_url, registry_schema, subject_for
 
 _REGISTRY_HELP = "registry base URL, e.g. http://registry:8081 [env GOVBUS_REGISTRY__URL]"
 
@@ -101,7 +101,7 @@ def _level(text: str) -> Level:
 
 
 def _settings(args: argparse.Namespace) -> Any:
-    from govbus.settings import RegistrySettings, config_error, load_settings
+    from govbus._settings import RegistrySettings, config_error, load_settings
 
     root = load_settings()
     overrides = {

@@ -6,11 +6,11 @@ Validation errors are re-raised as :class:`ConfigError` naming the environment v
 This module is core: it imports no subpackage. It holds the sections every layer needs
 (:class:`KafkaSettings`, :class:`RegistrySettings`), the environment checks, and
 :func:`load_settings`. Each subpackage owns its own section (``ProducerSettings``,
-``SinkRuntimeSettings``, ``GateSettings``, ``SigningSettings``); :mod:`govbus.config`, above them
+``SinkRuntimeSettings``, ``GateSettings``, ``SigningSettings``); :mod:`govbus._config`, above them
 all, composes the root :class:`GovbusSettings` from their public names and hands it to
-:func:`compose_root`, so that :func:`load_settings` and ``govbus.settings.GovbusSettings`` (kept as
+:func:`compose_root`, so that :func:`load_settings` and ``govbus._settings.GovbusSettings`` (kept as
 a name for every caller) reach it without this module importing upward. ``import govbus``
-imports :mod:`govbus.config`, so the root is composed before any submodule runs.
+imports :mod:`govbus._config`, so the root is composed before any submodule runs.
 
 Every ``GOVBUS_*`` variable must be a setting (:func:`check_environment`): a misspelt name fails
 start-up naming the closest valid one instead of silently leaving a default in place. The only
@@ -45,12 +45,12 @@ from govbus.errors import ConfigError
 
 if TYPE_CHECKING:
     # Typing only (never runs): the composed root's type, for load_settings' callers.
-    from govbus.config import GovbusSettings as GovbusSettings
+    from govbus._config import GovbusSettings as GovbusSettings
 
 ENV_PREFIX = "GOVBUS_"
 # GOVBUS_ variables that are not settings, so the start-up check lets them pass: the local broker's
 # download cache (`govbus broker`), the compiled core's switch (read at import, before any settings:
-# govbus.native), and the test suite's and benchmarks' own knobs.
+# govbus._accel), and the test suite's and benchmarks' own knobs.
 NOT_SETTINGS = frozenset({"GOVBUS_CACHE_DIR", "GOVBUS_NATIVE"})
 RESERVED_PREFIXES = ("GOVBUS_TEST_", "GOVBUS_BENCH_")
 
@@ -230,22 +230,22 @@ _root: type[BaseSettings] | None = None
 
 def compose_root(root: _Root) -> _Root:
     """Install ``root`` as the settings tree :func:`load_settings` builds and the environment check
-    walks (:mod:`govbus.config` does, for :class:`GovbusSettings`); returns it, as a decorator."""
+    walks (:mod:`govbus._config` does, for :class:`GovbusSettings`); returns it, as a decorator."""
     global _root
     _root = root
     return root
 
 
 def root_settings() -> type[BaseSettings]:
-    """The composed root settings class (:class:`govbus.config.GovbusSettings`)."""
+    """The composed root settings class (:class:`govbus._config.GovbusSettings`)."""
     if _root is None:
         # Only reachable when this module is loaded outside the package (import govbus composes it).
-        raise RuntimeError("no root settings composed: import govbus.config first")
+        raise RuntimeError("no root settings composed: import govbus._config first")
     return _root
 
 
 def __getattr__(name: str) -> Any:
-    # govbus.settings.GovbusSettings stays the name every caller knows; the class lives above.
+    # govbus._settings.GovbusSettings stays the name every caller knows; the class lives above.
     if name == "GovbusSettings":
         return root_settings()
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

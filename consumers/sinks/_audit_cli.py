@@ -105,6 +105,6 @@ def _describe(report: VerifyReport, *, signatures: bool, checkpoints: bool) -> s
 
 
 if __name__ == "__main__":  # pragma: no cover
-    from govbus.cli import main
+    from govbus._cli import main
 
     sys.exit(main(["audit", *sys.argv[1:]]))

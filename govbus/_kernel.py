@@ -14,8 +14,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from govbus._sample import sample_events
 from govbus.gate import BusProbe, ComponentStatus, Gate, GatePolicy
-from govbus.sample import sample_events
 
 
 @dataclasses.dataclass
@@ -111,9 +111,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def _demo(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from govbus.gate.cli import build_policy, signing_status
+    from govbus._settings import load_settings
+    from govbus.gate._cli import build_policy, signing_status
     from govbus.producer import Bus
-    from govbus.settings import load_settings
 
     settings = load_settings()
     policy = build_policy(settings, Path(args.policy) if args.policy else None)

@@ -23,10 +23,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def _run(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
+    from govbus._settings import config_error, load_settings
     from govbus.console._collector import settings_console
     from govbus.console._server import ConsoleServer
     from govbus.console._settings import ConsoleSettings
-    from govbus.settings import config_error, load_settings
 
     settings = load_settings()
     console = settings_console(settings)

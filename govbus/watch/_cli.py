@@ -6,7 +6,7 @@ import argparse
 import signal
 from types import FrameType
 
-from govbus.settings import load_settings
+from govbus._settings import load_settings
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -4,8 +4,8 @@ Through confluent-kafka's ``SchemaRegistryClient`` (any Confluent-compatible reg
 Schema Registry, Apicurio's ``ccompat`` API, Karapace, Redpanda):
 
 * producers: :func:`writer_schema_id` registers (or only looks up) a shipped writer schema under
-  the topic's subject and returns its id, which :class:`govbus.contract.Encoder` then frames;
-* consumers: :class:`SchemaIds`, the schema resolver handed to :class:`govbus.contract.Decoder`,
+  the topic's subject and returns its id, which :class:`govbus._contract.Encoder` then frames;
+* consumers: :class:`SchemaIds`, the schema resolver handed to :class:`govbus._contract.Decoder`,
   resolves a record's schema id to its writer schema, cached (an id's schema never changes), and
   reports failures as :class:`DecodeError` reasons: ``unknown-schema-id`` (the registry does not have it: a poison record), ``registry-unavailable``
   (unreachable, 5xx, refused credentials: transient, the sink runtime retries), and
@@ -23,14 +23,14 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from govbus.contract import SchemaVersion, load_schema, schema_version, shipped_by_fingerprint
-from govbus.errors import ConfigError, DecodeError, DecodeReason, GovbusError
-from govbus.settings import redact_url
+from govbus._contract import SchemaVersion, load_schema, schema_version, shipped_by_fingerprint
+from govbus._settings import redact_url
+from govbus.errors import ConfigError, DecodeError, DecodeReason, RegistryError
 
 if TYPE_CHECKING:
     from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 
-    from govbus.settings import GovbusSettings, RegistrySettings
+    from govbus._settings import GovbusSettings, RegistrySettings
 
 __all__ = [
     "RegistryError",
@@ -49,14 +49,6 @@ __all__ = [
 _EVENT_RECORD = "ai.govbus.GovernanceEvent"
 _MOCKS: dict[str, Any] = {}
 _MOCKS_LOCK = threading.Lock()
-
-
-class RegistryError(GovbusError):
-    """A registry operation failed. ``status`` is the HTTP status (None: no answer at all)."""
-
-    def __init__(self, message: str, status: int | None = None) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 def subject_for(topic: str) -> str:
@@ -146,7 +138,7 @@ def as_registry_error(what: str, exc: Exception) -> RegistryError:
 
 class SchemaIds:
     """Schema id → writer :class:`SchemaVersion`, through a registry client, cached: the
-    :class:`govbus.contract.SchemaResolver` a :class:`~govbus.contract.Decoder` is handed.
+    :class:`govbus._contract.SchemaResolver` a :class:`~govbus._contract.Decoder` is handed.
 
     A registry never changes the schema of an id, so hits are kept for good (bounded); ids the
     registry does not know are remembered for ``negative_ttl_s`` so that a burst of poison records
@@ -170,7 +162,7 @@ class SchemaIds:
         self._clock = clock
 
     def resolve(self, schema_id: int) -> SchemaVersion:
-        """The writer schema of ``schema_id`` (:class:`govbus.contract.SchemaResolver`)."""
+        """The writer schema of ``schema_id`` (:class:`govbus._contract.SchemaResolver`)."""
         found = self._found.get(schema_id)
         if found is not None:
             return found

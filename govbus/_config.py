@@ -2,15 +2,15 @@
 
 This module sits above the subpackages (layer "composition", see ``tests/unit/test_import_layers.py``):
 it imports each subpackage's section through that subpackage's public names and hands the root
-to :func:`govbus.settings.compose_root`. Code below it never imports it; it reaches the root
-through :func:`govbus.settings.load_settings` (or the name ``govbus.settings.GovbusSettings``),
+to :func:`govbus._settings.compose_root`. Code below it never imports it; it reaches the root
+through :func:`govbus._settings.load_settings` (or the name ``govbus._settings.GovbusSettings``),
 or takes only the section it needs as an argument.
 
 ==================  ===================================  =======================
 section             class                                owned by
 ==================  ===================================  =======================
-``kafka``           ``KafkaSettings``                    govbus.settings (core)
-``registry``        ``RegistrySettings``                 govbus.settings (core)
+``kafka``           ``KafkaSettings``                    govbus._settings (core)
+``registry``        ``RegistrySettings``                 govbus._settings (core)
 ``topic``           ``str``                              the root
 ``producer``        ``ProducerSettings``                 govbus.producer
 ``sink``            ``SinkRuntimeSettings``              govbus.consumers
@@ -33,11 +33,11 @@ from typing import Any
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from govbus._settings import ENV_PREFIX, KafkaSettings, RegistrySettings, check_environment, compose_root
 from govbus.console._settings import ConsoleSettings  # the section only, not the web stack
 from govbus.consumers import SinkRuntimeSettings
 from govbus.gate import GateSettings
 from govbus.producer import ProducerSettings
-from govbus.settings import ENV_PREFIX, KafkaSettings, RegistrySettings, check_environment, compose_root
 from govbus.signing import SigningSettings
 from govbus.watch import WatchSettings
 

@@ -16,18 +16,18 @@ from govbus.errors import GovbusError
 
 # Modules that contribute subcommands, in the order they appear in --help.
 _COMMAND_MODULES = (
-    "govbus.localkafka.cli",
-    "govbus.admin",
-    "govbus.acl",
-    "govbus.schemas_cli",
-    "govbus.demo",
-    "govbus.kernel",
-    "govbus.consumers.cli",
-    "govbus.gate.cli",
-    "govbus.signing.cli",
-    "govbus.consumers.sinks.audit_cli",
-    "govbus.console.cli",
-    "govbus.watch.cli",
+    "govbus.localkafka._cli",
+    "govbus._admin",
+    "govbus._acl",
+    "govbus._schemas_cli",
+    "govbus._demo",
+    "govbus._kernel",
+    "govbus.consumers._cli",
+    "govbus.gate._cli",
+    "govbus.signing._cli",
+    "govbus.consumers.sinks._audit_cli",
+    "govbus.console._cli",
+    "govbus.watch._cli",
 )
 
 
@@ -48,7 +48,7 @@ def _version() -> str:
 
 
 def _native() -> str:
-    from govbus import native
+    from govbus import _accel as native
 
     return "yes" if native.active() else "no"
 

@@ -14,7 +14,7 @@ import os
 from types import ModuleType
 from typing import Any
 
-from govbus.contract import Decoder, _by_legacy_fingerprint, _fast_layout, _Projection, schema_versions
+from govbus._contract import Decoder, _by_legacy_fingerprint, _fast_layout, _Projection, schema_versions
 from govbus.errors import ConfigError
 from govbus.event import EventKind
 
