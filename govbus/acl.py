@@ -17,8 +17,9 @@ Roles (docs/security.md has the table and the threat model):
   the policy requires min.insync.replicas), ``DESCRIBE`` on the group of every sink it requires.
 * ``admin`` — the operator's commands: ``topics create``, ``lag``, ``dlq inspect|replay`` and
   ``acl apply`` itself.
-* ``console`` — ``govbus console``: ``READ`` on the event topic (its group-less tail and end
-  offsets) and on each ``--sink``'s dead-letter topic, ``DESCRIBE`` on every sink group (prefixed:
+* ``console`` — ``govbus console``: ``READ`` on the event topic (its tail and end offsets) and on
+  each ``--sink``'s dead-letter topic (no group ACL: its readers assign partitions and never use
+  their group), ``DESCRIBE`` on every sink group (prefixed:
   it lists them for the lag page and its gate's class checks); ``WRITE`` on each sink's replay topic
   only while ``GOVBUS_CONSOLE__ACTIONS_ENABLED`` is true.
 * ``watch`` — ``govbus watch``: ``READ`` on the watched topic and on its own group, ``DESCRIBE`` on
@@ -62,8 +63,7 @@ _PLAIN_ROLES = ("kernel", "gate", "admin", "console", "watch")
 # Sinks' groups are govbus.sink.<instance> (GOVBUS_SINK__GROUP_ID aside): what the console, the
 # watchdog and the gate's class checks list, and so may DESCRIBE, by prefix.
 SINK_GROUP_PREFIX = "govbus.sink."
-# The console's readers assign partitions under a throw-away group id (never joined, nothing committed).
-CONSOLE_GROUP_PREFIX = "govbus.console."
+
 CLUSTER_NAME = "kafka-cluster"  # the one name of Kafka's cluster resource
 
 
@@ -171,11 +171,6 @@ def plan(
             out.append(dataclasses.replace(every_sink_group, why="class checks: list and describe every sink group"))
     elif role.kind == "console":
         out.append(AclEntry("TOPIC", topic, "READ", why="events page (a group-less tail), end offsets"))
-        out.append(
-            AclEntry(
-                "GROUP", CONSOLE_GROUP_PREFIX, "READ", "PREFIXED", why="its readers' throw-away group ids (never joined)"
-            )
-        )
         out.append(dataclasses.replace(every_sink_group, why="lag and topology pages, its gate's sink and class checks"))
         if require_min_isr:
             out.append(AclEntry("TOPIC", topic, "DESCRIBE_CONFIGS", why="its gate's topic check: min.insync.replicas"))

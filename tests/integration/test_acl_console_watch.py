@@ -122,12 +122,12 @@ class _ConsoleJob:
             parse_role("console"), topic=self.topic, sinks=[self.sink], require_min_isr=True, console_actions=actions
         )
 
-    def run(self, user: str, password: str, timeout: float = 30.0) -> str | None:
+    def run(self, user: str, password: str, timeout: float = 30.0, actions: bool = True) -> str | None:
         """None when every page showed what the bus holds; else what went wrong, as the console said it."""
         settings = load_settings(
             topic=self.topic,
             kafka=_kafka(self.secure, user, password),
-            console={"gate_policy": str(self.policy), "timeout_s": 5, "refresh_s": 0.3},
+            console={"gate_policy": str(self.policy), "timeout_s": 5, "refresh_s": 0.3, "actions_enabled": actions},
         )
         collector = Collector(settings).start()
         try:
@@ -196,7 +196,6 @@ def test_console_plan_is_exactly_what_the_console_needs(secure_kafka: SecureKafk
         ("TOPIC", job.topic, "READ", "LITERAL"),
         ("TOPIC", job.topic, "DESCRIBE_CONFIGS", "LITERAL"),
         ("GROUP", "govbus.sink.", "DESCRIBE", "PREFIXED"),
-        ("GROUP", "govbus.console.", "READ", "PREFIXED"),
         ("TOPIC", job.dlq, "READ", "LITERAL"),
         ("TOPIC", job.replay, "WRITE", "LITERAL"),
     }
@@ -211,7 +210,7 @@ def _console_without(job: _ConsoleJob, secure: SecureKafka, resource: str, name:
     user, password = _principal(secure, [e for e in entries if e != dropped])
     failure = job.run(user, password, timeout=20)
     assert failure is not None, f"the console did its job without {dropped}"
-    return failure.replace(f"User:{user}", "User:<user>")
+    return failure.replace(f"User:{user}", "User:<user>")  # the principal is random
 
 
 @pytest.mark.parametrize("missing", ["topic-READ", "dlq-READ", "topic-DESCRIBE_CONFIGS", "replay-WRITE"])
@@ -222,7 +221,15 @@ def test_console_plan_without_a_topic_acl_fails_naming_it(
     what, operation = missing.split("-")
     name = {"topic": job.topic, "dlq": job.dlq, "replay": job.replay}[what]
     failure = _console_without(job, secure_kafka, "TOPIC", name, operation)
-    assert "AUTHORIZATION_FAILED" in failure or "Authorization failed" in failure, failure
+    if what == "dlq":
+        # Kafka leaves a topic the principal may not DESCRIBE out of a listing, without an error:
+        # the page shows no dead letters (a known gap, docs/security.md).
+        assert "dead letters 0" in failure, failure
+    elif what == "replay":
+        assert "replay: " in failure and "TOPIC_AUTHORIZATION_FAILED" in failure, failure
+    else:
+        named = "DESCRIBE" if operation == "READ" else operation  # READ implies the DESCRIBE the gate asks for
+        assert f"User:<user> lacks the ACL operation {named} on topic {name}" in failure, failure
 
 
 def test_console_plan_without_the_sink_groups_shows_no_sink(
@@ -232,9 +239,6 @@ def test_console_plan_without_the_sink_groups_shows_no_sink(
     assert f"no sink {console_job.sink}" in failure or "lacks the ACL operation DESCRIBE" in failure, failure
 
 
-def test_console_plan_without_its_reader_groups_fails(secure_kafka: SecureKafka, console_job: _ConsoleJob) -> None:
-    failure = _console_without(console_job, secure_kafka, "GROUP", "govbus.console.", "READ")
-    assert "GROUP_AUTHORIZATION_FAILED" in failure or "Group authorization failed" in failure, failure
 
 
 # -- watch -------------------------------------------------------------------------------------------
@@ -284,33 +288,38 @@ class _WatchJob:
         thread = threading.Thread(target=run, daemon=True)
         thread.start()
         member = Consumer({**self.secure.admin_config(), "group.id": self.sink_group, "auto.offset.reset": "earliest"})
+        member_open = True
         try:
             _produce_as_admin(self.secure, self.topic, [(r.key, r.value, r.headers) for r in records(events(3))])
             member.subscribe([self.topic])
+            wd = runner.watchdog
             try:
-                wait_for(lambda: errors or runner.watchdog.records >= 3, timeout, what="the watchdog reads the topic")
-                wait_for(lambda: (member.poll(0.1), self.sink_group in runner.watchdog._groups_seen)[1], timeout)
+                wait_for(lambda: errors or runner.problem or wd.records >= 3, timeout, what="the watchdog reads")
             except AssertionError:
-                return self._why(runner, errors, "no records read" if runner.watchdog.records < 3 else "no group seen")
+                return f"no records read: {errors or runner.problem}"
+            try:
+                wait_for(lambda: (member.poll(0.1), self.sink_group in wd._groups_seen)[1], timeout, what="the group")
+            except AssertionError:
+                return f"no sink group seen: {errors or runner.problem}"
+            if wd.records < 3:
+                return f"no records read: {errors or runner.problem}"
             member.close()
+            member_open = False
+            bus = runner._bus
             try:
-                wait_for(lambda: runner.watchdog.alerts.raised_total["sink-gone"] >= 1, timeout, what="sink-gone")
-                bus = runner._bus
-                wait_for(lambda: bus.counters().delivered >= 1 or not bus.health().ok, timeout, what="the alert")
+                wait_for(lambda: wd.alerts.raised_total["sink-gone"] >= 1, timeout, what="the sink-gone alert")
+                wait_for(lambda: bus.counters().delivered >= 1 or not bus.health().ok, timeout, what="its delivery")
             except AssertionError:
-                return self._why(runner, errors, "no alert")
+                return f"no alert: {errors or runner.problem}"
             if not bus.health().ok:
                 return f"alert not published: {bus.health().reason}"
+            assert len(_read_as_admin(self.secure, self.watch.alerts_topic, 1)) == 1
             return None
         finally:
             runner.stop()
             thread.join(30)
-            if not member.closed if hasattr(member, "closed") else False:
+            if member_open:
                 member.close()
-
-    @staticmethod
-    def _why(runner: WatchRunner, errors: list[BaseException], what: str) -> str:
-        return f"{what}: {errors[0] if errors else runner.problem if hasattr(runner, 'problem') else ''}"
 
 
 @pytest.fixture
@@ -330,3 +339,24 @@ def test_watch_plan_is_exactly_what_the_watchdog_needs(secure_kafka: SecureKafka
     }
     user, password = _principal(secure_kafka, job.plan())
     assert job.run(user, password) is None
+
+
+@pytest.mark.parametrize("missing", ["topic-READ", "group-READ", "prefix-DESCRIBE", "alerts-WRITE", "alerts-CREATE"])
+def test_watch_plan_without_any_one_acl_fails_naming_it(
+    secure_kafka: SecureKafka, watch_job: _WatchJob, missing: str
+) -> None:
+    job, w = watch_job, watch_job.watch
+    what, operation = missing.split("-")
+    name = {"topic": job.topic, "group": w.group_id, "prefix": w.group_prefix, "alerts": w.alerts_topic}[what]
+    entries = job.plan()
+    dropped = next(e for e in entries if (e.name, e.operation) == (name, operation))
+    user, password = _principal(secure_kafka, [e for e in entries if e != dropped])
+    failure = job.run(user, password, timeout=20)
+    assert failure is not None, f"the watchdog did its job without {dropped}"
+    if what == "prefix":
+        # Kafka filters a group listing by DESCRIBE without an error: the sink group is not seen.
+        assert failure.startswith("no sink group seen"), failure
+    else:
+        # WRITE on the alerts topic is what lets the watchdog DESCRIBE it once created: that is named.
+        named = "DESCRIBE" if missing == "alerts-WRITE" else operation
+        assert f"User:{user} lacks the ACL operation {named} on {dropped.resource} {name}" in failure, failure
