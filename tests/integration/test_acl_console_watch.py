@@ -360,3 +360,41 @@ def test_watch_plan_without_any_one_acl_fails_naming_it(
         # WRITE on the alerts topic is what lets the watchdog DESCRIBE it once created: that is named.
         named = "DESCRIBE" if missing == "alerts-WRITE" else operation
         assert f"User:{user} lacks the ACL operation {named} on {dropped.resource} {name}" in failure, failure
+
+
+# -- gate with required_classes ------------------------------------------------------------------------
+@pytest.mark.parametrize("with_classes", [True, False])
+def test_gate_class_checks_need_the_sink_group_listing(secure_kafka: SecureKafka, with_classes: bool) -> None:
+    """``required_classes`` lists the sink groups: without ``--required-classes`` (DESCRIBE on every
+    sink group, prefixed) Kafka's filtered listing hides a healthy audit sink and the gate denies."""
+    from govbus.gate import BusProbe, parse_policy
+
+    topic = secure_kafka.new_topic(1, prefix="aclclasses")
+    group = f"govbus.sink.cls{uuid.uuid4().hex[:6]}"
+    member = Consumer(
+        {**secure_kafka.admin_config(), "group.id": group, "client.id": "govbus.class-audit", "enable.auto.commit": False}
+    )
+    try:
+        member.subscribe([topic])
+        wait_for(lambda: (member.poll(0.1), len(member.assignment()) == 1)[1], 30, what="the sink's assignment")
+        entries = plan(parse_role("gate"), topic=topic, required_classes=with_classes)
+        user, password = _principal(secure_kafka, entries)
+        settings = load_settings(topic=topic, kafka=_kafka(secure_kafka, user, password))
+        policy = parse_policy(
+            {
+                "debounce": 1,
+                "checks": {
+                    "topic": {"require_min_isr": False},
+                    "producer": {"enabled": False},
+                    "signing": {"enabled": False},
+                },
+                "required_classes": {"audit": 1},
+            }
+        )
+        results = {r.name: r for r in BusProbe(settings.kafka.librdkafka(), topic).run(policy)}
+    finally:
+        member.close()
+    assert results["topic"].ok, results
+    assert results["class:audit"].ok is with_classes, results["class:audit"]
+    if not with_classes:
+        assert "no sink group declares class audit" in results["class:audit"].reason
