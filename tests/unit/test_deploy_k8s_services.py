@@ -2,7 +2,7 @@
 each sink through it — selectors match the sink's pods (and only them), ports resolve to the
 container's health port the sink really listens on, the console's GOVBUS_CONSOLE__SINK_HEALTH_URLS
 names every sink's Service like docker-compose.yml names every sink's container. kubeconform
-checks the manifests too where it is installed."""
+checks the manifests too where it is installed and can fetch its schemas."""
 
 from __future__ import annotations
 
@@ -123,6 +123,10 @@ def test_kubeconform_accepts_the_manifests() -> None:
         text=True,
         timeout=120,
     )
+    if "failed downloading schema" in out.stdout:
+        # Its schemas come from GitHub; the offline copies kubernetes-validate ships use relative
+        # $refs that kubeconform cannot follow (tried here: "could not find schema").
+        pytest.skip("kubeconform cannot download its schemas (offline); kubernetes-validate checks them")
     assert out.returncode == 0, out.stdout + out.stderr
 
 
