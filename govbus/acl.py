@@ -171,7 +171,9 @@ def plan(
             out.append(dataclasses.replace(every_sink_group, why="class checks: list and describe every sink group"))
     elif role.kind == "console":
         out.append(AclEntry("TOPIC", topic, "READ", why="events page (a group-less tail), end offsets"))
-        out.append(dataclasses.replace(every_sink_group, why="lag and topology pages, its gate's sink and class checks"))
+        out.append(
+            dataclasses.replace(every_sink_group, why="lag and topology pages, its gate's sink and class checks")
+        )
         if require_min_isr:
             out.append(AclEntry("TOPIC", topic, "DESCRIBE_CONFIGS", why="its gate's topic check: min.insync.replicas"))
         for name in sinks:
@@ -282,7 +284,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         ("plan", "print the ACLs a principal needs for its role(s); changes nothing"),
         ("apply", "create those ACLs (as the principal in GOVBUS_KAFKA__*, which needs ALTER on the cluster)"),
     ):
-        p = asub.add_parser(action, help=helptext, description="Names follow GOVBUS_TOPIC, GOVBUS_SINK__* and GOVBUS_WATCH__*; console actions GOVBUS_CONSOLE__ACTIONS_ENABLED.")
+        p = asub.add_parser(
+            action,
+            help=helptext,
+            description="Names follow GOVBUS_TOPIC, GOVBUS_SINK__* and GOVBUS_WATCH__*; console actions GOVBUS_CONSOLE__ACTIONS_ENABLED.",
+        )
         p.add_argument(
             "--role",
             action="append",

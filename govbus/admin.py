@@ -80,7 +80,9 @@ def ensure_topic(
             # Created (CREATE) but not visible: DESCRIBE, implied by WRITE or READ, is missing.
             from govbus._principal import missing_acl
 
-            raise TopicError(f"cannot use topic {topic!r}: {missing_acl(meta.error, 'DESCRIBE', f'TOPIC {topic}', conf)}")
+            raise TopicError(
+                f"cannot use topic {topic!r}: {missing_acl(meta.error, 'DESCRIBE', f'TOPIC {topic}', conf)}"
+            )
         if (
             meta is not None
             and meta.error is None

@@ -226,7 +226,8 @@ def test_console_plan_without_a_topic_acl_fails_naming_it(
         # the page shows no dead letters (a known gap, docs/security.md).
         assert "dead letters 0" in failure, failure
     elif what == "replay":
-        assert "replay: " in failure and "TOPIC_AUTHORIZATION_FAILED" in failure, failure
+        assert failure.startswith("replay: "), failure
+        assert "TOPIC_AUTHORIZATION_FAILED" in failure, failure
     else:
         named = "DESCRIBE" if operation == "READ" else operation  # READ implies the DESCRIBE the gate asks for
         assert f"User:<user> lacks the ACL operation {named} on topic {name}" in failure, failure
@@ -237,8 +238,6 @@ def test_console_plan_without_the_sink_groups_shows_no_sink(
 ) -> None:
     failure = _console_without(console_job, secure_kafka, "GROUP", "govbus.sink.", "DESCRIBE")
     assert f"no sink {console_job.sink}" in failure or "lacks the ACL operation DESCRIBE" in failure, failure
-
-
 
 
 # -- watch -------------------------------------------------------------------------------------------
@@ -372,7 +371,12 @@ def test_gate_class_checks_need_the_sink_group_listing(secure_kafka: SecureKafka
     topic = secure_kafka.new_topic(1, prefix="aclclasses")
     group = f"govbus.sink.cls{uuid.uuid4().hex[:6]}"
     member = Consumer(
-        {**secure_kafka.admin_config(), "group.id": group, "client.id": "govbus.class-audit", "enable.auto.commit": False}
+        {
+            **secure_kafka.admin_config(),
+            "group.id": group,
+            "client.id": "govbus.class-audit",
+            "enable.auto.commit": False,
+        }
     )
     try:
         member.subscribe([topic])
