@@ -466,6 +466,7 @@ def test_each_principal_gets_exactly_its_roles_acls(monkeypatch: pytest.MonkeyPa
                     topic=settings.topic,
                     sinks=[s.name for s in policy.checks.sinks],
                     require_min_isr=policy.checks.topic.require_min_isr,
+                    required_classes=bool(policy.required_classes),
                 )
             )
         elif subcommand(argv) == ("console",):
