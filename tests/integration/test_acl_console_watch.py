@@ -402,3 +402,27 @@ def test_gate_class_checks_need_the_sink_group_listing(secure_kafka: SecureKafka
     assert results["class:audit"].ok is with_classes, results["class:audit"]
     if not with_classes:
         assert "no sink group declares class audit" in results["class:audit"].reason
+
+
+# -- govbus demo --secure ----------------------------------------------------------------------------
+def test_the_secure_demo_gives_its_console_a_principal_that_reads_the_bus(secure_kafka: SecureKafka) -> None:
+    """The demo's console ran as User:kernel, which may not read the topic: its events and dead-letter
+    pages stayed empty. It now has User:console with the console role."""
+    from govbus._demo_secure import SecureDemo, provision
+
+    demo = SecureDemo(secure_kafka.admin_config(), secure_kafka.sasl_bootstrap, str(secure_kafka.ca))
+    topic = secure_kafka.new_topic(2, prefix="acldemo")
+    provision(demo, topic, ["stdout"], lambda _message: None)
+    recs = records(events(3, seed=3))
+    _produce_as_admin(secure_kafka, topic, [(r.key, r.value, r.headers) for r in recs])
+    settings = load_settings(topic=topic, kafka=demo.kafka("console"), console={"refresh_s": 0.3, "timeout_s": 5})
+    collector = Collector(settings).start()
+    try:
+        wait_for(
+            lambda: collector.snapshot.broker_error is None
+            and sorted(e.id for e in collector.snapshot.events) == sorted(r.event_id or "" for r in recs),
+            30,
+            what="the demo console's events page",
+        )
+    finally:
+        collector.close()
