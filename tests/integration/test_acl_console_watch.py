@@ -419,8 +419,10 @@ def test_the_secure_demo_gives_its_console_a_principal_that_reads_the_bus(secure
     collector = Collector(settings).start()
     try:
         wait_for(
-            lambda: collector.snapshot.broker_error is None
-            and sorted(e.id for e in collector.snapshot.events) == sorted(r.event_id or "" for r in recs),
+            lambda: (
+                collector.snapshot.broker_error is None
+                and sorted(e.id for e in collector.snapshot.events) == sorted(r.event_id or "" for r in recs)
+            ),
             30,
             what="the demo console's events page",
         )
