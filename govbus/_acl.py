@@ -17,6 +17,15 @@ Roles (docs/security.md has the table and the threat model):
   the policy requires min.insync.replicas), ``DESCRIBE`` on the group of every sink it requires.
 * ``admin`` — the operator's commands: ``topics create``, ``lag``, ``dlq inspect|replay`` and
   ``acl apply`` itself.
+* ``console`` — ``govbus console``: ``READ`` on the event topic (its tail and end offsets) and on
+  each ``--sink``'s dead-letter topic (no group ACL: its readers assign partitions and never use
+  their group), ``DESCRIBE`` on every sink group (prefixed:
+  it lists them for the lag page and its gate's class checks); ``WRITE`` on each sink's replay topic
+  only while ``GOVBUS_CONSOLE__ACTIONS_ENABLED`` is true.
+* ``watch`` — ``govbus watch``: ``READ`` on the watched topic and on its own group, ``DESCRIBE`` on
+  every sink group (prefixed), ``WRITE`` and ``CREATE`` on its alerts topic.
+
+``govbus schemas`` needs no Kafka ACL: it speaks only HTTP to the registry.
 """
 
 from __future__ import annotations
@@ -49,7 +58,12 @@ __all__ = ["ROLES", "AclEntry", "AclError", "Role", "apply_plan", "missing_acl",
 log = logging.getLogger(__name__)
 
 Resource = Literal["TOPIC", "GROUP", "CLUSTER"]
-ROLES = ("kernel", "sink:<name>", "gate", "admin")
+ROLES = ("kernel", "sink:<name>", "gate", "admin", "console", "watch")
+_PLAIN_ROLES = ("kernel", "gate", "admin", "console", "watch")
+# Sinks' groups are govbus.sink.<instance> (GOVBUS_SINK__GROUP_ID aside): what the console, the
+# watchdog and the gate's class checks list, and so may DESCRIBE, by prefix.
+SINK_GROUP_PREFIX = "govbus.sink."
+
 CLUSTER_NAME = "kafka-cluster"  # the one name of Kafka's cluster resource
 
 
@@ -83,7 +97,7 @@ class AclEntry:
 
 @dataclasses.dataclass(frozen=True)
 class Role:
-    kind: Literal["kernel", "sink", "gate", "admin"]
+    kind: Literal["kernel", "sink", "gate", "admin", "console", "watch"]
     sink: str | None = None
 
     def __str__(self) -> str:
@@ -94,7 +108,7 @@ def parse_role(text: str) -> Role:
     kind, sep, name = text.strip().partition(":")
     if kind == "sink" and sep and name:
         return Role("sink", name)
-    if kind in ("kernel", "gate", "admin") and not sep:
+    if kind in _PLAIN_ROLES and not sep:
         return Role(kind)  # type: ignore[arg-type]
     raise ConfigError("--role", f"expected one of {', '.join(ROLES)}; got {text!r}")
 
@@ -106,17 +120,27 @@ def plan(
     sink_settings: Any = None,
     sinks: Sequence[str] = (),
     require_min_isr: bool = False,
+    required_classes: bool = False,
+    watch_settings: Any = None,
+    console_actions: bool = False,
 ) -> list[AclEntry]:
     """The ACLs ``role`` needs for event topic ``topic``.
 
     ``sink_settings`` (a ``SinkRuntimeSettings``; default: the defaults) names the sink's group,
     dead-letter and replay topics and whether the sink creates them. ``sinks``: for ``gate``, the
     sinks its policy requires; for ``admin``, the sinks whose dead-letter topics it creates and
-    replays. ``require_min_isr``: the gate's topic check reads min.insync.replicas.
+    replays; for ``console``, the sinks whose dead letters it shows (and replays). ``require_min_isr``:
+    the gate's (or the console's gate's) topic check reads min.insync.replicas. ``required_classes``:
+    the gate's policy has ``required_classes`` (it lists the sink groups). ``watch_settings`` (a
+    ``WatchSettings``; default: the defaults): the watchdog's topics and groups. ``console_actions``:
+    the console may replay dead letters (``GOVBUS_CONSOLE__ACTIONS_ENABLED``).
     """
     from govbus.consumers._settings import SinkRuntimeSettings
 
     s: SinkRuntimeSettings = sink_settings if sink_settings is not None else SinkRuntimeSettings()
+    every_sink_group = AclEntry(
+        "GROUP", SINK_GROUP_PREFIX, "DESCRIBE", "PREFIXED", why="list and describe every sink group: members, lag"
+    )
     out: list[AclEntry] = []
     if role.kind == "kernel":
         out.append(AclEntry("TOPIC", topic, "WRITE", why="produce events (implies DESCRIBE, IDEMPOTENT_WRITE)"))
@@ -139,6 +163,40 @@ def plan(
             out.append(AclEntry("TOPIC", topic, "DESCRIBE_CONFIGS", why="topic check: min.insync.replicas"))
         for name in sinks:
             out.append(AclEntry("GROUP", s.group_for(name), "DESCRIBE", why=f"sink check {name}: members, lag"))
+        if required_classes:
+            out.append(dataclasses.replace(every_sink_group, why="class checks: list and describe every sink group"))
+    elif role.kind == "console":
+        out.append(AclEntry("TOPIC", topic, "READ", why="events page (a group-less tail), end offsets"))
+        out.append(
+            dataclasses.replace(every_sink_group, why="lag and topology pages, its gate's sink and class checks")
+        )
+        if require_min_isr:
+            out.append(AclEntry("TOPIC", topic, "DESCRIBE_CONFIGS", why="its gate's topic check: min.insync.replicas"))
+        for name in sinks:
+            out.append(AclEntry("TOPIC", s.dlq_topic(topic, name), "READ", why=f"dead letters of {name}"))
+            if console_actions:
+                out.append(
+                    AclEntry(
+                        "TOPIC",
+                        s.replay_topic(topic, name),
+                        "WRITE",
+                        why=f"replay a dead letter of {name} (GOVBUS_CONSOLE__ACTIONS_ENABLED=true)",
+                    )
+                )
+    elif role.kind == "watch":
+        from govbus.watch._settings import WatchSettings
+
+        w: WatchSettings = watch_settings if watch_settings is not None else WatchSettings()
+        watched = w.topic or topic
+        out.append(AclEntry("TOPIC", watched, "READ", why="consume events: silence, gaps, lost tails"))
+        out.append(AclEntry("GROUP", w.group_id, "READ", why="its own group: join, commit"))
+        out.append(
+            AclEntry(
+                "GROUP", w.group_prefix, "DESCRIBE", "PREFIXED", why="list and describe every sink group: stalls, gone"
+            )
+        )
+        out.append(AclEntry("TOPIC", w.alerts_topic, "WRITE", why="publish signed alerts"))
+        out.append(AclEntry("TOPIC", w.alerts_topic, "CREATE", why="create the alerts topic at start if absent"))
     else:
         out.append(AclEntry("CLUSTER", CLUSTER_NAME, "ALTER", why="acl apply: create ACLs"))
         out.append(AclEntry("TOPIC", topic, "CREATE", why="topics create"))
@@ -222,13 +280,17 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         ("plan", "print the ACLs a principal needs for its role(s); changes nothing"),
         ("apply", "create those ACLs (as the principal in GOVBUS_KAFKA__*, which needs ALTER on the cluster)"),
     ):
-        p = asub.add_parser(action, help=helptext, description="Topic names follow GOVBUS_TOPIC and GOVBUS_SINK__*.")
+        p = asub.add_parser(
+            action,
+            help=helptext,
+            description="Names follow GOVBUS_TOPIC, GOVBUS_SINK__* and GOVBUS_WATCH__*; console actions GOVBUS_CONSOLE__ACTIONS_ENABLED.",
+        )
         p.add_argument(
             "--role",
             action="append",
             required=True,
             metavar="ROLE",
-            help="kernel, sink:<name>, gate or admin (repeatable: one principal with several roles)",
+            help="kernel, sink:<name>, gate, admin, console or watch (repeatable: one principal with several roles)",
         )
         p.add_argument("--principal", required=True, help="User:<name> (the SCRAM user, or the certificate's CN)")
         p.add_argument(
@@ -236,9 +298,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
             action="append",
             default=[],
             metavar="NAME",
-            help="gate: a sink its policy requires; admin: a sink whose dead letters it manages (repeatable)",
+            help="gate: a sink its policy requires; admin, console: a sink whose dead letters it manages (repeatable)",
         )
-        p.add_argument("--require-min-isr", action="store_true", help="gate: its policy checks min.insync.replicas")
+        p.add_argument(
+            "--require-min-isr", action="store_true", help="gate, console: the policy checks min.insync.replicas"
+        )
+        p.add_argument(
+            "--required-classes", action="store_true", help="gate: the policy has required_classes (lists sink groups)"
+        )
         p.add_argument("--json", action="store_true", help="one JSON object per ACL")
         p.add_argument("--timeout", type=float, default=30.0)
         p.set_defaults(func=_run, acl_apply=action == "apply")
@@ -315,6 +382,9 @@ def _run(args: argparse.Namespace) -> int:
                 sink_settings=settings.sink,
                 sinks=args.sink,
                 require_min_isr=args.require_min_isr,
+                required_classes=args.required_classes,
+                watch_settings=settings.watch,
+                console_actions=settings.console.actions_enabled,
             )
         )
     entries = sorted(set(entries))

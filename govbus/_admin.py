@@ -72,6 +72,13 @@ def ensure_topic(
         except KafkaException:
             raise unanswered from None
         meta = md.topics.get(topic)
+        if meta is not None and meta.error is not None and meta.error.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED:
+            # Created (CREATE) but not visible: DESCRIBE, implied by WRITE or READ, is missing.
+            from govbus._principal import missing_acl
+
+            raise TopicError(
+                f"cannot use topic {topic!r}: {missing_acl(meta.error, 'DESCRIBE', f'TOPIC {topic}', conf)}"
+            )
         if (
             meta is not None
             and meta.error is None

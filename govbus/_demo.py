@@ -212,6 +212,10 @@ class _Demo:
 
         policy_file = self.out / "gate-policy.json"
         policy_file.write_text(policy.model_dump_json(), encoding="utf-8")
+        if self.secure is not None:  # its own principal: the kernel's may not read the topic
+            from govbus._settings import KafkaSettings
+
+            settings = settings.model_copy(update={"kafka": KafkaSettings.model_validate(self.secure.kafka("console"))})
         console = settings.console.model_copy(
             update={
                 "sink_health_urls": {n: f"http://127.0.0.1:{p}" for n, p in self.health_ports.items()},

@@ -2,9 +2,10 @@
 
 The operator's part is done as the broker's super user (``User:admin``, mTLS): the event topic and
 each sink's dead-letter and replay topics are created, one SCRAM-SHA-512 user per process is added
-(``kernel``, ``sink-<name>``), and each gets exactly its role's ACLs from :mod:`govbus._acl` — the
-kernel ``kernel`` + ``gate`` (its gate checks the sinks' groups), each sink ``sink:<name>`` with
-``GOVBUS_SINK__DLQ__CREATE_TOPICS=false``. Passwords are random per run and never printed.
+(``kernel``, ``sink-<name>``, ``console``), and each gets exactly its role's ACLs from
+:mod:`govbus._acl` — the kernel ``kernel`` + ``gate`` (its gate checks the sinks' groups), each sink
+``sink:<name>`` with ``GOVBUS_SINK__DLQ__CREATE_TOPICS=false``, the console ``console`` (every
+sink's dead letters). Passwords are random per run and never printed.
 """
 
 from __future__ import annotations
@@ -68,7 +69,7 @@ def provision(demo: SecureDemo, topic: str, sinks: Sequence[str], say: Callable[
     for name in sinks:
         for extra in (s.dlq_topic(topic, name), s.replay_topic(topic, name)):
             ensure_topic(demo.admin, extra, partitions=1)
-    users = {"kernel": ["kernel", "gate"], **{f"sink-{n}": [f"sink:{n}"] for n in sinks}}
+    users = {"kernel": ["kernel", "gate"], **{f"sink-{n}": [f"sink:{n}"] for n in sinks}, "console": ["console"]}
     demo.passwords = {user: secrets.token_urlsafe(24) for user in users}
     admin = new_admin(demo.admin)
     upserts: list[Any] = [

@@ -151,7 +151,13 @@ class BusProbe:
         if leaderless:
             return False, f"partition(s) {leaderless} of {topic} have no leader"
         if policy.checks.topic.require_min_isr:
-            min_isr = self._topic_min_isr(topic, timeout)
+            try:
+                min_isr = self._topic_min_isr(topic, timeout)
+            except KafkaException as exc:
+                err = exc.args[0] if exc.args else None
+                if isinstance(err, KafkaError) and err.code() in _AUTHORIZATION:
+                    return False, authorization_reason(err, "DESCRIBE_CONFIGS", f"topic {topic}", self._kafka_conf)
+                raise
             short = sorted(p.id for p in meta.partitions.values() if len(p.isrs) < min_isr)
             if short:
                 return (

@@ -8,9 +8,12 @@ import threading
 import time
 from typing import Any
 
+from confluent_kafka import KafkaError
+
 from govbus._admin import ensure_topic
 from govbus._contract import Decoder
 from govbus._librdkafka import new_admin, new_consumer
+from govbus._principal import missing_acl
 from govbus._record import from_record
 from govbus._settings import GovbusSettings
 from govbus.consumers._health import HealthServer, HealthStatus
@@ -74,6 +77,7 @@ class WatchRunner:
         self._last_loop = time.monotonic()
         self.health: HealthServer | None = None
         self.started = threading.Event()
+        self.problem: str | None = None  # a refusal that stops the watchdog from reading (an ACL)
 
     def _record(self, event: GovernanceEvent) -> None:
         self.published.append(event)
@@ -92,6 +96,8 @@ class WatchRunner:
             "streams": len(wd.streams),
             "active_alerts": sorted(f"{k} {s}" for k, s in wd.alerts.active),
         }
+        if self.problem is not None:
+            detail["problem"] = self.problem
         return HealthStatus(live, live and self.started.is_set(), detail)
 
     def metrics(self) -> str:
@@ -156,7 +162,7 @@ class WatchRunner:
                 self._last_loop = now = time.monotonic()
                 for msg in consumer.consume(_BATCH, 0.2):
                     if msg.error() is not None:
-                        log.debug("consumer: %s", msg.error())
+                        self._refused(msg.error())
                         continue
                     if consumer.assignment():
                         self.started.set()
@@ -173,6 +179,21 @@ class WatchRunner:
                 self.health.stop()
             if self._bus is not None:
                 self._bus.close()
+
+    def _refused(self, err: Any) -> None:
+        """A refused ACL is named (logged once, in /readyz's detail as ``problem``); other errors are
+        librdkafka's to retry."""
+        code = err.code()
+        if code == KafkaError.TOPIC_AUTHORIZATION_FAILED:
+            problem = missing_acl(err, "READ", f"TOPIC {self.topic}", self._conf, role="watch")
+        elif code == KafkaError.GROUP_AUTHORIZATION_FAILED:
+            problem = missing_acl(err, "READ", f"GROUP {self.w.group_id}", self._conf, role="watch")
+        else:
+            log.debug("consumer: %s", err)
+            return
+        if problem != self.problem:
+            log.error("watchdog: authorization: %s", problem)
+        self.problem = problem
 
     def _read_groups(self) -> None:
         timeout = 5.0

@@ -82,3 +82,42 @@ def test_principal_of_names_who_the_broker_sees() -> None:
     assert principal_of({"security.protocol": "SASL_SSL", "sasl.username": "u"}) == "User:u"
     assert "ANONYMOUS" in principal_of({"bootstrap.servers": "x"})
     assert "certificate" in principal_of({"security.protocol": "SSL", "ssl.certificate.location": "/nonexistent"})
+
+
+def test_console_and_watch_plans_follow_their_settings() -> None:
+    from govbus.watch._settings import WatchSettings
+
+    console = plan(parse_role("console"), topic="ev", sinks=["audit"], require_min_isr=True)
+    assert {(e.resource, e.name, e.operation, e.pattern) for e in console} == {
+        ("TOPIC", "ev", "READ", "LITERAL"),
+        ("TOPIC", "ev", "DESCRIBE_CONFIGS", "LITERAL"),
+        ("GROUP", "govbus.sink.", "DESCRIBE", "PREFIXED"),
+        ("TOPIC", "ev.dlq.audit", "READ", "LITERAL"),
+    }
+    with_actions = _ops(plan(parse_role("console"), topic="ev", sinks=["audit"], console_actions=True))
+    assert ("TOPIC", "ev.replay.audit", "WRITE") in with_actions
+    w = WatchSettings(topic="other", alerts_topic="al", group_id="wg", group_prefix="sinks.")
+    watch = plan(parse_role("watch"), topic="ev", watch_settings=w)
+    assert {(e.resource, e.name, e.operation, e.pattern) for e in watch} == {
+        ("TOPIC", "other", "READ", "LITERAL"),
+        ("GROUP", "wg", "READ", "LITERAL"),
+        ("GROUP", "sinks.", "DESCRIBE", "PREFIXED"),
+        ("TOPIC", "al", "WRITE", "LITERAL"),
+        ("TOPIC", "al", "CREATE", "LITERAL"),
+    }
+    gate = plan(parse_role("gate"), topic="ev", required_classes=True)
+    assert ("GROUP", "govbus.sink.", "DESCRIBE") in _ops(gate)
+
+
+def test_plan_command_reads_the_console_and_watch_settings(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("GOVBUS_TOPIC", "ev")
+    monkeypatch.setenv("GOVBUS_CONSOLE__ACTIONS_ENABLED", "true")
+    monkeypatch.setenv("GOVBUS_WATCH__ALERTS_TOPIC", "my.alerts")
+    assert main(["acl", "plan", "--role", "console", "--role", "watch", "--sink", "file", "--principal", "User:c"]) == 0
+    text = capsys.readouterr().out
+    assert "ALLOW User:c WRITE on TOPIC ev.replay.file " in text
+    assert "ALLOW User:c WRITE on TOPIC my.alerts " in text
+    assert "ALLOW User:c DESCRIBE on GROUP govbus.sink. (prefixed)" in text
+    assert main(["acl", "plan", "--role", "console:x", "--principal", "User:c"]) == 2

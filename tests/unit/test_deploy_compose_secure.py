@@ -436,6 +436,9 @@ def _acl_jobs(monkeypatch: pytest.MonkeyPatch) -> dict[str, set[AclEntry]]:
                 sink_settings=settings.sink,
                 sinks=args.sink,
                 require_min_isr=args.require_min_isr,
+                required_classes=args.required_classes,
+                watch_settings=settings.watch,
+                console_actions=settings.console.actions_enabled,
             )
         }
         jobs.setdefault(args.principal, set()).update(entries)
@@ -463,12 +466,23 @@ def test_each_principal_gets_exactly_its_roles_acls(monkeypatch: pytest.MonkeyPa
                     topic=settings.topic,
                     sinks=[s.name for s in policy.checks.sinks],
                     require_min_isr=policy.checks.topic.require_min_isr,
+                    required_classes=bool(policy.required_classes),
+                )
+            )
+        elif subcommand(argv) == ("console",):
+            policy = build_policy(settings, settings.console.gate_policy)
+            expected = set(
+                plan(
+                    parse_role("console"),
+                    topic=settings.topic,
+                    sinks=deployed_sinks(),
+                    require_min_isr=policy.checks.topic.require_min_isr,
+                    console_actions=settings.console.actions_enabled,
                 )
             )
         else:
-            # The console and the watchdog: lag only (their roles are not modelled yet, docs/security.md).
-            assert subcommand(argv) in {("console",), ("watch",)}, name
-            expected = set(plan(parse_role("gate"), topic=settings.topic, sinks=deployed_sinks()))
+            assert subcommand(argv) == ("watch",), name
+            expected = set(plan(parse_role("watch"), topic=settings.topic, watch_settings=settings.watch))
         assert jobs[f"User:{user}"] == expected, name
 
 

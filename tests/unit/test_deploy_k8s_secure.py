@@ -24,6 +24,8 @@ SINKS = ("stdout", "file", "otlp", "http", "syslog", "audit")
 PRINCIPALS = {
     "Deployment/agent-kernel": "kernel",
     **{f"Deployment/govbus-sink-{s}": f"sink-{s}" for s in SINKS},
+    "Deployment/govbus-console": "console",
+    "Deployment/govbus-watch": "watch",
     "Job/govbus-topics": "govbus-admin",
 }
 
@@ -75,7 +77,7 @@ def test_each_workload_is_its_own_principal_over_sasl_ssl_with_the_ca_mounted(
         kind, name = wid.split("/")
         workload = _get(rendered, kind, name)
         spec = workload["spec"]["template"]["spec"]
-        (container,) = [c for c in spec["containers"] if c["name"] in ("kernel", "sink", "topics")]
+        (container,) = [c for c in spec["containers"] if c["name"] in ("kernel", "sink", "topics", "console", "watch")]
         env = _env(rendered, container)
         assert unknown_settings({k: v for k, v in env.items() if k.startswith("GOVBUS_")}) == []
         assert env["GOVBUS_KAFKA__SECURITY_PROTOCOL"] == "SASL_SSL"
@@ -117,6 +119,9 @@ def test_the_acl_job_grants_each_principal_exactly_its_roles(rendered: list[dict
     assert granted["User:kernel"][:2] == ["kernel", "gate"], "the kernel's readiness probe runs the gate"
     for sink in SINKS:
         assert granted[f"User:sink-{sink}"] == [f"sink:{sink}"]
+    # The console shows every sink's dead letters; the watchdog's names are its settings' defaults.
+    assert granted["User:console"] == ["console", *(f"--sink {s}" for s in SINKS)]
+    assert granted["User:watch"] == ["watch"]
     # KEDA reads the lag of every sink: DESCRIBE on the topic and on each group (the gate role).
     assert granted["User:keda"] == ["gate", *(f"--sink {s}" for s in SINKS)]
     # The admin's own ACLs come from a super user, once (the Job's comment says how).
@@ -142,3 +147,24 @@ def test_private_keys_still_installed_0600(rendered: list[dict[str, Any]]) -> No
         spec = _get(rendered, "Deployment", name)["spec"]["template"]["spec"]
         (install,) = [c for c in spec["initContainers"] if c["name"] == "install-key"]
         assert install["command"][:3] == ["install", "-m", "0600"]
+
+
+def test_gate_flags_of_the_acl_job_follow_the_gate_policy(rendered: list[dict[str, Any]]) -> None:
+    """The kernel's probe and the console evaluate govbus-gate-policy: its min.insync.replicas check
+    reads the topic's configs, and its required_classes list the sink groups; each needs its ACL."""
+    from govbus.gate import parse_policy
+
+    policy = parse_policy(yaml.safe_load(_get(rendered, "ConfigMap", "govbus-gate-policy")["data"]["policy.yaml"]))
+    spec = _get(rendered, "Job", "govbus-acls")["spec"]["template"]["spec"]
+    args = {
+        a.principal: a
+        for a in (parse_command(["govbus", *c["args"]]) for c in [*spec["initContainers"], *spec["containers"]])
+    }
+    kernel, console = args["User:kernel"], args["User:console"]
+    assert kernel.require_min_isr is console.require_min_isr is policy.checks.topic.require_min_isr
+    assert kernel.required_classes is bool(policy.required_classes)
+    assert sorted(kernel.sink) == sorted(s.name for s in policy.checks.sinks)
+    # The console's role lists every sink group itself (its lag page): no flag needed.
+    assert ("GROUP", "govbus.sink.", "DESCRIBE") in {
+        (e.resource, e.name, e.operation) for e in plan(parse_role("console"), topic="t")
+    }
