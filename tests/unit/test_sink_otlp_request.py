@@ -225,3 +225,16 @@ def test_compiled_writer_equals_the_generated_classes(
     assert encoder._native is not None
     row = (*times, *trace, -3 % 25, texts[0], texts[1], texts[2], attributes)
     assert encoder.encode([row, row]) == encoder.request([row, row]).SerializeToString()
+
+
+def test_a_batch_the_compiled_writer_refuses_goes_through_the_generated_classes() -> None:
+    encoder = RequestEncoder({"service.name": "s"}, "", "scope", None, None, 256)
+    # A list value: the sink's mapping never makes one, the compiled writer refuses it, the
+    # generated classes encode it as an array.
+    row = (1, 2, 0, 0, 0, 9, "info", "body", "type", {"a": "x", "tags": ["p", 1]})
+    data = encoder.encode([row])
+    assert data == encoder.request([row]).SerializeToString()
+    parsed = ExportLogsServiceRequest()
+    parsed.ParseFromString(data)
+    kvs = parsed.resource_logs[0].scope_logs[0].log_records[0].attributes
+    assert [v.string_value or v.int_value for v in kvs[1].value.array_value.values] == ["p", 1]
