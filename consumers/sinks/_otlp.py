@@ -1,10 +1,16 @@
 """The OTLP logs sink: every governance event becomes one OpenTelemetry log record.
 
-Records go through opentelemetry-sdk's ``LoggerProvider`` (so resource, scope and limits behave
-as everywhere else in OpenTelemetry) into a processor that only collects them; ``write`` then
-hands the whole batch to the OTLP exporter itself and acknowledges it only when the exporter
-reports success. The SDK's ``BatchLogRecordProcessor`` cannot be used for that: it exports on a
-background thread and drops the result, so an acknowledged event could still be lost.
+OTLP/HTTP (the default): each batch becomes one ``ExportLogsServiceRequest``, encoded directly
+with opentelemetry-proto's generated classes (``_otlp_request``; no SDK ``LogRecord`` per event),
+POSTed once; the batch is acknowledged only on a 2xx answer. The resource and scope are the
+SDK's own (``Resource.create``: ``OTEL_RESOURCE_ATTRIBUTES``, ``telemetry.sdk.*``).
+
+gRPC: records go through opentelemetry-sdk's ``LoggerProvider`` into a processor that only
+collects them; ``write`` then hands the whole batch to the SDK's gRPC exporter itself and
+acknowledges it only when the exporter reports success. The SDK's ``BatchLogRecordProcessor``
+cannot be used for that: it exports on a background thread and drops the result, so an
+acknowledged event could still be lost. The same SDK path is the reference the direct encoding
+is tested against.
 
 The field → attribute and severity mappings are documented in docs/sinks-reference.md; the
 constants below are that table.
@@ -13,18 +19,20 @@ constants below are that table.
 from __future__ import annotations
 
 import dataclasses
+import gzip
 import importlib
 import json
 import logging
 import re
-import threading
 import time
-from collections.abc import Mapping
+import zlib
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, cast
 
 from opentelemetry._logs import SeverityNumber
 from opentelemetry.context import Context
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.sdk._logs import (
     LoggerProvider,
     LogRecordLimits,
@@ -41,6 +49,7 @@ from govbus._cloudevents import TRACEPARENT
 from govbus.consumers._errors import SinkError
 from govbus.consumers._spi import OK, Batch, DeliveredRecord, RetryLater, SinkBase, SinkContext, WriteResult
 from govbus.consumers.sinks._options import SinkOptions, env_name, parse_pairs, resolve_options
+from govbus.consumers.sinks._otlp_request import RequestEncoder, Row
 from govbus.consumers.sinks._retry_after import parse_retry_after
 from govbus.consumers.sinks._severity import severity
 from govbus.errors import ConfigError
@@ -151,29 +160,59 @@ class _Collector(LogRecordProcessor):
         return True
 
 
-class _LastResponse:
-    """Remembers the status and Retry-After of the exporter's last HTTP response.
+class _HttpPost:
+    """Sends one encoded request over OTLP/HTTP (binary protobuf) with a keep-alive session.
 
-    The exporter only answers SUCCESS or FAILURE; the status tells a rate limit (honour its
-    Retry-After) from a server error. A requests response hook is public API of the session
-    the exporter accepts.
+    One attempt per ``write`` (plus one at once when a pooled connection turned out stale):
+    429/502/503/504 and unreachable collectors go back to the runtime as ``RetryLater``, whose
+    backoff (and the collector's ``Retry-After``) paces the next attempt.
     """
 
-    def __init__(self) -> None:
-        self.status: int | None = None
-        self.retry_after: str | None = None
-        self._lock = threading.Lock()
+    def __init__(self, o: OtlpSinkOptions) -> None:
+        try:
+            self._requests: Any = importlib.import_module("requests")
+        except ImportError:  # a dependency of opentelemetry-exporter-otlp-proto-http
+            raise ConfigError(
+                env_name("protocol"),
+                "http/protobuf needs opentelemetry-exporter-otlp-proto-http (pip install opentelemetry-exporter-otlp-proto-http)",
+            ) from None
+        session = self._requests.Session()
+        session.verify = str(o.certificate_file) if o.certificate_file else True
+        if o.client_certificate_file is not None:
+            cert = str(o.client_certificate_file)
+            session.cert = (cert, str(o.client_key_file)) if o.client_key_file else cert
+        self._session = session
+        self._url = o.endpoint
+        self._timeout = o.timeout_s
+        self._compression = o.compression
+        self._headers = {"Content-Type": "application/x-protobuf"}
+        self._headers.update({k: v.get_secret_value() for k, v in o.headers.items()})
+        if o.compression != "none":
+            self._headers["Content-Encoding"] = o.compression
 
-    def reset(self) -> None:
-        with self._lock:
-            self.status = None
-            self.retry_after = None
+    def post(self, body: bytes) -> tuple[int | None, str | None, str]:
+        """(HTTP status or None, its Retry-After, what went wrong when there was no response)."""
+        if self._compression == "gzip":
+            body = gzip.compress(body, compresslevel=6)
+        elif self._compression == "deflate":
+            body = zlib.compress(body)
+        deadline = time.monotonic() + self._timeout
+        for attempt in (1, 2):
+            try:
+                response = self._session.post(
+                    self._url, data=body, headers=self._headers, timeout=max(0.01, deadline - time.monotonic())
+                )
+            except self._requests.ConnectionError as exc:
+                if attempt == 1 and deadline - time.monotonic() > 0:
+                    continue
+                return None, None, type(exc).__name__
+            except self._requests.RequestException as exc:
+                return None, None, type(exc).__name__
+            return int(response.status_code), response.headers.get("Retry-After"), ""
+        return None, None, "ConnectionError"  # not reached: the second attempt returns
 
-    def hook(self, response: Any, *args: Any, **kwargs: Any) -> Any:
-        with self._lock:
-            self.status = int(response.status_code)
-            self.retry_after = response.headers.get("Retry-After")
-        return response
+    def close(self) -> None:
+        self._session.close()
 
 
 class OtlpSink(SinkBase):
@@ -187,7 +226,8 @@ class OtlpSink(SinkBase):
         self._logger: Any = None
         self._collector = _Collector()
         self._exporter: LogRecordExporter | None = None
-        self._last = _LastResponse()
+        self._encoder: RequestEncoder | None = None
+        self._http: _HttpPost | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
     def open(self, context: SinkContext) -> None:
@@ -203,12 +243,22 @@ class OtlpSink(SinkBase):
         logger = provider.get_logger(o.scope_name)
         if type(logger).__name__ == "NoOpLogger":
             raise ConfigError("OTEL_SDK_DISABLED", "the OpenTelemetry SDK is disabled, so the otlp sink cannot export")
-        self._exporter = self._build_exporter()
+        if o.protocol == "grpc":
+            self._exporter = self._grpc_exporter()
+        else:
+            # The resource and scope are the SDK's (OTEL_RESOURCE_ATTRIBUTES, telemetry.sdk.*);
+            # the records are encoded directly (see _otlp_request).
+            self._http = _HttpPost(o)
+            self._encoder = request_encoder(resource, o)
         self._provider = provider
         self._logger = logger
         _log.info("otlp sink exporting to %s over %s", o.endpoint, o.protocol)
 
     def close(self) -> None:
+        if self._http is not None:
+            self._http.close()
+            self._http = None
+        self._encoder = None
         if self._exporter is not None:
             # The SDK's exporter base class leaves shutdown() unannotated.
             cast(Any, self._exporter).shutdown()
@@ -216,33 +266,6 @@ class OtlpSink(SinkBase):
         if self._provider is not None:
             self._provider.shutdown()
             self._provider = None
-
-    def _build_exporter(self) -> LogRecordExporter:
-        o = self.options
-        if o.protocol == "grpc":
-            return self._grpc_exporter()
-        try:
-            http_module = importlib.import_module("opentelemetry.exporter.otlp.proto.http._log_exporter")
-            compression_module = importlib.import_module("opentelemetry.exporter.otlp.proto.http")
-            requests = importlib.import_module("requests")
-        except ImportError:
-            raise ConfigError(
-                env_name("protocol"),
-                "http/protobuf needs opentelemetry-exporter-otlp-proto-http (pip install opentelemetry-exporter-otlp-proto-http)",
-            ) from None
-        session = requests.Session()
-        session.hooks["response"].append(self._last.hook)
-        exporter: LogRecordExporter = http_module.OTLPLogExporter(
-            endpoint=o.endpoint,
-            certificate_file=str(o.certificate_file) if o.certificate_file else None,
-            client_certificate_file=str(o.client_certificate_file) if o.client_certificate_file else None,
-            client_key_file=str(o.client_key_file) if o.client_key_file else None,
-            headers={k: v.get_secret_value() for k, v in o.headers.items()},
-            timeout=o.timeout_s,
-            compression=compression_module.Compression(o.compression),
-            session=session,
-        )
-        return exporter
 
     def _grpc_exporter(self) -> LogRecordExporter:
         o = self.options
@@ -283,17 +306,42 @@ class OtlpSink(SinkBase):
 
     # -- delivery --------------------------------------------------------------------------
     def write(self, batch: Batch) -> WriteResult | None:
+        encoder, http = self._encoder, self._http
+        if encoder is None or http is None:
+            if self._exporter is not None:
+                return self._write_sdk(batch)
+            raise SinkError("otlp sink: write() before open()")
+        body = encoder.encode(_rows(batch))
+        started = time.monotonic()
+        status, retry_after, error = http.post(body)
+        if status is not None and 200 <= status < 300:
+            return OK
+        reason = f"otlp export failed after {time.monotonic() - started:.1f}s"
+        reason += f" (last HTTP status {status})" if status is not None else f" (no response: {error})"
+        delay = None
+        if retry_after is not None and status in (429, 503):
+            delay = parse_retry_after(retry_after, self.options.max_retry_after_s)
+        return RetryLater(delay=delay, reason=reason)
+
+    def _request(self, batch: Sequence[DeliveredRecord]) -> ExportLogsServiceRequest:
+        """The direct request for a batch (what ``write`` sends over OTLP/HTTP)."""
+        if self._encoder is None:
+            raise SinkError("otlp sink: no direct encoder (not open, or gRPC)")
+        return self._encoder.request(_rows(batch))
+
+    def _sdk_request(self, batch: Sequence[DeliveredRecord]) -> ExportLogsServiceRequest:
+        """The request the SDK path builds for a batch (its Logger, then the exporter's encoder)."""
+        if self._logger is None:
+            raise SinkError("otlp sink: write() before open()")
+        encoder = importlib.import_module("opentelemetry.exporter.otlp.proto.common._log_encoder")
+        return cast(ExportLogsServiceRequest, encoder.encode_logs(sdk_records(self._logger, self._collector, batch)))
+
+    def _write_sdk(self, batch: Batch) -> WriteResult | None:
+        """gRPC: records through the SDK's Logger into its gRPC exporter."""
         exporter, logger = self._exporter, self._logger
         if exporter is None or logger is None:
             raise SinkError("otlp sink: write() before open()")
-        self._collector.take()  # nothing may leak from a failed earlier write
-        for record in batch:
-            self._emit(logger, record)
-        records = self._collector.take()
-        if len(records) != len(batch):
-            # Never acknowledge what was not handed to the exporter (a disabled logger, a filter).
-            raise SinkError(f"otlp sink: {len(batch)} events but {len(records)} log records were emitted")
-        self._last.reset()
+        records = sdk_records(logger, self._collector, batch)
         started = time.monotonic()
         try:
             result = exporter.export(records)
@@ -301,31 +349,69 @@ class OtlpSink(SinkBase):
             return RetryLater(reason=f"otlp export raised {type(exc).__name__}: {exc}")
         if result is LogRecordExportResult.SUCCESS:
             return OK
-        status = self._last.status
-        reason = f"otlp export failed after {time.monotonic() - started:.1f}s"
-        if self.options.protocol == "http/protobuf":
-            reason += f" (last HTTP status {status})" if status is not None else " (no response)"
-        return RetryLater(delay=self._retry_after(), reason=reason)
+        return RetryLater(reason=f"otlp export failed after {time.monotonic() - started:.1f}s")
 
-    def _retry_after(self) -> float | None:
-        value = self._last.retry_after
-        if value is None or self._last.status not in (429, 503):
-            return None
-        return parse_retry_after(value, self.options.max_retry_after_s)
 
-    def _emit(self, logger: Any, record: DeliveredRecord) -> None:
-        event = record.event
-        sev = severity(event.severity)
-        logger.emit(
-            timestamp=_ns(event),
-            observed_timestamp=record.timestamp_ms * 1_000_000 if record.timestamp_ms is not None else None,
-            context=_trace_context(record),
-            severity_number=SeverityNumber(sev.otel),
-            severity_text=event.severity,
-            body=event.reason or f"{event.kind.value} {event.action} {event.decision}".strip(),
-            attributes=log_attributes(record),
-            event_name=record.attributes.type,
-        )
+def request_encoder(resource: Resource, options: OtlpSinkOptions) -> RequestEncoder:
+    """The encoder of one sink's requests: its resource and scope as the SDK's exporter encodes them."""
+    return RequestEncoder(
+        resource.attributes,
+        resource.schema_url,
+        options.scope_name,
+        scope_version=None,
+        scope_schema_url=None,
+        max_attributes=options.max_attributes,
+    )
+
+
+def sdk_records(logger: Any, collector: _Collector, batch: Sequence[DeliveredRecord]) -> list[ReadableLogRecord]:
+    """The batch as SDK log records, emitted through ``logger`` into ``collector`` (the gRPC path,
+    and the reference the direct encoding is tested against)."""
+    collector.take()  # nothing may leak from a failed earlier write
+    for record in batch:
+        _emit(logger, record)
+    records = collector.take()
+    if len(records) != len(batch):
+        # Never acknowledge what was not handed to the exporter (a disabled logger, a filter).
+        raise SinkError(f"otlp sink: {len(batch)} events but {len(records)} log records were emitted")
+    return records
+
+
+def _rows(batch: Sequence[DeliveredRecord]) -> Iterator[Row]:
+    now = time.time_ns()  # the observed time of records without a Kafka timestamp, as the SDK does
+    return (_row(record, now) for record in batch)
+
+
+def _row(record: DeliveredRecord, now_ns: int) -> Row:
+    event = record.event
+    trace_id, span_id, flags = _trace_ids(record)
+    return (
+        _ns(event),
+        record.timestamp_ms * 1_000_000 if record.timestamp_ms is not None else now_ns,
+        trace_id,
+        span_id,
+        flags,
+        severity(event.severity).otel,
+        event.severity,
+        event.reason or f"{event.kind.value} {event.action} {event.decision}".strip(),
+        record.attributes.type,
+        log_attributes(record),
+    )
+
+
+def _emit(logger: Any, record: DeliveredRecord) -> None:
+    event = record.event
+    sev = severity(event.severity)
+    logger.emit(
+        timestamp=_ns(event),
+        observed_timestamp=record.timestamp_ms * 1_000_000 if record.timestamp_ms is not None else None,
+        context=_trace_context(record),
+        severity_number=SeverityNumber(sev.otel),
+        severity_text=event.severity,
+        body=event.reason or f"{event.kind.value} {event.action} {event.decision}".strip(),
+        attributes=log_attributes(record),
+        event_name=record.attributes.type,
+    )
 
 
 def log_attributes(record: DeliveredRecord) -> dict[str, Any]:
@@ -379,32 +465,31 @@ def _ns(event: GovernanceEvent) -> int:
     return int(moment.timestamp()) * 1_000_000_000 + moment.microsecond * 1_000
 
 
-def _trace_context(record: DeliveredRecord) -> Context:
-    """The context whose span the log record is attached to: the event's own trace/span ids,
-    else the record's W3C ``traceparent``; an invalid span when neither exists (never the sink
-    thread's current span, which belongs to the runtime, not to the event)."""
+def _trace_ids(record: DeliveredRecord) -> tuple[int, int, int]:
+    """(trace id, span id, flags) the log record is attached to: the event's own trace/span ids,
+    else the record's W3C ``traceparent``; zeros when neither exists (never the sink thread's
+    current span, which belongs to the runtime, not to the event)."""
     event = record.event
-    parsed = _parse_traceparent(record.header(TRACEPARENT))
+    raw = record.header(TRACEPARENT)
+    parsed = _parse_traceparent(raw) if raw is not None else None
     if event.trace_id is not None:
         flags = parsed[2] if parsed is not None and parsed[0] == event.trace_id else 0
-        span = NonRecordingSpan(
-            SpanContext(
-                trace_id=int(event.trace_id, 16),
-                span_id=int(event.span_id, 16) if event.span_id else 0,
-                is_remote=True,
-                trace_flags=TraceFlags(flags),
-            )
-        )
-        return set_span_in_context(span, Context())
+        return int(event.trace_id, 16), int(event.span_id, 16) if event.span_id else 0, flags
     if parsed is not None:
         trace_id, span_id, flags = parsed
-        span = NonRecordingSpan(
-            SpanContext(
-                trace_id=int(trace_id, 16), span_id=int(span_id, 16), is_remote=True, trace_flags=TraceFlags(flags)
-            )
-        )
-        return set_span_in_context(span, Context())
-    return set_span_in_context(INVALID_SPAN, Context())
+        return int(trace_id, 16), int(span_id, 16), flags
+    return 0, 0, 0
+
+
+def _trace_context(record: DeliveredRecord) -> Context:
+    """The SDK context of :func:`_trace_ids` (the gRPC path emits through the SDK's Logger)."""
+    trace_id, span_id, flags = _trace_ids(record)
+    if trace_id == 0:
+        return set_span_in_context(INVALID_SPAN, Context())
+    span = NonRecordingSpan(
+        SpanContext(trace_id=trace_id, span_id=span_id, is_remote=True, trace_flags=TraceFlags(flags))
+    )
+    return set_span_in_context(span, Context())
 
 
 def _parse_traceparent(raw: bytes | None) -> tuple[str, str, int] | None:

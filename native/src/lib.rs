@@ -8,6 +8,7 @@ pub mod avro;
 pub mod event;
 pub mod fuzzing;
 pub mod json;
+pub mod otlp;
 pub mod record;
 pub mod verify;
 
@@ -252,5 +253,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<RecordRenderer>()?;
     m.add_class::<SignatureChecker>()?;
     m.add_function(wrap_pyfunction!(_set_panic_probe, m)?)?;
+    m.add_function(wrap_pyfunction!(otlp::otlp_logs_request, m)?)?;
     Ok(())
 }

@@ -133,3 +133,16 @@ def test_unreachable_collector_is_retried_not_acknowledged() -> None:
             sink.close()
     assert isinstance(result, RetryLater)
     assert "no response" in result.reason
+
+
+def test_headers_and_deflate_reach_the_collector(receiver: OtlpReceiver) -> None:
+    sink = _sink(receiver, compression="deflate", headers="authorization=Bearer t0k,x-tenant=acme")
+    try:
+        assert sink.write(Batch(delivered(4))) is OK
+    finally:
+        sink.close()
+    headers = receiver.requests[0].headers
+    assert headers.get("Content-Encoding") == "deflate"
+    assert headers.get("Content-Type") == "application/x-protobuf"
+    assert (headers.get("authorization"), headers.get("x-tenant")) == ("Bearer t0k", "acme")
+    assert len(receiver.log_records()) == 4

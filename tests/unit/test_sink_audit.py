@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import base64
+import dataclasses
 import json
 import logging
+import math
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -15,11 +18,13 @@ from _sinks import signing_pair
 from opentelemetry.metrics import get_meter
 
 from govbus._cli import main
+from govbus._sample import sample_events
 from govbus.consumers._spi import OK, Batch, DeliveredRecord, Rejected, SinkContext
+from govbus.consumers.sinks import _ledger
 from govbus.consumers.sinks._audit import AuditSink
 from govbus.consumers.sinks._ledger import LedgerError, seal, unseal, verify_ledger
 from govbus.errors import ConfigError
-from govbus.signing import KeyEntry, Keyring, SigningKey, write_private_key
+from govbus.signing import SIGNATURE_HEADERS, KeyEntry, Keyring, SigningKey, write_private_key
 
 CTX = SinkContext("audit", "govbus.sink.audit", "govbus.events", get_meter("test"), logging.getLogger("test"))
 
@@ -408,3 +413,76 @@ def test_v2_fields_are_in_the_hash_chain_and_v1_entries_render_as_before() -> No
     v2 = GovernanceEvent(agent_id="a", tenant_id="acme", policy_version="7", risk_score=0.5)
     data = _event_data(v2)
     assert (data["tenant_id"], data["policy_version"], data["risk_score"]) == ("acme", "7", 0.5)
+
+
+# -- the per-record fast paths against the plain library calls ---------------------------------
+
+
+def _reference_json_value(value: Any) -> Any:
+    """The ledger's strict-JSON form, written plainly (isinstance chain, base64 module)."""
+    if value is None or isinstance(value, bool | int | str):
+        return value
+    if isinstance(value, float):
+        if math.isfinite(value):
+            return value
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, bytes):
+        return {"base64": base64.b64encode(value).decode("ascii")}
+    if isinstance(value, Mapping):
+        return {str(k): _reference_json_value(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_reference_json_value(v) for v in value]
+    return str(value)
+
+
+def _reference_fields(seq: int, prev: str, record: DeliveredRecord) -> dict[str, Any]:
+    def b64(raw: bytes | None) -> str | None:
+        return None if raw is None else base64.b64encode(raw).decode("ascii")
+
+    def text(raw: bytes | None) -> str | None:
+        try:
+            return None if raw is None else raw.decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+
+    sig_names = set(SIGNATURE_HEADERS)
+    event = _ledger.render_event(
+        record.event,
+        record.attributes,
+        traceparent=text(record.header("traceparent")),
+        tracestate=text(record.header("tracestate")),
+    )
+    e = record.event
+    event["data"]["attributes"] = _reference_json_value(e.attributes)
+    event["data"]["latency_ms"] = _reference_json_value(e.latency_ms)
+    return {
+        "v": 1, "seq": seq, "type": "event", "prev": prev, "event": event,
+        "record": {
+            "topic": record.topic, "partition": record.partition, "offset": record.offset,
+            "timestamp_ms": record.timestamp_ms, "key": b64(record.key), "value": b64(record.value),
+            "headers": [[n, b64(v)] for n, v in record.headers if n not in sig_names],
+        },
+        "sig": {n: b64(v) for n, v in record.headers if n in sig_names} or None,
+        "verdict": record.verdict, "verdict_detail": record.verdict_detail,
+    }  # fmt: skip
+
+
+def test_entries_equal_the_plain_rendering_byte_for_byte() -> None:
+    signer, _ = signing_pair("k-fast")
+    evs = []
+    for i, e in enumerate(sample_events(24, seed=9)):
+        attrs: dict[str, Any] = {
+            "raw": bytes([i, 255]), "nan": math.nan, "inf": -math.inf if i % 2 else math.inf, "n": i, "f": 0.5,
+            "nested": {"b": [1, "x", None, 2.5, True, {"deep": [False]}], "a": 1.5}, "ü": "ünï", "none": None,
+        }  # fmt: skip
+        evs.append(e.replace(attributes=attrs, latency_ms=0.0 if i % 3 == 0 else 1.25))
+    tp = f"00-{'ab' * 16}-{'cd' * 8}-01"
+    records = delivered(evs=evs, signer=signer, traceparent=tp)
+    odd_headers = (("traceparent", tp.encode()), ("tracestate", b"k=v"), ("traceparent", tp[::-1].encode()),
+                   ("traceparent", b"\xff"), ("x", b""), ("traceparent", None))  # fmt: skip
+    records += [dataclasses.replace(r, headers=(*r.headers, *odd_headers[: i + 1])) for i, r in enumerate(delivered(6))]
+    prev = _ledger.GENESIS
+    for i, record in enumerate(records):
+        line, digest = seal(_ledger.event_fields(i, prev, record))
+        assert line == seal(_reference_fields(i, prev, record))[0], i
+        prev = digest
