@@ -55,6 +55,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "govbus.admin",
             "govbus.heartbeat",
             "govbus.sinkclass",
+            "govbus._dlqmark",
         ),
     ),
     ("registry", ("govbus.registry",)),
