@@ -624,6 +624,7 @@ class SinkRuntime:
         log.warning("sink %s: commit failed: %s; retrying at the next commit", self.name, err)
         for tp in partitions:
             self._committed.pop((tp.topic, tp.partition), None)
+            self._dlq_marks.pop((tp.topic, tp.partition), None)  # a lost mark is committed again at the next failure
 
     def _backpressure(self) -> None:
         consumer = self._consumer
