@@ -667,6 +667,7 @@ class SinkRuntime:
         m.set_gauge("govbus.sink.inflight.bytes", self._inflight_bytes)
         m.set_gauge("govbus.sink.partitions.assigned", len(self._ownership.owned()))
         m.set_gauge("govbus.sink.partitions.paused", len(self._paused))
+        m.set_gauge("govbus.sink.partitions.held", len(self._dlq_marks))
         m.set_gauge(LEGACY_FINGERPRINT, self._intake.decoder.legacy_fingerprints)
         if worker is not None:
             m.set_gauge("govbus.sink.breaker.state", _BREAKER_GAUGE[worker.breaker.state])

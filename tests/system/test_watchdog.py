@@ -388,6 +388,8 @@ def test_a_dead_letter_the_broker_refuses_raises_dlq_failed_holds_the_partition_
         assert tp.metadata.startswith("govbus.dlq-failed ")
         assert thread.is_alive()
         assert w.alerts("govbus.watch.dlq-failed", "cleared") == []
+        held = f'govbus_sink_partitions_held{{sink="{name}"}}'
+        wait_for(lambda: f"{held} 1" in runtime.metrics.render_prometheus(), 10, what="the sink's held gauge")
 
         # The operator fixes the cause; the retried dead letter is written and the partition moves on.
         resource = ConfigResource(
@@ -408,6 +410,7 @@ def test_a_dead_letter_the_broker_refuses_raises_dlq_failed_holds_the_partition_
 
         wait_for(lambda: committed().offset == 4, 30, what="the sink to commit past the record")
         assert not committed().metadata
+        wait_for(lambda: f"{held} 0" in runtime.metrics.render_prometheus(), 10, what="the held gauge back to 0")
     finally:
         runtime.stop()
         thread.join(30)
