@@ -110,11 +110,7 @@ def unseal(line: bytes) -> tuple[dict[str, Any], str]:
 
 
 def _b64(raw: bytes | None) -> str | None:
-    # base64.b64encode without its wrapper (it is binascii underneath): ~20 calls per entry.
-    return None if raw is None else _b2a(raw, newline=False).decode("ascii")
-
-
-_b2a = binascii.b2a_base64
+    return None if raw is None else base64.b64encode(raw).decode("ascii")
 
 
 def _unb64(text: object) -> bytes | None:
@@ -128,24 +124,21 @@ def _unb64(text: object) -> bytes | None:
 def event_fields(seq: int, prev: str, record: DeliveredRecord) -> dict[str, Any]:
     headers: list[list[str | None]] = []
     sig: dict[str, str | None] = {}
-    traceparent = tracestate = None  # the last of each, as record.header() finds them, in the same pass
     for name, value in record.headers:
-        text = None if value is None else _b2a(value, newline=False).decode("ascii")
         if name in _SIG_HEADERS:
-            sig[name] = text
+            sig[name] = _b64(value)
         else:
-            headers.append([name, text])
-        if name == TRACEPARENT:
-            traceparent = value
-        elif name == TRACESTATE:
-            tracestate = value
+            headers.append([name, _b64(value)])
     return {
         "v": FORMAT,
         "seq": seq,
         "type": "event",
         "prev": prev,
         "event": render_event(
-            record.event, record.attributes, traceparent=_text(traceparent), tracestate=_text(tracestate)
+            record.event,
+            record.attributes,
+            traceparent=_text(record.header(TRACEPARENT)),
+            tracestate=_text(record.header(TRACESTATE)),
         ),
         "record": {
             "topic": record.topic,
@@ -259,13 +252,8 @@ def _event_data(event: GovernanceEvent) -> dict[str, Any]:
     return data
 
 
-_AS_IS = frozenset({str, int, bool, type(None)})  # exact types: their JSON is themselves
-
-
 def _json_value(value: Any) -> Any:
     """Strict-JSON form: bytes -> {"base64": …}; NaN/±Infinity -> "NaN"/"Infinity"/"-Infinity"."""
-    if type(value) in _AS_IS:  # the common leaves first, without the isinstance chain
-        return value
     if value is None or isinstance(value, bool | int | str):
         return value
     if isinstance(value, float):
@@ -275,9 +263,9 @@ def _json_value(value: Any) -> Any:
     if isinstance(value, bytes):
         return {"base64": base64.b64encode(value).decode("ascii")}
     if isinstance(value, Mapping):
-        return {str(k): v if type(v) in _AS_IS else _json_value(v) for k, v in value.items()}
+        return {str(k): _json_value(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [v if type(v) in _AS_IS else _json_value(v) for v in value]
+        return [_json_value(v) for v in value]
     return str(value)
 
 
