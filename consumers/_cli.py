@@ -186,6 +186,7 @@ def _lag(args: argparse.Namespace) -> int:
                 "group": g.group,
                 "state": g.state,
                 "members": g.members,
+                "declared_class": g.declared_class,
                 "lag": g.total,
                 "partitions": [vars(p) for p in g.partitions],
             }

@@ -15,6 +15,7 @@ from confluent_kafka.admin import AdminClient, OffsetSpec
 
 from govbus._librdkafka import new_admin
 from govbus._principal import missing_acl, principal_of
+from govbus._sinkclass import class_from_client_id
 from govbus.consumers._errors import SinkError
 
 __all__ = ["SINK_GROUP_PREFIX", "GroupLag", "PartitionLag", "sink_lag"]
@@ -41,6 +42,9 @@ class GroupLag:
     state: str
     members: int
     partitions: tuple[PartitionLag, ...]
+    # The class its live members declare in their client.id; None: none declared (or no member),
+    # "conflict": they disagree.
+    declared_class: str | None = None
 
     @property
     def sink(self) -> str:
@@ -104,7 +108,10 @@ def sink_lag(
                 base = c if c >= 0 else starts.get(key, 0)
                 rows.append(PartitionLag(tp.topic, tp.partition, c if c >= 0 else None, end, max(0, end - base)))
             state = str(getattr(desc, "state", "unknown")).rsplit(".", 1)[-1].lower()
-            out.append(GroupLag(group, state, len(getattr(desc, "members", None) or []), tuple(rows)))
+            members = getattr(desc, "members", None) or []
+            classes = {class_from_client_id(m.client_id) for m in members} - {None}
+            declared = None if not classes else (classes.pop() if len(classes) == 1 else "conflict")
+            out.append(GroupLag(group, state, len(members), tuple(rows), declared))
         return out
     except KafkaException as exc:
         err = exc.args[0] if exc.args else None

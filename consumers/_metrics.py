@@ -106,6 +106,11 @@ class SinkMetrics:
             ("govbus.sink.inflight.bytes", "By", "Bytes consumed but not yet acknowledged"),
             ("govbus.sink.partitions.assigned", "{partition}", "Partitions assigned to this process"),
             ("govbus.sink.partitions.paused", "{partition}", "Partitions currently paused for backpressure"),
+            (
+                "govbus.sink.partitions.held",
+                "{partition}",
+                "Partitions held by a dead letter that could not be written",
+            ),
             ("govbus.sink.breaker.state", "1", "Circuit breaker: 0 closed, 1 half-open, 2 open"),
         ):
             m.create_observable_gauge(name, [self._gauge_callback(name)], unit, desc)

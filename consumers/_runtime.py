@@ -26,6 +26,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from opentelemetry.trace import TracerProvider
 
 from govbus._contract import Decoder
+from govbus._dlqmark import DlqFailedMark, format_mark
 from govbus._librdkafka import new_consumer
 from govbus._principal import missing_acl
 from govbus._registry import resolver_for
@@ -42,7 +43,15 @@ from govbus.consumers._settings import SinkRuntimeSettings
 from govbus.consumers._spi import Sink, SinkContext
 from govbus.consumers._tracing import default_tracer_provider
 from govbus.consumers._verify import Verification, build_verification
-from govbus.consumers._worker import DeliveryWorker, FlushRequest, Ownership, Report, RevokeRequest, StopRequest
+from govbus.consumers._worker import (
+    DeadLetterHeld,
+    DeliveryWorker,
+    FlushRequest,
+    Ownership,
+    Report,
+    RevokeRequest,
+    StopRequest,
+)
 
 if TYPE_CHECKING:
     from govbus._settings import GovbusSettings
@@ -119,6 +128,8 @@ class SinkRuntime:
         self._tokens = itertools.count(1)
         self._flushed: dict[TP, tuple[int, int]] = {}
         self._committed: dict[TP, int] = {}
+        # Partitions held by a dead letter the broker refused: the mark committed for each (govbus._dlqmark).
+        self._dlq_marks: dict[TP, DlqFailedMark] = {}
         self._paused: set[TP] = set()
         self._paused_all = False
         self._operator_paused = False  # POST /control/pause on the health endpoint (the console)
@@ -565,6 +576,52 @@ class SinkRuntime:
             self._revoke_replies[r.token] = r
         elif r.kind == "stopped":
             self._worker_stopped = True
+        elif r.kind == "dlq-failed":
+            self._mark_held(r.held)
+
+    def _mark_held(self, held: tuple[DeadLetterHeld, ...]) -> None:
+        """Commits each held partition's committable offset again, carrying the dead-letter-failed
+        mark, so the watchdog (which reads committed offsets) can alert; the next ordinary commit of
+        the partition, past the record, clears it. Never commits past the record."""
+        consumer = self._consumer
+        if consumer is None:
+            return
+        for h in held:
+            tp = (h.topic, h.partition)
+            if self._ownership.epoch(tp) != h.epoch:
+                continue  # revoked meanwhile: the new owner reads the record and marks it if it fails too
+            position = h.position
+            if position is None:  # the sink could not flush: only what was flushed before counts
+                flushed = self._flushed.get(tp)
+                position = flushed[1] if flushed is not None and flushed[0] == h.epoch else self._committed.get(tp)
+            if position is None:
+                log.warning("sink %s: %s[%d] held by a dead letter that failed; no committed offset to mark it on",
+                            self.name, h.topic, h.partition)  # fmt: skip
+                continue
+            position = max(position, self._committed.get(tp, -1))
+            previous = self._dlq_marks.get(tp)
+            if previous is not None and previous.record == h.record and previous.error == h.error:
+                continue
+            since = (
+                previous.since_ms if previous is not None and previous.record == h.record else time.time_ns() // 10**6
+            )
+            mark = DlqFailedMark(h.record, h.dlq_topic, h.error, since)
+            offsets = [TopicPartition(h.topic, h.partition, position, metadata=format_mark(mark))]
+            try:
+                if self._stopping:  # a sink stopping on it (a fatal dead-letter producer) marks it before leaving
+                    consumer.commit(offsets=offsets, asynchronous=False)
+                else:
+                    consumer.commit(offsets=offsets, asynchronous=True)
+            except KafkaException as exc:
+                log.warning("sink %s: could not commit the dead-letter-failed mark of %s[%d]: %s",
+                            self.name, h.topic, h.partition, exc.args[0] if exc.args else exc)  # fmt: skip
+                continue
+            self._dlq_marks[tp] = mark
+            self._committed[tp] = position
+            log.error(
+                "sink %s: %s[%d] held at offset %d: the dead letter of offset %d could not be written to %s (%s)",
+                self.name, h.topic, h.partition, position, h.record, h.dlq_topic, h.error,
+            )  # fmt: skip
 
     def _request_flush(self) -> None:
         if self._flush_token is None and self._progress and not self._stopping:
@@ -596,6 +653,7 @@ class SinkRuntime:
             return
         for tp in offsets:
             self._committed[(tp.topic, tp.partition)] = tp.offset
+            self._dlq_marks.pop((tp.topic, tp.partition), None)  # moved on: this commit carries no mark
         if not asynchronous:
             self.metrics.commits.add(1, self.metrics.attrs(result="ok"))
             log.debug("sink %s: committed %s", self.name, _show(offsets))
@@ -610,6 +668,7 @@ class SinkRuntime:
         log.warning("sink %s: commit failed: %s; retrying at the next commit", self.name, err)
         for tp in partitions:
             self._committed.pop((tp.topic, tp.partition), None)
+            self._dlq_marks.pop((tp.topic, tp.partition), None)  # a lost mark is committed again at the next failure
 
     def _backpressure(self) -> None:
         consumer = self._consumer
@@ -652,6 +711,7 @@ class SinkRuntime:
         m.set_gauge("govbus.sink.inflight.bytes", self._inflight_bytes)
         m.set_gauge("govbus.sink.partitions.assigned", len(self._ownership.owned()))
         m.set_gauge("govbus.sink.partitions.paused", len(self._paused))
+        m.set_gauge("govbus.sink.partitions.held", len(self._dlq_marks))
         m.set_gauge(LEGACY_FINGERPRINT, self._intake.decoder.legacy_fingerprints)
         if worker is not None:
             m.set_gauge("govbus.sink.breaker.state", _BREAKER_GAUGE[worker.breaker.state])
@@ -724,6 +784,7 @@ class SinkRuntime:
         for tp in tps:
             self._flushed.pop(tp, None)
             self._committed.pop(tp, None)
+            self._dlq_marks.pop(tp, None)
             self._paused.discard(tp)
             self._held.pop(tp, None)
             if self.verification is not None and tp[0] == self.topic:
@@ -794,6 +855,7 @@ class SinkRuntime:
             log.warning("sink %s: %d record(s) abandoned at shutdown (redelivered on restart)", self.name,
                         self._inflight_records)  # fmt: skip
         if consumer is not None:
+            self._drain_reports()  # a worker that died on a fatal dead letter reported what it held
             self._commit(asynchronous=False)
             if self.instance_id is not None and self._fatal is None:
                 self._leave_group(consumer)

@@ -22,7 +22,8 @@ from typing import Literal
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Tracer
 
-from govbus.consumers._dlq import DeadLetterer
+from govbus.consumers._dlq import DeadLetterer, origin
+from govbus.consumers._errors import DeadLetterFatalError
 from govbus.consumers._metrics import SinkMetrics
 from govbus.consumers._pipeline import Failure, Work, WorkQueue
 from govbus.consumers._retry import Backoff, BreakerState, CircuitBreaker
@@ -30,7 +31,7 @@ from govbus.consumers._settings import SinkRuntimeSettings
 from govbus.consumers._spi import Batch, Ok, Rejected, RetryLater, Sink
 from govbus.consumers._tracing import links_for
 
-__all__ = ["DeliveryWorker", "FlushRequest", "Ownership", "Report", "RevokeRequest", "StopRequest"]
+__all__ = ["DeadLetterHeld", "DeliveryWorker", "FlushRequest", "Ownership", "Report", "RevokeRequest", "StopRequest"]
 
 log = logging.getLogger("govbus.consumers.worker")
 
@@ -90,15 +91,29 @@ class StopRequest:
 
 
 @dataclasses.dataclass(frozen=True)
+class DeadLetterHeld:
+    """A partition held because the dead letter of ``record`` could not be written (govbus._dlqmark)."""
+
+    topic: str
+    partition: int
+    epoch: int
+    position: int | None  # may be committed: every record before it acknowledged and flushed; None: unknown
+    record: int
+    dlq_topic: str
+    error: str
+
+
+@dataclasses.dataclass(frozen=True)
 class Report:
     """Worker → consume loop. ``offsets``: (epoch, next offset) per partition, flushed by the sink."""
 
-    kind: Literal["progress", "flushed", "revoked", "stopped"]
+    kind: Literal["progress", "flushed", "revoked", "stopped", "dlq-failed"]
     token: int = 0
     released_records: int = 0
     released_bytes: int = 0
     offsets: dict[TP, tuple[int, int]] | None = None
     ok: bool = True
+    held: tuple[DeadLetterHeld, ...] = ()
 
 
 class DeliveryWorker:
@@ -251,7 +266,7 @@ class DeliveryWorker:
                     return
                 delivered, rejected = outcome
                 dead.extend(rejected)
-            if dead and not self._dead_letter(dead):
+            if dead and not self._dead_letter(dead, bool(delivered)):
                 return
             self._acknowledge(live, delivered)
         finally:
@@ -408,7 +423,7 @@ class DeliveryWorker:
         self._metrics.write_duration.record(time.perf_counter() - started, self._metrics.attrs())
         return result, error
 
-    def _dead_letter(self, items: list[tuple[Work, Failure]]) -> bool:
+    def _dead_letter(self, items: list[tuple[Work, Failure]], delivered: bool) -> bool:
         """Writes dead letters until every one is acknowledged by the broker; False if abandoned."""
         m = self._metrics
         while True:
@@ -426,7 +441,11 @@ class DeliveryWorker:
                     return False
                 continue
             self.state = "dead-lettering"
-            failed = self._dlq.send(items, abort=lambda: self.abandoned or self._past_deadline())
+            try:
+                failed = self._dlq.send(items, abort=lambda: self.abandoned or self._past_deadline())
+            except DeadLetterFatalError as exc:
+                self._report_held([(w, f, str(exc)) for w, f in items], delivered)
+                raise
             failed_ids = {id(w) for w, _, _ in failed}
             ok = Counter(f.reason for w, f in items if id(w) not in failed_ids)
             for reason, n in ok.items():
@@ -442,9 +461,38 @@ class DeliveryWorker:
                 self._dlq_backoff.reset()
                 return True
             log.error("sink %s: %d dead letter(s) not written (%s); retrying", self.name, len(failed), failed[0][2])
+            if not self.abandoned:
+                self._report_held(failed, delivered)
             items = [(w, f) for w, f, _ in failed]
             if not self._sleep(self._dlq_backoff.next()):
                 return False
+
+    def _report_held(self, failed: list[tuple[Work, Failure, str]], delivered: bool) -> None:
+        """Tells the consume loop which partitions a refused dead letter holds, and that each may be
+        committed up to that record once the sink flushed what this batch delivered before it (every
+        other record before it was delivered, dead-lettered or skipped)."""
+        if delivered:
+            self._dirty = True  # delivered in this batch, not acknowledged yet: flush them too
+        flushed = self._flush()
+        worst: dict[TP, tuple[Work, str]] = {}
+        for w, _f, error in failed:
+            tp = (w.topic, w.partition)
+            if tp not in worst or w.offset < worst[tp][0].offset:
+                worst[tp] = (w, error)
+        held = tuple(
+            DeadLetterHeld(
+                w.topic,
+                w.partition,
+                w.epoch,
+                w.offset if flushed else None,
+                w.offset,
+                self._dlq.topic_for(origin(w)[0]) if self._dlq is not None else "",
+                error,
+            )
+            for _tp, (w, error) in sorted(worst.items())
+        )
+        if held:
+            self._reports.put(Report("dlq-failed", held=held))
 
 
 def _in_partitions(tps: frozenset[TP]) -> Callable[[Work], bool]:

@@ -1,7 +1,7 @@
-"""Sink classes (audit, siem, observability, debug) for sinks that do not declare one.
+"""Sink classes (audit, siem, observability, debug) for sink groups whose members declare none.
 
-The one place this mapping lives: when sinks declare their class themselves, replace
-:func:`sink_class` and nothing else.
+The console shows the class a group's live members declare (``GroupLag.declared_class``, from
+their client.id); this is the fallback, marked as the shipped default on the page.
 """
 
 from __future__ import annotations

@@ -106,6 +106,7 @@ class SinkView:
     name: str
     group: str
     cls: str
+    cls_declared: bool  # False: the shipped default for its name (no live member declares one)
     state: str
     members: int
     lag: int
@@ -279,7 +280,8 @@ class Collector:
                 SinkView(
                     name=name,
                     group=g.group if g else SINK_GROUP_PREFIX + name,
-                    cls=sink_class(name),
+                    cls=sink_class(name, g.declared_class if g else None),
+                    cls_declared=bool(g and g.declared_class),
                     state=g.state if g else "unknown",
                     members=g.members if g else 0,
                     lag=sum(p.lag for p in topic_parts),

@@ -20,7 +20,7 @@ from govbus._librdkafka import new_admin
 from govbus._principal import principal_of
 from govbus.gate._groups import GroupProbe
 from govbus.gate._policy import GatePolicy, SinkRequirement
-from govbus.watch._groups import StallTracker, list_sink_groups, observe_groups
+from govbus.watch._groups import StallTracker
 
 log = logging.getLogger(__name__)
 _MIN_ISR_TTL_S = 60.0  # topic configs change rarely; describing them every refresh is waste
@@ -205,9 +205,8 @@ class BusProbe:
         if metadata is None or topic not in metadata.topics:
             return [CheckResult(n, False, "unknown: the broker did not answer") for n in names]
         cc = policy.checks.classes
-        try:
-            groups = list_sink_groups(self._admin, timeout, cc.group_prefix)
-            views = observe_groups(self._admin, topic, metadata.topics[topic].partitions, groups, timeout)
+        try:  # in the probe's child process, like every group question (librdkafka#4605, see _groups)
+            views = self._groups.observe(topic, sorted(metadata.topics[topic].partitions), cc.group_prefix, timeout)
         except Exception as exc:
             return [CheckResult(n, False, f"check failed: {_describe(exc)}") for n in names]
         if self._stalls is None or self._stalls.stall_after_s != cc.stall_after_s:

@@ -1,4 +1,4 @@
-"""The gate's consumer-group questions (DescribeGroups, OffsetFetch), asked from a child process.
+"""The gate's consumer-group questions (ListGroups, DescribeGroups, OffsetFetch), asked from a child process.
 
 Why a child: these admin requests go to the group coordinator, and librdkafka (2.16 and earlier,
 confluentinc/librdkafka#4605) aborts the *whole process* with ``rd_kafka_enq_once_del_source_return:
@@ -10,7 +10,8 @@ new child; the gate's own process never runs that code path.
 
 Protocol: the parent writes the librdkafka configuration as the first JSON line (through the pipe,
 so no secret is in argv or the environment), then one JSON request per line; the child answers
-each with one JSON line.
+each with one JSON line. Every group question goes here: the per-sink checks (``describe``,
+``committed``) and the class checks (``observe``: every sink group's members, class and lag).
 """
 
 from __future__ import annotations
@@ -26,8 +27,12 @@ from typing import IO, Any
 
 from confluent_kafka import KafkaError, KafkaException
 
+from govbus._dlqmark import format_mark, parse_mark
+from govbus.watch._groups import GroupView
+
 _COORDINATOR_MOVING = ("NOT_COORDINATOR", "COORDINATOR_LOAD_IN_PROGRESS", "COORDINATOR_NOT_AVAILABLE")
 _ANSWER_SLACK_S = 5.0  # beyond the request's own timeout: scheduling on a busy machine
+_REAP_S = 2.0
 _START_TIMEOUT_S = 30.0  # a new child imports confluent-kafka before it says it is ready
 
 
@@ -56,6 +61,13 @@ class GroupProbe:
         answer = self._ask(request, timeout)
         return {int(p): int(o) for p, o in answer["offsets"].items()}
 
+    def observe(self, topic: str, partitions: list[int], prefix: str, timeout: float) -> dict[str, GroupView]:
+        """Every group whose id starts with ``prefix``: members, declared class, offsets and lag on ``topic``."""
+        request = {"op": "observe", "topic": topic, "partitions": partitions, "prefix": prefix, "timeout": timeout}
+        # Several requests in a row (list, describe, offsets per group), each bounded by ``timeout``.
+        answer = self._ask(request, timeout * 3)
+        return {v["group"]: _view_from_json(v) for v in answer["views"]}
+
     def close(self) -> None:
         with self._lock:
             self._stop()
@@ -83,7 +95,10 @@ class GroupProbe:
             except OSError:
                 line = None
             if line is None:
-                code = proc.poll()
+                try:  # its pipe closes a moment before it can be reaped: wait for the cause (signal or code)
+                    code = proc.wait(_REAP_S)
+                except subprocess.TimeoutExpired:
+                    code = None  # alive and silent: hung
                 self._stop()
                 self.restarts += 1
                 raise GroupProbeError(_died(f"died ({_exit_text(code)})" if code is not None else "did not answer"))
@@ -139,6 +154,31 @@ def _read_line(stream: IO[bytes], timeout: float) -> bytes | None:
     return data
 
 
+def _view_to_json(view: GroupView) -> dict[str, Any]:
+    return {
+        "group": view.group,
+        "state": view.state,
+        "members": view.members,
+        "sink_class": view.sink_class,
+        "committed": {str(p): o for p, o in view.committed.items()},
+        "lag": {str(p): n for p, n in view.lag.items()},
+        "dlq_failed": {str(p): format_mark(m) for p, m in view.dlq_failed.items()},
+    }
+
+
+def _view_from_json(raw: dict[str, Any]) -> GroupView:
+    marks = {int(p): parse_mark(m) for p, m in raw["dlq_failed"].items()}
+    return GroupView(
+        str(raw["group"]),
+        str(raw["state"]),
+        int(raw["members"]),
+        raw["sink_class"],
+        {int(p): int(o) for p, o in raw["committed"].items()},
+        {int(p): int(n) for p, n in raw["lag"].items()},
+        {p: m for p, m in marks.items() if m is not None},
+    )
+
+
 def _died(how: str) -> str:
     return (
         f"the group probe process {how}; librdkafka aborts on a coordinator connection lost "
@@ -189,12 +229,22 @@ def _serve() -> None:  # pragma: no cover - runs in the child process; covered b
         result = admin.list_consumer_group_offsets(request, request_timeout=timeout)[group].result(timeout=timeout)
         return {"offsets": {str(tp.partition): tp.offset for tp in result.topic_partitions}}
 
+    def observe(topic: str, partitions: list[int], prefix: str, timeout: float) -> dict[str, Any]:
+        from govbus.watch._groups import list_sink_groups, observe_groups
+
+        views = observe_groups(admin, topic, partitions, list_sink_groups(admin, timeout, prefix), timeout)
+        return {"views": [_view_to_json(v) for v in views.values()]}
+
     out = sys.stdout.buffer
     for line in sys.stdin.buffer:
         request = json.loads(line)
         try:
             if request["op"] == "describe":
                 answer = describe(request["group"], float(request["timeout"]))
+            elif request["op"] == "observe":
+                answer = observe(
+                    request["topic"], list(request["partitions"]), request["prefix"], float(request["timeout"])
+                )
             else:
                 answer = committed(
                     request["group"], request["topic"], list(request["partitions"]), float(request["timeout"])

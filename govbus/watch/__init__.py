@@ -1,4 +1,4 @@
-"""The watchdog (``govbus watch``): silence, lost tails, stalled partitions, vanished sinks."""
+"""The watchdog (``govbus watch``): silence, lost tails, stalled partitions, vanished sinks, dead letters that could not be written."""
 
 from govbus.watch._settings import WatchSettings
 

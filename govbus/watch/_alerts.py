@@ -24,8 +24,16 @@ log = logging.getLogger("govbus.watch")
 # gap: an ordinary record arrived after a gap (sinks see it too; the watchdog makes it an alert).
 # stalled: a sink partition lags and its committed offset has not moved, while the group has members.
 # sink-gone: a sink group that had members has none (or vanished).
-ALERT_KINDS = ("silent", "lost-tail", "gap", "stalled", "sink-gone")
-_SEVERITY = {"silent": "critical", "lost-tail": "critical", "gap": "high", "stalled": "high", "sink-gone": "critical"}
+# dlq-failed: a sink partition is held by a record whose dead letter could not be written.
+ALERT_KINDS = ("silent", "lost-tail", "gap", "stalled", "sink-gone", "dlq-failed")
+_SEVERITY = {
+    "silent": "critical",
+    "lost-tail": "critical",
+    "gap": "high",
+    "stalled": "high",
+    "sink-gone": "critical",
+    "dlq-failed": "critical",
+}
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

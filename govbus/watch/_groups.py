@@ -14,6 +14,7 @@ from typing import Any
 from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
 from confluent_kafka.admin import OffsetSpec
 
+from govbus._dlqmark import DlqFailedMark, parse_mark
 from govbus._sinkclass import class_from_client_id
 
 __all__ = ["GroupView", "StallTracker", "end_offsets", "observe_groups"]
@@ -33,6 +34,9 @@ class GroupView:
     sink_class: str | None
     committed: dict[int, int]  # partition -> committed offset (absent: never committed)
     lag: dict[int, int]  # partition -> records behind the end
+    # partition -> the dead-letter-failed mark on its committed offset (govbus._dlqmark): held by a
+    # record whose dead letter the broker refused
+    dlq_failed: dict[int, DlqFailedMark] = dataclasses.field(default_factory=dict)
 
     @property
     def total_lag(self) -> int:
@@ -76,12 +80,16 @@ def observe_groups(
         offsets = admin.list_consumer_group_offsets(request, request_timeout=timeout)[group].result(timeout=timeout)
         committed: dict[int, int] = {}
         lag: dict[int, int] = {}
+        marks: dict[int, DlqFailedMark] = {}
         for tp in offsets.topic_partitions:
             position = tp.offset if tp.offset >= 0 else starts.get(tp.partition, 0)
             if tp.offset >= 0:
                 committed[tp.partition] = tp.offset
+                mark = parse_mark(tp.metadata)
+                if mark is not None:
+                    marks[tp.partition] = mark
             lag[tp.partition] = max(0, ends.get(tp.partition, position) - position)
-        views[group] = GroupView(group, desc.state.name, len(desc.members), sink_class, committed, lag)
+        views[group] = GroupView(group, desc.state.name, len(desc.members), sink_class, committed, lag, marks)
     return views
 
 

@@ -8,6 +8,9 @@
 - **stalled**: a sink partition lags and its committed offset has not moved for ``stall_after_s``
   while its group has members; cleared when it moves or catches up.
 - **sink-gone**: a sink group that had members has none; cleared when one returns.
+- **dlq-failed**: a sink partition's committed offset carries the dead-letter-failed mark
+  (:mod:`govbus._dlqmark`): a record's dead letter could not be written and the partition is held
+  there. Cleared when a commit without the mark replaces it (the partition moved on).
 
 Records are judged by their signature headers. With a keyring (``GOVBUS_SIGNING__KEYRING``) only
 authentic records count; without one the headers are taken on trust (say so in production: anyone
@@ -181,6 +184,7 @@ class Watchdog:
 
     def groups(self, views: dict[str, GroupView]) -> None:
         with self.lock:
+            self._dead_letters(views)
             for group in sorted(set(views) | self._groups_seen):
                 view = views.get(group)
                 if view is None or view.members == 0:
@@ -206,3 +210,23 @@ class Watchdog:
                     g, _, p = subject.rpartition("/")
                     if g == group and int(p) not in stalled:
                         self.alerts.clear("stalled", subject, "the partition moves again")
+
+    def _dead_letters(self, views: dict[str, GroupView]) -> None:
+        # Judged with or without members: a sink that stopped on it still holds the partition.
+        for group, view in views.items():
+            for partition, mark in sorted(view.dlq_failed.items()):
+                self.alerts.raise_(
+                    "dlq-failed",
+                    f"{group}/{partition}",
+                    f"sink group {group} ({view.sink_class or 'no class'}): partition {partition} is held at offset "
+                    f"{view.committed.get(partition, '?')}: the dead letter of offset {mark.record} could not be "
+                    f"written to {mark.dlq}: {mark.error}",
+                )
+        for subject in self.alerts.subjects("dlq-failed"):
+            group, _, p = subject.rpartition("/")
+            now = views.get(group)
+            if now is None:
+                self.alerts.clear("dlq-failed", subject, f"sink group {group} vanished")
+            elif int(p) not in now.dlq_failed:
+                offset = now.committed.get(int(p))
+                self.alerts.clear("dlq-failed", subject, f"the partition moved on (committed offset {offset})")

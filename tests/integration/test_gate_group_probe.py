@@ -59,3 +59,35 @@ def test_a_broker_error_is_a_reason_not_a_crash() -> None:
         assert groups.restarts == 0
     finally:
         groups.close()
+
+
+def test_the_class_checks_ask_the_child_too_and_survive_its_abort(
+    kafka_bootstrap: str, new_topic: Callable[..., str]
+) -> None:
+    """``required_classes`` lists and describes every sink group: the same coordinator requests
+    as the sink checks, so the same child answers them (they used to run in the gate's process)."""
+    topic = new_topic(partitions=2)
+    prefix = f"govbus.sink.cls-{uuid.uuid4().hex[:8]}"
+    policy = parse_policy(
+        {
+            "required_classes": {"audit": 1},
+            "checks": {"producer": {"enabled": False}, "classes": {"group_prefix": prefix}},
+        }
+    )
+    probe = BusProbe({"bootstrap.servers": kafka_bootstrap}, topic)
+    groups: GroupProbe = probe._groups
+
+    def class_check() -> tuple[bool, str]:
+        result = next(r for r in probe.run(policy) if r.name == "class:audit")
+        return result.ok, result.reason
+
+    normal = (False, "0 healthy sink(s) of class audit, the policy requires 1: no sink group declares class audit")
+    assert class_check() == normal
+    assert groups._proc is not None, "the class check did not ask the group probe's child"
+    os.kill(groups._proc.pid, signal.SIGABRT)  # what librdkafka's failed assertion does
+    ok, reason = class_check()
+    assert not ok
+    assert "the group probe process died (signal SIGABRT)" in reason
+    assert "librdkafka#4605" in reason
+    assert class_check() == normal
+    assert groups.restarts == 1

@@ -378,3 +378,41 @@ def test_fenced_while_healthy_stops_and_names_the_instance_id_setting(
     assert not r.thread.is_alive()
     assert r.error is not None
     assert "GOVBUS_SINK__GROUP_INSTANCE_ID" in str(r.error)
+
+
+def test_a_sink_stopping_on_a_fatal_dead_letter_producer_marks_the_held_partition(
+    kafka_bootstrap: str, new_topic: Callable[..., str], start: Callable[..., Running], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The dead-letter producer going fatal mid-write (fault-injected: on a plain broker librdkafka
+    cannot be made fatal on demand; tests/integration/test_dlq_acl.py has the real ACL refusal): the
+    sink exits without committing past the record, and its last commit carries the mark the
+    watchdog raises ``dlq-failed`` from."""
+    from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
+    from confluent_kafka.admin import AdminClient
+
+    from govbus._dlqmark import parse_mark
+    from govbus.consumers._dlq import DeadLetterer
+    from govbus.consumers._errors import DeadLetterFatalError
+
+    def fatal(self: DeadLetterer, items: Any, **_: Any) -> Any:
+        raise DeadLetterFatalError("sink fatal: the dead-letter producer failed fatally: CLUSTER_AUTHORIZATION_FAILED")
+
+    monkeypatch.setattr(DeadLetterer, "send", fatal)
+    topic = new_topic(partitions=1)
+    good = records(events(2))
+    produce(kafka_bootstrap, topic, [good[0], Rec(key=b"a", value=b"garbage", headers=[]), good[1]])
+    r = start(
+        CollectingSink(), topic, "fatal", sink_settings={"verify": {"mode": "off"}, "auto_offset_reset": "earliest"}
+    )
+    r.thread.join(60)
+    assert not r.thread.is_alive()
+    assert r.error is not None
+    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+    request = [ConsumerGroupTopicPartitions(r.runtime.group_id, [TopicPartition(topic, 0)])]
+    (tp,) = admin.list_consumer_group_offsets(request)[r.runtime.group_id].result(10).topic_partitions
+    assert tp.offset == 1  # held at the garbage record: nothing committed past it
+    mark = parse_mark(tp.metadata)
+    assert mark is not None
+    assert mark.record == 1
+    assert mark.dlq == r.runtime.dlq_topic
+    assert "CLUSTER_AUTHORIZATION_FAILED" in mark.error

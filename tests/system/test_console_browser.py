@@ -10,6 +10,7 @@ polling, for what the page shows to match ``govbus lag``, ``govbus gate check`` 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -119,11 +120,13 @@ class Topology:
         return self.console.url
 
 
-def _start_sink(name: str, sink: Any, bootstrap: str, topic: str) -> tuple[SinkRuntime, threading.Thread]:
+def _start_sink(
+    name: str, sink: Any, bootstrap: str, topic: str, sink_class: str | None = None
+) -> tuple[SinkRuntime, threading.Thread]:
     settings = load_settings(
         kafka={"bootstrap_servers": bootstrap},
         topic=topic,
-        sink={"health": {"port": 0}, "commit_interval_ms": 100, "verify": {"mode": "off"}},
+        sink={"health": {"port": 0}, "commit_interval_ms": 100, "verify": {"mode": "off"}, "sink_class": sink_class},
     )
     runtime = SinkRuntime(sink, settings, name=name)
     thread = threading.Thread(target=runtime.run, name=f"sink-{name}", daemon=True)
@@ -151,7 +154,8 @@ def topo(kafka_bootstrap: str, new_topic: Callable[..., str]) -> Iterator[Topolo
     evs: list[GovernanceEvent] = events(60, seed=3) + decisions
     produce(kafka_bootstrap, topic, records(evs))
     runtimes = {
-        "file": _start_sink("file", FileSink(tmp / "events.jsonl"), kafka_bootstrap, topic),
+        # Declares a class other than its name's shipped default (debug): the console shows the declared one.
+        "file": _start_sink("file", FileSink(tmp / "events.jsonl"), kafka_bootstrap, topic, "observability"),
         "audit": _start_sink("audit", AuditSink(path=ledger, fsync=False), kafka_bootstrap, topic),
     }
     policy = tmp / "policy.yaml"
@@ -289,8 +293,11 @@ def test_topology_page_matches_govbus_lag_and_the_topic(topo: Topology, browser:
             assert text_of(browser, f"lag-{name}") == str(lag[name]["lag"]) == "0"
             assert text_of(browser, f"members-{name}") == str(lag[name]["members"])
             assert text_of(browser, f"state-{name}") == lag[name]["state"]
-        assert text_of(browser, "class-audit") == "audit"
-        assert text_of(browser, "class-file") == "debug"
+        # The class each sink declares (its members' client.id), as `govbus lag` and the gate read it.
+        assert text_of(browser, "class-audit") == lag["audit"]["declared_class"] == "audit"
+        assert text_of(browser, "class-file") == lag["file"]["declared_class"] == "observability"
+        assert text_of(browser, "class-default-audit") is None
+        assert text_of(browser, "class-default-file") is None
         await_page(browser, lambda: text_of(browser, "health-file") == "ready", what="file sink ready")
         await_page(browser, lambda: PRODUCER.name in browser.find_element(By.ID, "producers").text, what="the producer")
         shot(browser, "topology")
@@ -307,6 +314,28 @@ def test_topology_page_matches_govbus_lag_and_the_topic(topo: Topology, browser:
         topo.trickle.go()
     await_page(browser, lambda: browser.find_element(By.ID, "lag-file"), what="lag chart")
     shot(browser, "lag")
+
+
+def test_a_group_without_a_declared_class_shows_the_shipped_default_marked_as_such(
+    topo: Topology, browser: webdriver.Chrome
+) -> None:
+    from confluent_kafka import Consumer, TopicPartition
+    from confluent_kafka.admin import AdminClient
+
+    name = f"otlp-{uuid.uuid4().hex[:6]}"  # an otlp sink's group whose members are gone: nobody declares
+    group = f"govbus.sink.{name}"
+    c = Consumer({"bootstrap.servers": topo.bootstrap, "group.id": group, "enable.auto.commit": False})
+    c.commit(offsets=[TopicPartition(topo.topic, 0, 0)], asynchronous=False)
+    c.close()
+    try:
+        browser.get(topo.url + "/")
+        await_page(browser, lambda: text_of(browser, f"class-{name}") == "observability", what=f"the row of {name}")
+        assert text_of(browser, f"class-default-{name}") == "(default)"
+        assert text_of(browser, "class-file") == "observability"  # declared, beside it
+        assert text_of(browser, "class-default-file") is None
+    finally:  # best effort: the other tests look at their own sinks only
+        with contextlib.suppress(Exception):
+            AdminClient({"bootstrap.servers": topo.bootstrap}).delete_consumer_groups([group])[group].result(10)
 
 
 def test_gate_page_matches_govbus_gate_check(topo: Topology, browser: webdriver.Chrome) -> None:

@@ -11,7 +11,15 @@ from typing import Any
 import pytest
 from _kafka import SecureKafka, create_topic
 from _sinks import SinkProcess, wait_for
-from confluent_kafka import OFFSET_BEGINNING, Consumer, ConsumerGroupTopicPartitions, Producer, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    ConsumerGroupTopicPartitions,
+    KafkaError,
+    KafkaException,
+    Producer,
+    TopicPartition,
+)
 
 pytestmark = pytest.mark.system
 
@@ -35,8 +43,18 @@ def _read(config: dict[str, Any], topic: str, timeout: float = 1.0) -> list[byte
 
 def _committed(secure: SecureKafka, group: str, topic: str) -> int:
     request = [ConsumerGroupTopicPartitions(group, [TopicPartition(topic, 0)])]
-    result = secure.admin.list_consumer_group_offsets(request, request_timeout=10)[group].result(10)
-    return int(result.topic_partitions[0].offset)
+
+    def ask() -> tuple[int] | None:
+        try:
+            result = secure.admin.list_consumer_group_offsets(request, request_timeout=10)[group].result(10)
+        except KafkaException as exc:  # a fresh broker loads the group's offsets partition for a moment
+            if exc.args[0].code() in (KafkaError.COORDINATOR_LOAD_IN_PROGRESS, KafkaError.NOT_COORDINATOR):
+                return None
+            raise
+        return (int(result.topic_partitions[0].offset),)  # a tuple: offset 0 is an answer too
+
+    (found,) = wait_for(ask, 30, what=f"the committed offset of {group}")
+    return int(found)
 
 
 def test_fatal_dead_letter_producer_exits_2_with_the_cause_then_dead_letters_after_the_acl(

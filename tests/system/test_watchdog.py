@@ -15,11 +15,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, TopicPartition
+from confluent_kafka.admin import NewTopic
 
 from govbus._heartbeat import heartbeat_event
 from govbus._settings import GovbusSettings, load_settings
 from govbus.consumers import SinkRuntime
+from govbus.consumers._dlq import read_dead_letters
 from govbus.event import GovernanceEvent
 from govbus.gate import BusProbe, Gate, parse_policy
 from govbus.signing import KeyEntry, Keyring, SigningKey, VerdictCode, Verifier, write_private_key
@@ -329,3 +331,89 @@ def test_a_cleanly_closed_producer_sends_final_heartbeats_and_is_not_reported_si
     assert wd.inauthentic == 0
     assert not wd.alerts.active
     assert not w.alerts("govbus.watch.silent")
+
+
+def test_a_dead_letter_the_broker_refuses_raises_dlq_failed_holds_the_partition_and_clears_once_written(
+    kafka_bootstrap: str, new_topic: Callable[..., str], watch: Callable[..., Watching]
+) -> None:
+    """An audit sink meets an undecodable record too large for its dead-letter topic (the operator
+    created that topic with a small max.message.bytes): the broker refuses the dead letter. The
+    partition is held (audit never drops: nothing committed past the record), the sink marks its
+    committed offset and the watchdog raises dlq-failed naming group, partition, offset and the
+    error. Raising the topic's limit lets the retried dead letter through: the alert clears."""
+    from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource
+
+    topic = new_topic(partitions=1)
+    name = f"dlqfail-{uuid.uuid4().hex[:6]}"
+    group, dlq = f"govbus.sink.{name}", f"{topic}.dlq.{name}"
+    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+    created = admin.create_topics([NewTopic(dlq, 1, 1, config={"max.message.bytes": "2048"})])
+    created[dlq].result(30)
+    good = records(events(3))
+    poison = Rec(value=b"\x00not an avro record" * 400, key=b"agent-1", headers=[])  # 7.6 KB > 2048
+    produce(kafka_bootstrap, topic, [*good[:2], poison, *good[2:]])  # the poison is offset 2
+
+    sink = CollectingSink()
+    settings = load_settings(
+        kafka={"bootstrap_servers": kafka_bootstrap},
+        topic=topic,
+        sink={
+            "health": {"enabled": False},
+            "sink_class": "audit",
+            "group_instance_id": "",
+            "auto_offset_reset": "earliest",
+            "commit_interval_ms": 100,
+            "verify": {"mode": "off"},
+            "retry": {"initial_backoff_ms": 50, "max_backoff_ms": 300},
+        },
+    )
+    runtime = SinkRuntime(sink, settings, name=name)
+    thread = threading.Thread(target=runtime.run, daemon=True)
+    thread.start()
+    try:
+        w = watch(topic)
+        wd = w.runner.watchdog
+        subject = f"{group}/0"
+        wait_for(lambda: ("dlq-failed", subject) in wd.alerts.active, 60, what="the dlq-failed alert")
+        (raised,) = w.alerts("govbus.watch.dlq-failed")
+        assert raised.resource == subject
+        for part in (group, "audit", "partition 0", "held at offset 2", "dead letter of offset 2", dlq):
+            assert part in raised.reason, raised.reason
+        assert "too large" in raised.reason.lower(), raised.reason
+
+        # Audit never drops: the partition is held at the record, nothing committed past it.
+        request = [ConsumerGroupTopicPartitions(group, [TopicPartition(topic, 0)])]
+        (tp,) = admin.list_consumer_group_offsets(request)[group].result(10).topic_partitions
+        assert tp.offset == 2
+        assert tp.metadata.startswith("govbus.dlq-failed ")
+        assert thread.is_alive()
+        assert w.alerts("govbus.watch.dlq-failed", "cleared") == []
+        held = f'govbus_sink_partitions_held{{sink="{name}"}}'
+        wait_for(lambda: f"{held} 1" in runtime.metrics.render_prometheus(), 10, what="the sink's held gauge")
+
+        # The operator fixes the cause; the retried dead letter is written and the partition moves on.
+        resource = ConfigResource(
+            ConfigResource.Type.TOPIC,
+            dlq,
+            incremental_configs=[
+                ConfigEntry("max.message.bytes", "1048576", incremental_operation=AlterConfigOpType.SET)
+            ],
+        )
+        admin.incremental_alter_configs([resource])[resource].result(30)
+        wait_for(lambda: ("dlq-failed", subject) not in wd.alerts.active, 60, what="the dlq-failed alert to clear")
+        (cleared,) = w.alerts("govbus.watch.dlq-failed", "cleared")
+        assert "moved on" in cleared.reason
+
+        def committed() -> Any:
+            (tp,) = admin.list_consumer_group_offsets(request)[group].result(10).topic_partitions
+            return tp
+
+        wait_for(lambda: committed().offset == 4, 30, what="the sink to commit past the record")
+        assert not committed().metadata
+        wait_for(lambda: f"{held} 0" in runtime.metrics.render_prometheus(), 10, what="the held gauge back to 0")
+    finally:
+        runtime.stop()
+        thread.join(30)
+    assert not thread.is_alive()
+    dead = list(read_dead_letters({"bootstrap.servers": kafka_bootstrap}, dlq))
+    assert [(d.value, d.error["offset"]) for d in dead] == [(poison.value, "2")]

@@ -15,6 +15,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from govbus._contract import Decoder
 from govbus.consumers import Batch, Rejected, RetryLater
+from govbus.consumers._errors import DeadLetterFatalError
 from govbus.consumers._intake import Intake
 from govbus.consumers._metrics import SinkMetrics
 from govbus.consumers._pipeline import Failure, Work, WorkQueue
@@ -33,6 +34,10 @@ class FakeDLQ:
             return [(w, f, "broker down") for w, f in items]
         self.sent.extend(items)
         return []
+
+    @staticmethod
+    def topic_for(topic: str) -> str:
+        return f"{topic}.dlq"
 
 
 SETTINGS = SinkRuntimeSettings.model_validate(
@@ -233,6 +238,49 @@ def test_dead_letter_produce_failures_are_retried_never_skipped() -> None:
     wait_for(lambda: rig.released() == 3, 10)
     assert len(rig.dlq.sent) == 1
     rig.stop()
+
+
+def test_a_refused_dead_letter_reports_its_partition_held_at_the_record_after_flushing_what_came_before() -> None:
+    # The consume loop commits that position with the dead-letter-failed mark (docs/watch.md).
+    rig = Rig(CollectingSink(), dlq=FakeDLQ(fail_times=2))
+    rig.worker.start()
+    rig.feed(4, poison_at={2})
+    wait_for(lambda: rig.released() == 4, 10)
+    held = [h for r in rig.drain() if r.kind == "dlq-failed" for h in r.held]
+    assert len(held) == 2  # one report per failed attempt; the third attempt succeeds
+    for h in held:
+        assert (h.topic, h.partition, h.record, h.position, h.dlq_topic, h.error) == (
+            "t",
+            0,
+            2,
+            2,
+            "t.dlq",
+            "broker down",
+        )
+        assert h.epoch == rig.epochs[("t", 0)]
+    # Offsets 0 and 1 were delivered in the same batch: flushed before the position claims them.
+    assert rig.sink.flushes >= 1
+    assert len(rig.dlq.sent) == 1
+    rig.stop()
+
+
+class FatalDLQ(FakeDLQ):
+    def send(self, items: list[tuple[Work, Failure]], *, abort: object = None) -> list[tuple[Work, Failure, str]]:
+        raise DeadLetterFatalError("sink test: the dead-letter producer failed fatally: CLUSTER_AUTHORIZATION_FAILED")
+
+
+def test_a_fatal_dead_letter_producer_reports_the_held_partition_before_the_worker_dies() -> None:
+    rig = Rig(CollectingSink(), dlq=FatalDLQ())
+    rig.worker.start()
+    rig.feed(3, poison_at={1})
+    stopped = wait_for(lambda: next((r for r in rig.drain() if r.kind == "stopped"), None), 10)
+    assert not stopped.ok
+    assert isinstance(rig.worker.error, DeadLetterFatalError)
+    kinds = [r.kind for r in rig.got]
+    assert kinds.index("dlq-failed") < kinds.index("stopped")
+    (held,) = next(r for r in rig.got if r.kind == "dlq-failed").held
+    assert (held.record, held.position) == (1, 1)
+    assert "CLUSTER_AUTHORIZATION_FAILED" in held.error
 
 
 def test_revocation_drops_queued_work_and_reports_flushed_offsets() -> None:

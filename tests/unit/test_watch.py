@@ -11,6 +11,7 @@ import pytest
 from _sinks import FakeMessage, events, records, sign, signing_pair
 
 from govbus._contract import Decoder
+from govbus._dlqmark import MARK_PREFIX, DlqFailedMark, format_mark, parse_mark
 from govbus._heartbeat import heartbeat_event, is_heartbeat
 from govbus._record import from_record
 from govbus.consumers import VerdictPolicy, Verification
@@ -263,6 +264,53 @@ def test_a_group_without_members_is_never_stalled() -> None:
     tracker.update(_view(3, members=0))
     clock.now += 5
     assert tracker.update(_view(3, members=0)) == {}
+
+
+def test_the_dead_letter_failed_mark_round_trips_and_stays_small() -> None:
+    mark = DlqFailedMark(41, "events.dlq.audit", "Broker: Message size too large " * 100, 1_700_000_000_000)
+    text = format_mark(mark)
+    assert text.startswith(MARK_PREFIX)
+    assert len(text.encode()) < 1024  # offset.metadata.max.bytes is 4096 by default
+    back = parse_mark(text)
+    assert back is not None
+    assert (back.record, back.dlq, back.since_ms) == (41, "events.dlq.audit", 1_700_000_000_000)
+    assert back.error == mark.error[:512]
+    for other in (None, "", "some other client's metadata", MARK_PREFIX + "{not json", MARK_PREFIX + '{"record": 1}'):
+        assert parse_mark(other) is None
+
+
+def test_a_dead_letter_that_could_not_be_written_raises_dlq_failed_until_the_partition_moves_on() -> None:
+    clock = Clock()
+    wd, published = _watchdog(clock)
+    mark = DlqFailedMark(7, "t.dlq.s", "Broker: Message size too large", 1)
+
+    def view(committed: int, marked: bool, members: int = 1) -> GroupView:
+        return GroupView(
+            "govbus.sink.s",
+            "STABLE",
+            members,
+            "audit",
+            {0: committed},
+            {0: 10 - committed},
+            {0: mark} if marked else {},
+        )
+
+    wd.groups({"govbus.sink.s": view(7, marked=False)})
+    assert not wd.alerts.active
+    wd.groups({"govbus.sink.s": view(7, marked=True)})
+    (alert,) = [a for (kind, _), a in wd.alerts.active.items() if kind == "dlq-failed"]
+    assert alert.subject == "govbus.sink.s/0"
+    for part in ("govbus.sink.s", "audit", "partition 0", "held at offset 7", "offset 7", "t.dlq.s", "too large"):
+        assert part in alert.detail
+    # A sink that stopped on it still holds the partition: the alert stays (sink-gone joins it).
+    wd.groups({"govbus.sink.s": view(7, marked=True, members=0)})
+    assert ("dlq-failed", "govbus.sink.s/0") in wd.alerts.active
+    assert ("sink-gone", "govbus.sink.s") in wd.alerts.active
+    wd.groups({"govbus.sink.s": view(8, marked=False)})  # dead letter written, committed past it
+    assert not wd.alerts.active
+    raised = [e for e in published if e.action == "govbus.watch.dlq-failed"]
+    assert [(e.decision, e.severity) for e in raised] == [("raised", "critical"), ("cleared", "info")]
+    assert "committed offset 8" in raised[1].reason
 
 
 # -- the command -----------------------------------------------------------------------------------
