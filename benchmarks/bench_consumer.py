@@ -476,8 +476,15 @@ def _breakdown() -> list[Row]:
 
     def intake() -> None:
         stage = Intake(decoder, verification=Verification(Verifier(keyring), VerdictPolicy()))
-        for m in msgs:
-            stage(m, 1)
+        for start in range(0, n, 1000):  # as the runtime does: one native call per consumed batch
+            chunk = msgs[start : start + 1000]
+            rows = stage.prepare(chunk) or [None] * len(chunk)
+            for m, row in zip(chunk, rows, strict=True):
+                if row is None:
+                    stage(m, 1, defer=True)
+                else:
+                    stage.take(row, 1)
+            stage.settle()
 
     total = best(intake)
     plain = Intake(decoder)
@@ -492,7 +499,8 @@ def _breakdown() -> list[Row]:
             total,
             "us",
             decode + verify,
-            f"size check + verify + decode + runtime bookkeeping; baseline = decode + verify; {cond}",
+            f"size check + verify + decode + runtime bookkeeping (compiled core: one batch intake call per "
+            f"1000 records, rendered lines included); baseline = decode + verify; {cond}",
         ),
         Row("consumer cost: file sink encode", encode, "us", None, f"CloudEvents JSON line; {cond}"),
     ]

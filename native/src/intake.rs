@@ -82,8 +82,10 @@ fn take<'py>(
     if headers_obj.is_none() || !headers_obj.is_truthy()? {
         headers_obj = PyList::empty(py).into_any(); // `msg.headers() or []`
     } else {
-        for h in headers_obj.try_iter()? {
-            let h = h?;
+        // confluent-kafka hands a list of (str, bytes | None) pairs; anything else goes the Python path.
+        let list = headers_obj.downcast::<PyList>()?;
+        headers.reserve_exact(list.len());
+        for h in list.iter() {
             let h = h.downcast::<PyTuple>()?;
             if h.len() != 2 {
                 return Ok(None);
