@@ -25,13 +25,14 @@ help:
 # Java 17 and Maven run the real Apache Kafka broker the tests and the demo use (javac, from the
 # JDK, compiles the Avro-for-Java interop test's program); rsyslog is the real receiver of the
 # syslog sink's tests; Chromium and its ChromeDriver run the console's browser tests (headless,
-# Debian's own: no browser download).
+# Debian's own: no browser download); kcat is a baseline of the consumer benchmark.
 system-deps:
 	@if ! command -v java >/dev/null || ! command -v javac >/dev/null || ! command -v mvn >/dev/null \
-	  || ! command -v rsyslogd >/dev/null || ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
-	  echo "installing Java 17 (JDK), Maven, rsyslog, Chromium and ChromeDriver from Debian"; \
+	  || ! command -v rsyslogd >/dev/null || ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null \
+	  || ! command -v kcat >/dev/null; then \
+	  echo "installing Java 17 (JDK), Maven, rsyslog, Chromium, ChromeDriver and kcat from Debian"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openjdk-17-jdk-headless maven rsyslog \
-	    chromium chromium-driver >/dev/null; \
+	    chromium chromium-driver kcat >/dev/null; \
 	fi
 
 # The versions the tests ran with: pip first (--build-constraint needs pip >= 25.3), then the

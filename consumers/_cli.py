@@ -89,12 +89,27 @@ def _run(args: argparse.Namespace) -> int:
     options = {**s.options, **_options(args.option)}
     sink = create_sink(args.name, factory, options)
     runtime = SinkRuntime(sink, settings, name=args.name, install_signal_handlers=True)
-    # This process exists to run one sink: everything loaded so far lives as long as it does.
-    # Freezing it keeps the in-flight records' full collections from rescanning the startup heap
-    # (measured in the runtime: full collections 0.65-0.81 s -> 0.15-0.17 s per 100k records).
-    gc.freeze()
+    tune_gc()
     runtime.run()
     return 0
+
+
+# Young collections wait for this many new container objects (CPython's default: 700).
+GC_GEN0_THRESHOLD = 50_000
+
+
+def tune_gc() -> None:
+    """The cyclic GC of a process that exists to run one sink (``govbus sink run``; the consumer
+    benchmark does the same). Everything loaded so far lives as long as the process: freezing it
+    keeps the in-flight records' full collections from rescanning the startup heap (measured in
+    the runtime: full collections 0.65-0.81 s -> 0.15-0.17 s per 100k records). Each in-flight
+    record keeps a few containers alive (its headers, ``Work``, record) until acknowledged, so
+    with the default threshold young collections ran every ~30 records and kept re-walking them
+    (13% of the consume loop); a larger one cut the CPU per event by ~10% (issue 14, docs/native.md).
+    The records' memory is freed by reference counting either way; only cyclic garbage waits."""
+    gc.freeze()
+    gen0, gen1, gen2 = gc.get_threshold()
+    gc.set_threshold(max(GC_GEN0_THRESHOLD, gen0), gen1, gen2)
 
 
 def _list(args: argparse.Namespace) -> int:

@@ -19,19 +19,26 @@ from typing import Any
 
 from confluent_kafka import TIMESTAMP_LOG_APPEND_TIME, TIMESTAMP_NOT_AVAILABLE
 
+from govbus._accel import intake_batch as native_intake_batch
 from govbus._accel import renderer_for as native_renderer
 from govbus._contract import SINGLE_OBJECT_MAGIC, Decoder
 from govbus._heartbeat import HEARTBEAT_KEY_PREFIX, is_heartbeat
 from govbus._record import from_record
 from govbus.consumers._dlq import H_PARTITION
 from govbus.consumers._native_record import NativeRecord
-from govbus.consumers._native_verify import NativeVerify
+from govbus.consumers._native_verify import NativeVerify, _action
 from govbus.consumers._pipeline import Failure, Work
 from govbus.consumers._spi import DeliveredRecord
 from govbus.consumers._verify import Verification
 from govbus.errors import DecodeError
+from govbus.signing._verdict import VALID
 
-__all__ = ["Intake"]
+__all__ = ["Intake", "Prepared"]
+
+# A consumed record as the native intake read it: (topic, partition, offset, key, value, headers,
+# timestamp_ms, broker time (LogAppendTime) or None, size, authentic (SignatureChecker.check's
+# answer) or None, rendered (RecordRenderer.render's answer for the verdict "valid"/"unverified")).
+Prepared = tuple[Any, ...]
 
 log = logging.getLogger("govbus.consumers.intake")
 
@@ -67,6 +74,12 @@ class Intake:
         self._pending_verify: list[tuple[Work, int, int | None]] = []
         # Records the compiled core refused but the Python path accepted (a bug to report).
         self.native_disagreements = 0
+        # The whole-batch intake (prepare/take), when every stage of this intake has a native path.
+        self._batch = (
+            native_intake_batch()
+            if self._renderer is not None and (verification is None or self._native_verify is not None)
+            else None
+        )
 
     @property
     def native(self) -> bool:
@@ -79,6 +92,74 @@ class Intake:
         work = self._judge(msg, epoch)
         if not defer:
             self.settle()
+        return work
+
+    def prepare(self, msgs: list[Any]) -> list[Prepared | None] | None:
+        """Reads, size-checks, signature-checks and renders a consumed batch in one native call.
+
+        One entry per message, in order: a :data:`Prepared` row for :meth:`take`, or None for a
+        record the per-record path (``__call__``) must judge (a consumer error, the replay topic,
+        no value, oversize, Confluent framing, odd headers). None instead of the list: no native
+        intake here (``GOVBUS_NATIVE=off``, no compiled core, or a verifier that is not govbus's).
+        """
+        batch = self._batch
+        if batch is None:
+            return None
+        nv = self._native_verify
+        checker = None
+        if nv is not None:
+            nv.sync_keys()
+            checker = nv.checker
+        try:
+            rows: list[Prepared | None] = batch(
+                self._renderer, checker, msgs, self.max_record_bytes, self.replay_topic,
+                "unverified" if nv is None else "valid",
+            )  # fmt: skip
+        except Exception:  # a fault of the binding itself: the per-record path judges the batch
+            log.exception("native intake failed on a batch of %d records; judging them one by one", len(msgs))
+            return None
+        return rows
+
+    def take(self, row: Prepared, epoch: int) -> Work:
+        """The :class:`Work` for a row of :meth:`prepare` (records of a partition in offset order,
+        interleaved with ``__call__`` for the others as they were consumed); rows whose outcome
+        needs more than the native answer wait for :meth:`settle`, as deferred records do."""
+        topic, partition, offset, key, value, headers, timestamp_ms, broker_time, size, authentic, rendered = row
+        work = Work(topic, partition, offset, epoch, size, key, value, headers, timestamp_ms)
+        verdict = "unverified"
+        nv = self._native_verify
+        if nv is not None:
+            if self._pending_verify:
+                self._settle_verify()  # the sequence tracker sees each partition's records in order
+            v = nv.judge_one(value, key, headers, partition, broker_time, authentic)
+            if v is not VALID:
+                action, verdict, detail = _action(nv.verification.policy, v)
+                if action == "dead-letter":
+                    work.failure = Failure(f"verify:{verdict}", detail or verdict, verdict=verdict)
+                elif action == "skip":
+                    work.skip = f"verify:{verdict}"
+                else:  # rendered for "valid": render again with this verdict
+                    self._pending.append((work, verdict, detail, action == "flag"))
+                return work
+            verdict = "valid"
+        if type(rendered) is not tuple:  # a reason, "Python only" or a panic: settle() words it
+            self._pending.append((work, verdict, "", False))
+            return work
+        line, event_id, legacy = rendered
+        if legacy:
+            self.decoder.legacy_fingerprints += 1
+        record = work.record = NativeRecord.create(
+            line, event_id, self._lazy_decoder, topic, partition, offset, timestamp_ms, key, value, headers,
+            verdict, "", False,
+        )  # fmt: skip
+        if (
+            not self.deliver_heartbeats
+            and key is not None
+            and key.startswith(HEARTBEAT_KEY_PREFIX)  # only candidates pay for the event
+            and is_heartbeat(record.event)
+        ):
+            work.record = None
+            work.skip = "heartbeat"
         return work
 
     def _judge(self, msg: Any, epoch: int) -> Work:

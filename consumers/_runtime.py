@@ -406,19 +406,26 @@ class SinkRuntime:
         epoch_of = self._ownership.epoch
         items: list[Work] = []
         held: set[TP] = set()
-        for m in msgs:
-            err = m.error()
-            if err is not None:
-                self._consume_error(err, m.topic())
-                continue
-            tp = (m.topic(), m.partition())
+        # One native call reads, checks and renders the batch; None rows go the per-record path.
+        rows = intake.prepare(msgs)
+        for i, m in enumerate(msgs):
+            row = rows[i] if rows is not None else None
+            if row is None:
+                err = m.error()
+                if err is not None:
+                    self._consume_error(err, m.topic())
+                    continue
+                tp = (m.topic(), m.partition())
+            else:
+                tp = (row[0], row[1])
             epoch = epoch_of(tp)
             if epoch is None:
                 continue  # fetched just before its partition was revoked; the new owner reads it
             if tp in held:
                 continue  # behind a held record: re-read after it
             try:
-                work = intake(m, epoch, defer=True)  # decoded below, in one batch
+                # decoded below, in one batch (or already, by prepare)
+                work = intake(m, epoch, defer=True) if row is None else intake.take(row, epoch)
                 if work.failure is not None and work.failure.transient and self._hold(work):
                     held.add(tp)
                     continue

@@ -18,7 +18,7 @@ from govbus._contract import Decoder, _by_legacy_fingerprint, _fast_layout, _Pro
 from govbus.errors import ConfigError
 from govbus.event import EventKind
 
-__all__ = ["ENV", "active", "announce", "describe", "renderer_for", "signature_checker"]
+__all__ = ["ENV", "active", "announce", "describe", "intake_batch", "renderer_for", "signature_checker"]
 
 log = logging.getLogger("govbus.native")
 
@@ -117,6 +117,14 @@ def signature_checker(cache_size: int) -> Any | None:
         return None
     assert _MODULE is not None
     return _MODULE.SignatureChecker(cache_size)
+
+
+def intake_batch() -> Any | None:
+    """The one-call intake of a consumed batch (``govbus._native.intake_batch``), or None without the core."""
+    if not active():
+        return None
+    assert _MODULE is not None
+    return _MODULE.intake_batch
 
 
 def set_panic_probe(value: bytes | None) -> None:

@@ -133,8 +133,8 @@ class FileSink(SinkBase):
                 raise
             self._size = start + len(data)
             self._dirty = True
-            for event_id in fresh:
-                self._remember(event_id)
+            if fresh:
+                self._remember_all(fresh)
         if dups:
             self.duplicates += dups
             counter = self._dup_counter
@@ -156,6 +156,15 @@ class FileSink(SinkBase):
                 self._fd = -1
 
     # -- de-duplication ----------------------------------------------------------------------
+    def _remember_all(self, event_ids: list[str]) -> None:
+        # _remember for a batch of ids not seen yet: the same window, one update per batch.
+        self._seen.update(event_ids)
+        order = self._order
+        order.extend(event_ids)
+        seen = self._seen
+        for _ in range(len(order) - self.dedup_window):
+            seen.discard(order.popleft())
+
     def _remember(self, event_id: str) -> None:
         self._seen.add(event_id)
         self._order.append(event_id)

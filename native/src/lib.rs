@@ -7,6 +7,7 @@
 pub mod avro;
 pub mod event;
 pub mod fuzzing;
+pub mod intake;
 pub mod json;
 pub mod otlp;
 pub mod record;
@@ -28,7 +29,7 @@ use record::{Header, Outcome, Schemas, Verdict};
 static PANIC_PROBE: Mutex<Option<Vec<u8>>> = Mutex::new(None);
 static PANIC_PROBE_SET: AtomicBool = AtomicBool::new(false);
 
-fn probe_hit(value: &[u8]) -> bool {
+pub(crate) fn probe_hit(value: &[u8]) -> bool {
     PANIC_PROBE_SET.load(Ordering::Relaxed) && PANIC_PROBE.lock().map(|p| p.as_deref() == Some(value)).unwrap_or(false)
 }
 
@@ -78,8 +79,8 @@ enum Out {
 
 /// Decodes and renders consumed records (single-object framing) without building Python events.
 #[pyclass(module = "govbus._native", frozen)]
-struct RecordRenderer {
-    schemas: Schemas,
+pub struct RecordRenderer {
+    pub(crate) schemas: Schemas,
 }
 
 #[pymethods]
@@ -179,8 +180,8 @@ fn extract_sig(item: &Bound<'_, PyAny>) -> PyResult<SigInput> {
 
 /// Batch signature checks (suite ed25519-merkle-v1) with a cache of verified batch roots.
 #[pyclass(module = "govbus._native")]
-struct SignatureChecker {
-    inner: verify::Checker,
+pub struct SignatureChecker {
+    pub(crate) inner: verify::Checker,
 }
 
 #[pymethods]
@@ -254,5 +255,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<SignatureChecker>()?;
     m.add_function(wrap_pyfunction!(_set_panic_probe, m)?)?;
     m.add_function(wrap_pyfunction!(otlp::otlp_logs_request, m)?)?;
+    m.add_function(wrap_pyfunction!(intake::intake_batch, m)?)?;
     Ok(())
 }

@@ -370,10 +370,17 @@ def test_framings_and_header_errors() -> None:
 # --- through the intake stage -------------------------------------------------------------------
 
 
-def _works(values: list[tuple[bytes | None, Any]], native_on: bool) -> list[Any]:
+def _works(values: list[tuple[bytes | None, Any]], native_on: bool, *, batch: bool = False) -> list[Any]:
+    """``batch``: through the one-call batch intake (prepare + take) instead of one call per record."""
     intake = Intake(Decoder(), native=native_on)
     assert intake.native is native_on
-    works = [intake(FakeMessage(v, h, offset=i), 1, defer=True) for i, (v, h) in enumerate(values)]
+    msgs = [FakeMessage(v, h, offset=i) for i, (v, h) in enumerate(values)]
+    rows = intake.prepare(msgs) if batch else None
+    assert (rows is not None) is batch
+    works = [
+        intake(m, 1, defer=True) if rows is None or rows[i] is None else intake.take(rows[i], 1)  # type: ignore[arg-type]
+        for i, m in enumerate(msgs)
+    ]
     intake.settle()
     return [
         (
@@ -408,7 +415,9 @@ def test_intake_outcomes_identical_on_both_paths(events: list[GovernanceEvent], 
         values.append((value, rec.headers))
     values.append((None, []))
     values.append((b"\x00\x00\x00\x00\x01", values[0][1]))
-    assert _works(values, True) == _works(values, False)
+    want = _works(values, False)
+    assert _works(values, True) == want
+    assert _works(values, True, batch=True) == want
 
 
 def test_native_records_are_native_and_decode_lazily() -> None:
@@ -423,13 +432,19 @@ def test_native_records_are_native_and_decode_lazily() -> None:
     assert intake.native_disagreements == 0
 
 
-def test_a_native_panic_dead_letters_only_that_record() -> None:
+@pytest.mark.parametrize("batch", [False, True], ids=["per-record", "batch"])
+def test_a_native_panic_dead_letters_only_that_record(batch: bool) -> None:
     good = encode(GovernanceEvent(agent_id="a", event_id="e1"), 2)
     bad = encode(GovernanceEvent(agent_id="a", event_id="e2"), 2)
     intake = Intake(Decoder())
     native.set_panic_probe(bad.value)
     try:
-        works = [intake(FakeMessage(r.value, r.headers), 1, defer=True) for r in (good, bad, good)]
+        msgs = [FakeMessage(r.value, r.headers) for r in (good, bad, good)]
+        rows = intake.prepare(msgs) if batch else [None] * 3
+        assert rows is not None
+        works = [
+            intake(m, 1, defer=True) if row is None else intake.take(row, 1) for m, row in zip(msgs, rows, strict=True)
+        ]
         intake.settle()
     finally:
         native.set_panic_probe(None)

@@ -93,19 +93,33 @@ def _intake(native_on: bool, keyring: Keyring, cache: int = 1024) -> Intake:
     return intake
 
 
-def _outcomes(intake: Intake, msgs: list[FakeMessage], revoke_at: int | None = None) -> list[Any]:
+def _outcomes(
+    intake: Intake, msgs: list[FakeMessage], revoke_at: int | None = None, *, batch: bool = False
+) -> list[Any]:
+    """Each record's outcome; ``batch``: through the one-call batch intake (prepare + take)."""
     works = []
+    chunk: list[FakeMessage] = []
+
+    def flush() -> None:
+        rows = intake.prepare(chunk) if batch else None
+        assert (rows is not None) is batch
+        for j, m in enumerate(chunk):
+            row = rows[j] if rows is not None else None
+            works.append(intake(m, 1, defer=True) if row is None else intake.take(row, 1))
+        intake.settle()
+        chunk.clear()
+
     for i, m in enumerate(msgs):
         if revoke_at == i:
-            intake.settle()  # what came before is judged under the old keyring
+            flush()  # what came before is judged under the old keyring
             assert intake.verification is not None
             verifier = intake.verification.verifier
             assert isinstance(verifier, Verifier)
             verifier.keyring.revoke("k1", at=datetime(2000, 1, 1, tzinfo=UTC))
-        works.append(intake(m, 1, defer=True))
+        chunk.append(m)
         if i % 7 == 6:
-            intake.settle()  # batch boundaries fall anywhere
-    intake.settle()
+            flush()  # batch boundaries fall anywhere
+    flush()
     return [
         (
             w.failure and (w.failure.reason, w.failure.message, w.failure.verdict),
@@ -134,9 +148,12 @@ def test_verdicts_identical_on_both_paths(picks: list[tuple[int, str]], cache: i
         msgs.append(FakeMessage(value, headers, key=key, partition=partition, offset=offset))  # type: ignore[arg-type]
     ring_a = Keyring(list(KEYRING))
     ring_b = Keyring(list(KEYRING))
+    ring_c = Keyring(list(KEYRING))
     got = _outcomes(_intake(True, ring_a, cache), msgs, revoke_at)
+    batched = _outcomes(_intake(True, ring_c, cache), msgs, revoke_at, batch=True)
     want = _outcomes(_intake(False, ring_b, cache), msgs, revoke_at)
     assert got == want
+    assert batched == want
 
 
 def test_in_order_stream_is_all_valid_with_one_signature_check_per_batch() -> None:
@@ -146,6 +163,25 @@ def test_in_order_stream_is_all_valid_with_one_signature_check_per_batch() -> No
     ]  # type: ignore[arg-type]
     out = _outcomes(intake, msgs)
     assert all(o[2] is not None and o[2][0] == "valid" for o in out)
+    assert isinstance(intake._native_verify, NativeVerify)
+    assert intake._native_verify._checker.signature_checks == 3
+
+
+def test_the_batch_intake_takes_a_signed_stream_in_one_call_per_batch() -> None:
+    intake = _intake(True, Keyring(list(KEYRING)))
+    msgs = [
+        FakeMessage(r.value, r.headers, key=r.key, partition=r.partition, offset=i) for i, r in enumerate(POOL[:36])
+    ]  # type: ignore[arg-type]
+    rows = intake.prepare(msgs)
+    assert rows is not None
+    assert all(row is not None for row in rows)
+    works = [intake.take(row, 1) for row in rows if row is not None]
+    assert not intake._pending  # nothing left for settle()
+    assert not intake._pending_verify
+    assert [w.record and w.record.verdict for w in works] == ["valid"] * 36
+    assert [w.record and encode_line(w.record) for w in works] == [
+        o[2][3] for o in _outcomes(_intake(False, Keyring(list(KEYRING))), msgs)
+    ]
     assert isinstance(intake._native_verify, NativeVerify)
     assert intake._native_verify._checker.signature_checks == 3
 

@@ -99,7 +99,8 @@ def test_dedup_window_is_bounded(tmp_path: Path) -> None:
     recs = delivered(6)
     sink = opened(tmp_path / "o.jsonl", dedup_window="3")
     sink.write(Batch(recs))
-    assert len(sink._seen) == 3
+    assert sink._seen == {r.event_id for r in recs[3:]}  # the newest ones, remembered per batch
+    assert list(sink._order) == [r.event_id for r in recs[3:]]
     sink.write(Batch(recs[:1]))  # forgotten: written again (a miss, never a false drop)
     assert sink.duplicates == 0
     sink.close()
