@@ -398,8 +398,12 @@ class LocalCluster:
                     raise
             except KafkaException as exc:
                 err = exc.args[0] if exc.args else None
-                moving = getattr(err, "name", lambda: "")() in _COORDINATOR_MOVING
-                if not moving or time.monotonic() > deadline:
+                name = getattr(err, "name", lambda: "")()
+                if name == "_TIMED_OUT":
+                    self._admin = None  # as above: no answer within request_timeout
+                elif name not in _COORDINATOR_MOVING:
+                    raise
+                if time.monotonic() > deadline:
                     raise
                 time.sleep(0.2)
 
