@@ -14,11 +14,21 @@ import os
 from types import ModuleType
 from typing import Any
 
-from govbus.contract import Decoder, _by_legacy_fingerprint, _fast_layout, _Projection, schema_versions
+from govbus.cloudevents import dataschema
+from govbus.contract import CONTENT_TYPE, Decoder, Encoder, _by_legacy_fingerprint, _fast_layout, _Projection, schema_versions
 from govbus.errors import ConfigError
-from govbus.event import EventKind
+from govbus.event import EventKind, FrozenDict, FrozenList
 
-__all__ = ["ENV", "active", "announce", "describe", "renderer_for", "signature_checker"]
+__all__ = [
+    "ENV",
+    "active",
+    "announce",
+    "batch_encoder",
+    "describe",
+    "merkle_batch",
+    "renderer_for",
+    "signature_checker",
+]
 
 log = logging.getLogger("govbus.native")
 
@@ -117,6 +127,43 @@ def signature_checker(cache_size: int) -> Any | None:
         return None
     assert _MODULE is not None
     return _MODULE.SignatureChecker(cache_size)
+
+
+def batch_encoder(encoder: Encoder, *, key_by_session: bool, source: str | None, empty_context: object) -> Any | None:
+    """A native producer batch encoder writing as ``encoder`` does (``govbus._native.BatchEncoder``:
+    Avro values, CloudEvents headers, record keys), or None when the compiled core is not in use or
+    does not know the writer schema's layout. Logs once per encoder which path the producer takes."""
+    announce()
+    if not active():
+        log.info("govbus producer batch encode: Python (%s)", describe())
+        return None
+    assert _MODULE is not None
+    layout = _fast_layout(encoder.schema.schema)
+    if layout is None:
+        log.info("govbus producer batch encode: Python (schema v%d has no native writer)", encoder.schema.version)
+        return None
+    kinds = [(kind.value, index, kind.ce_type) for kind, index in layout.kinds.items()]
+    log.info("govbus producer batch encode: native (schema v%d)", encoder.schema.version)
+    return _MODULE.BatchEncoder(
+        encoder.prefix,
+        layout.extras,
+        kinds,
+        CONTENT_TYPE,
+        dataschema(encoder.schema.fingerprint),
+        source,
+        key_by_session,
+        empty_context,
+        (FrozenList, FrozenDict),
+    )
+
+
+def merkle_batch() -> Any | None:
+    """The native leaf hashes + Merkle tree of a batch to sign (``govbus._native.merkle_batch``),
+    or None without the compiled core."""
+    if not active():
+        return None
+    assert _MODULE is not None
+    return _MODULE.merkle_batch
 
 
 def set_panic_probe(value: bytes | None) -> None:

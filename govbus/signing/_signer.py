@@ -43,6 +43,12 @@ if TYPE_CHECKING:
 
 SigningMode = Literal["batch", "per-event"]
 Headers = list[tuple[str, bytes]]
+# (kid, stream, next sequence per partition, records, signed_at_ms) -> (root, per record (seq header,
+# proof header), next sequences after) or None: govbus._native.merkle_batch.
+MerkleBatch = Callable[
+    [bytes, bytes, dict[int, int], list[tuple[bytes, bytes | None, Headers, int]], int],
+    tuple[bytes, list[tuple[tuple[str, bytes], tuple[str, bytes]]], dict[int, int]] | None,
+]
 
 _MAX_SEQUENCE = (1 << 64) - 1
 
@@ -195,6 +201,26 @@ class Signer:
                     out.extend(self._sign_each(leaves, seqs, signed_at))
             self._next = counters
             return out
+
+    def sign_merkled(self, merkle: MerkleBatch, records: list[tuple[bytes, bytes | None, Headers, int]]) -> list[Headers] | None:
+        """:meth:`sign_batch` with the numbering, leaf hashes and Merkle paths computed by ``merkle``
+        (the compiled core's ``merkle_batch``) from records ``(value, key, headers, partition)``
+        whose signed CloudEvents attributes are read from their headers, as ``sign_input`` reads
+        them. Batch mode only. None (nothing consumed) when ``merkle`` declines the batch: the
+        caller then signs it with :meth:`sign_batch`, which says what is wrong with it."""
+        if self._mode != "batch" or not records:
+            return None
+        with self._lock:
+            signed_at = self._clock()
+            done = merkle(self._kid, self._stream, self._next, records, signed_at)
+            if done is None:
+                return None
+            root, per_record, counters = done
+            message = batch_message(kid=self._kid, signed_at_ms=signed_at, tree_size=len(records), root=root)
+            sig = (H_SIG, self._key.sign(message))
+            self._next = counters
+        kid_h, alg_h, stream_h = self._fixed
+        return [[kid_h, alg_h, stream_h, seq, proof, sig] for seq, proof in per_record]
 
     def _hash(self, records: Sequence[SignInput], counters: dict[int, int]) -> tuple[list[bytes], Headers]:
         # The hot loop: canonical event bytes (docs/signing.md §3) inlined, names bound locally.

@@ -5,6 +5,7 @@
 //! instead of failing the batch (or the process).
 
 pub mod avro;
+pub mod encode;
 pub mod event;
 pub mod fuzzing;
 pub mod json;
@@ -252,5 +253,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<RecordRenderer>()?;
     m.add_class::<SignatureChecker>()?;
     m.add_function(wrap_pyfunction!(_set_panic_probe, m)?)?;
+    encode::register(m)?;
     Ok(())
 }
