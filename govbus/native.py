@@ -15,7 +15,15 @@ from types import ModuleType
 from typing import Any
 
 from govbus.cloudevents import dataschema
-from govbus.contract import CONTENT_TYPE, Decoder, Encoder, _by_legacy_fingerprint, _fast_layout, _Projection, schema_versions
+from govbus.contract import (
+    CONTENT_TYPE,
+    Decoder,
+    Encoder,
+    _by_legacy_fingerprint,
+    _fast_layout,
+    _Projection,
+    schema_versions,
+)
 from govbus.errors import ConfigError
 from govbus.event import EventKind, FrozenDict, FrozenList
 
@@ -26,6 +34,7 @@ __all__ = [
     "batch_encoder",
     "describe",
     "merkle_batch",
+    "record_signer",
     "renderer_for",
     "signature_checker",
 ]
@@ -164,6 +173,17 @@ def merkle_batch() -> Any | None:
         return None
     assert _MODULE is not None
     return _MODULE.merkle_batch
+
+
+def record_signer() -> Any | None:
+    """The native numbering + leaf hashes + Merkle tree of a batch of records, signed through a
+    Python callback and written to the records' headers (``govbus._native.sign_records``, used by
+    ``Signer.sign_in_place``), or None without the compiled core."""
+    announce()
+    if not active():
+        return None
+    assert _MODULE is not None
+    return _MODULE.sign_records
 
 
 def set_panic_probe(value: bytes | None) -> None:

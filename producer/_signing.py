@@ -28,7 +28,7 @@ class SigningHook:
         self.signer = signer
         self._chunk = batch_max_records
         # The compiled core numbers, hashes and builds each batch's tree (docs/native.md).
-        self._merkle = govbus.native.merkle_batch()
+        self._native = govbus.native.record_signer()
 
     @classmethod
     def from_settings(cls, settings: SigningSettings) -> SigningHook:
@@ -37,11 +37,9 @@ class SigningHook:
     def __call__(self, topic: str, records: Sequence[OutgoingRecord]) -> None:
         for start in range(0, len(records), self._chunk):
             chunk = records[start : start + self._chunk]
-            signed = None
-            if self._merkle is not None:
-                signed = self.signer.sign_merkled(self._merkle, [(r.value, r.key, r.headers, r.partition) for r in chunk])
-            if signed is None:
-                signed = self.signer.sign_batch([sign_input(r.value, r.key, r.headers, r.partition) for r in chunk])
+            if self._native is not None and self.signer.sign_in_place(self._native, chunk):
+                continue
+            signed = self.signer.sign_batch([sign_input(r.value, r.key, r.headers, r.partition) for r in chunk])
             for record, extra in zip(chunk, signed, strict=True):
                 record.headers = [*record.headers, *extra]
 

@@ -15,7 +15,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use pyo3::prelude::*;
 use pyo3::pybacked::{PyBackedBytes, PyBackedStr};
-use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyList, PyInt, PyString, PyTuple, PyType};
+use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple, PyType};
 use sha2::{Digest, Sha256};
 
 // ---- Avro primitives (writer side) ----------------------------------------------------------------
@@ -70,7 +70,15 @@ pub fn civil_from_days(z: i64) -> (i64, i64, i64) {
     let mp = (5 * doy + 2) / 153;
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (if m <= 2 { yoe + era * 400 + 1 } else { yoe + era * 400 }, m, d)
+    (
+        if m <= 2 {
+            yoe + era * 400 + 1
+        } else {
+            yoe + era * 400
+        },
+        m,
+        d,
+    )
 }
 
 /// `govbus.cloudevents.format_time` of the UTC instant `micros` since the epoch; None for years
@@ -284,11 +292,28 @@ pub fn leaf(kid: &[u8], stream: &[u8], r: &ToSign<'_>, seq: u64) -> [u8; 32] {
     h.update(EVENT_TAG);
     h.update(r.partition.to_be_bytes());
     h.update(seq.to_be_bytes());
-    for n in [kid.len() as u32, stream.len() as u32, id.len() as u32, ty.len() as u32, src.len() as u32, len(time), len(r.key)] {
+    for n in [
+        kid.len() as u32,
+        stream.len() as u32,
+        id.len() as u32,
+        ty.len() as u32,
+        src.len() as u32,
+        len(time),
+        len(r.key),
+    ] {
         h.update(n.to_be_bytes());
     }
     h.update((r.value.len() as u32).to_be_bytes());
-    for part in [kid, stream, id, ty, src, time.unwrap_or(b""), r.key.unwrap_or(b""), r.value] {
+    for part in [
+        kid,
+        stream,
+        id,
+        ty,
+        src,
+        time.unwrap_or(b""),
+        r.key.unwrap_or(b""),
+        r.value,
+    ] {
         h.update(part);
     }
     h.finalize().into()
@@ -309,7 +334,10 @@ pub fn build(leaves: &[[u8; 32]]) -> ([u8; 32], Vec<Vec<u8>>) {
     while levels.last().map_or(0, |l| l.len()) > 1 {
         let level = levels.last().unwrap_or_else(|| unreachable!());
         let m = level.len();
-        let mut parents: Vec<[u8; 32]> = (0..m - 1).step_by(2).map(|j| node(&level[j], &level[j + 1])).collect();
+        let mut parents: Vec<[u8; 32]> = (0..m - 1)
+            .step_by(2)
+            .map(|j| node(&level[j], &level[j + 1]))
+            .collect();
         if m & 1 == 1 {
             parents.push(level[m - 1]);
         }
@@ -408,17 +436,34 @@ fn extract(enc: &BatchEncoder, py: Python<'_>, e: &Bound<'_, PyAny>) -> PyResult
         return Ok(None); // traced: the Python path adds traceparent
     }
     let kind = attr!("kind");
-    let Ok(kind_value) = kind.extract::<PyBackedStr>() else { return Ok(None) };
-    let Some(kind) = enc.plan.kinds.iter().position(|(k, _, _)| k.as_str() == &*kind_value) else {
+    let Ok(kind_value) = kind.extract::<PyBackedStr>() else {
         return Ok(None);
     };
-    let Some(micros) = micros(py, &attr!("occurred_at"))? else { return Ok(None) };
+    let Some(kind) = enc
+        .plan
+        .kinds
+        .iter()
+        .position(|(k, _, _)| k.as_str() == &*kind_value)
+    else {
+        return Ok(None);
+    };
+    let occurred = attr!("occurred_at");
+    if !occurred.get_type().is(enc.datetime.bind(py)) {
+        return Ok(None); // a datetime subclass (e.g. with nanoseconds): the Python path
+    }
+    let Some(micros) = micros(py, &occurred, enc.utc.bind(py))? else {
+        return Ok(None);
+    };
     let attributes = attr!("attributes");
-    let Ok(attributes) = attributes.downcast::<PyDict>() else { return Ok(None) };
+    let Ok(attributes) = attributes.downcast::<PyDict>() else {
+        return Ok(None);
+    };
     let mut attrs = Vec::with_capacity(attributes.len());
     for (k, value) in attributes.iter() {
         let Some(k) = text(&k) else { return Ok(None) };
-        let Some(a) = attr_value(enc, &value) else { return Ok(None) };
+        let Some(a) = attr_value(enc, &value) else {
+            return Ok(None);
+        };
         attrs.push((k, a));
     }
     let risk = attr!("risk_score");
@@ -446,7 +491,9 @@ fn extract(enc: &BatchEncoder, py: Python<'_>, e: &Bound<'_, PyAny>) -> PyResult
             }
         };
     }
-    let Some(latency_ms) = float(&attr!("latency_ms")) else { return Ok(None) };
+    let Some(latency_ms) = float(&attr!("latency_ms")) else {
+        return Ok(None);
+    };
     Ok(Some(Fields {
         event_id: req!("event_id"),
         micros,
@@ -471,10 +518,18 @@ fn extract(enc: &BatchEncoder, py: Python<'_>, e: &Bound<'_, PyAny>) -> PyResult
 
 /// Microseconds since the epoch of an aware datetime (`occurred_at - EPOCH`), read from its
 /// fields and `utcoffset()` (the stable ABI has no datetime C API); None: not a plain datetime.
-fn micros(py: Python<'_>, dt: &Bound<'_, PyAny>) -> PyResult<Option<i64>> {
-    let int = |name: &Bound<'_, PyString>, o: &Bound<'_, PyAny>| -> PyResult<i64> { o.getattr(name)?.extract() };
-    let offset = dt.call_method0(pyo3::intern!(py, "utcoffset"))?;
-    if offset.is_none() {
+fn micros(py: Python<'_>, dt: &Bound<'_, PyAny>, utc: &Bound<'_, PyAny>) -> PyResult<Option<i64>> {
+    let int = |name: &Bound<'_, PyString>, o: &Bound<'_, PyAny>| -> PyResult<i64> {
+        o.getattr(name)?.extract()
+    };
+    // datetime.UTC's offset is zero: one call fewer for the common case.
+    let tz = dt.getattr(pyo3::intern!(py, "tzinfo"))?;
+    let offset = if tz.is(utc) {
+        None
+    } else {
+        Some(dt.call_method0(pyo3::intern!(py, "utcoffset"))?)
+    };
+    if offset.as_ref().is_some_and(|o| o.is_none()) {
         return Ok(None);
     }
     let days = days_from_civil(
@@ -482,12 +537,22 @@ fn micros(py: Python<'_>, dt: &Bound<'_, PyAny>) -> PyResult<Option<i64>> {
         int(pyo3::intern!(py, "month"), dt)?,
         int(pyo3::intern!(py, "day"), dt)?,
     );
-    let local = ((days * 24 + int(pyo3::intern!(py, "hour"), dt)?) * 60 + int(pyo3::intern!(py, "minute"), dt)?) * 60
+    let local = ((days * 24 + int(pyo3::intern!(py, "hour"), dt)?) * 60
+        + int(pyo3::intern!(py, "minute"), dt)?)
+        * 60
         + int(pyo3::intern!(py, "second"), dt)?;
-    let off = (int(pyo3::intern!(py, "days"), &offset)? * 86_400 + int(pyo3::intern!(py, "seconds"), &offset)?)
-        * 1_000_000
-        + int(pyo3::intern!(py, "microseconds"), &offset)?;
-    Ok(Some(local * 1_000_000 + int(pyo3::intern!(py, "microsecond"), dt)? - off))
+    let off = match offset {
+        None => 0,
+        Some(offset) => {
+            (int(pyo3::intern!(py, "days"), &offset)? * 86_400
+                + int(pyo3::intern!(py, "seconds"), &offset)?)
+                * 1_000_000
+                + int(pyo3::intern!(py, "microseconds"), &offset)?
+        }
+    };
+    Ok(Some(
+        local * 1_000_000 + int(pyo3::intern!(py, "microsecond"), dt)? - off,
+    ))
 }
 
 /// An attribute value's union branch, as `_encode_fast` chooses it; None: the Python path decides.
@@ -503,7 +568,9 @@ fn attr_value(enc: &BatchEncoder, v: &Bound<'_, PyAny>) -> Option<Attr<PyBackedS
     } else if v.is_exact_instance_of::<PyString>() {
         v.extract::<PyBackedStr>().ok().map(Attr::Str)
     } else if v.is_exact_instance_of::<PyBytes>() {
-        v.downcast_exact::<PyBytes>().ok().map(|x| Attr::Bytes(x.as_bytes().to_vec()))
+        v.downcast_exact::<PyBytes>()
+            .ok()
+            .map(|x| Attr::Bytes(x.as_bytes().to_vec()))
     } else {
         let mut out = Vec::new();
         json_value(enc, v, &mut out, 0)?;
@@ -513,7 +580,12 @@ fn attr_value(enc: &BatchEncoder, v: &Bound<'_, PyAny>) -> Option<Attr<PyBackedS
 
 /// A nested attribute as CPython's C JSON encoder writes it with `ensure_ascii=False`, compact
 /// separators and `allow_nan=False`; None for anything not of an exact JSON type.
-fn json_value(enc: &BatchEncoder, v: &Bound<'_, PyAny>, out: &mut Vec<u8>, depth: usize) -> Option<()> {
+fn json_value(
+    enc: &BatchEncoder,
+    v: &Bound<'_, PyAny>,
+    out: &mut Vec<u8>,
+    depth: usize,
+) -> Option<()> {
     if depth > 64 {
         return None;
     }
@@ -570,6 +642,8 @@ fn json_value(enc: &BatchEncoder, v: &Bound<'_, PyAny>, out: &mut Vec<u8>, depth
 pub struct BatchEncoder {
     plan: Plan,
     empty_context: PyObject,
+    utc: PyObject,
+    datetime: Py<PyType>,
     list: Py<PyType>,
     tuple: Py<PyType>,
     dict: Py<PyType>,
@@ -577,8 +651,17 @@ pub struct BatchEncoder {
     frozen_dict: Py<PyType>,
 }
 
-const NAMES: [&str; 9] =
-    ["ce_specversion", "ce_id", "ce_source", "ce_type", "ce_time", "ce_subject", "content-type", "ce_dataschema", "ce_sessionid"];
+const NAMES: [&str; 9] = [
+    "ce_specversion",
+    "ce_id",
+    "ce_source",
+    "ce_type",
+    "ce_time",
+    "ce_subject",
+    "content-type",
+    "ce_dataschema",
+    "ce_sessionid",
+];
 
 #[pymethods]
 impl BatchEncoder {
@@ -597,24 +680,35 @@ impl BatchEncoder {
         key_by_session: bool,
         empty_context: PyObject,
         types: (Py<PyType>, Py<PyType>),
-    ) -> Self {
-        BatchEncoder {
+    ) -> PyResult<Self> {
+        let module = py.import("datetime")?;
+        let utc = module.getattr("timezone")?.getattr("utc")?.unbind();
+        let datetime = module
+            .getattr("datetime")?
+            .downcast_into::<PyType>()?
+            .unbind();
+        Ok(BatchEncoder {
             plan: Plan {
                 prefix,
                 extras,
-                kinds: kinds.into_iter().map(|(k, i, t)| (k, i, t.into_bytes())).collect(),
+                kinds: kinds
+                    .into_iter()
+                    .map(|(k, i, t)| (k, i, t.into_bytes()))
+                    .collect(),
                 content_type: content_type.into_bytes(),
                 dataschema: dataschema.into_bytes(),
                 source: source.filter(|s| !s.is_empty()).map(String::into_bytes),
                 key_by_session,
             },
             empty_context,
+            utc,
+            datetime,
             list: py.get_type::<PyList>().unbind(),
             tuple: py.get_type::<PyTuple>().unbind(),
             dict: py.get_type::<PyDict>().unbind(),
             frozen_list: types.0,
             frozen_dict: types.1,
-        }
+        })
     }
 
     /// Per event, `(key, value, headers)`, or None when the Python path must encode it (traced,
@@ -630,7 +724,11 @@ impl BatchEncoder {
         let empty = self.empty_context.bind(py);
         let mut fields: Vec<Option<PyFields>> = Vec::with_capacity(events.len());
         for (e, c) in events.iter().zip(contexts.iter()) {
-            fields.push(if c.is_none() || c.is(empty) { extract(self, py, &e)? } else { None });
+            fields.push(if c.is_none() || c.is(empty) {
+                extract(self, py, &e)?
+            } else {
+                None
+            });
         }
         let plan = &self.plan;
         let encoded: Vec<Option<Encoded>> = py.allow_threads(|| {
@@ -638,11 +736,14 @@ impl BatchEncoder {
                 .iter()
                 .map(|f| {
                     let f = f.as_ref()?;
-                    catch_unwind(AssertUnwindSafe(|| encode_event(plan, f, tail))).ok().flatten()
+                    catch_unwind(AssertUnwindSafe(|| encode_event(plan, f, tail)))
+                        .ok()
+                        .flatten()
                 })
                 .collect()
         });
-        let names: Vec<Bound<'py, PyString>> = NAMES.iter().map(|n| PyString::intern(py, n)).collect();
+        let names: Vec<Bound<'py, PyString>> =
+            NAMES.iter().map(|n| PyString::intern(py, n)).collect();
         let spec = (names[0].clone(), PyBytes::new(py, b"1.0")).into_pyobject(py)?;
         let subject_of = |f: &PyFields| PyBytes::new(py, f.agent_id.as_bytes());
         let content = (names[6].clone(), PyBytes::new(py, &plan.content_type)).into_pyobject(py)?;
@@ -670,7 +771,11 @@ impl BatchEncoder {
             if let Some(s) = &r.session {
                 headers.append((&names[8], PyBytes::new(py, s)))?;
             }
-            result.append((PyBytes::new(py, &r.key), PyBytes::new(py, &r.value), headers))?;
+            result.append((
+                PyBytes::new(py, &r.key),
+                PyBytes::new(py, &r.value),
+                headers,
+            ))?;
         }
         Ok(result)
     }
@@ -678,12 +783,28 @@ impl BatchEncoder {
 
 /// Reads one record `(value, key, headers, partition)` to sign; None when the Python signer must
 /// judge it (it raises the reference's error).
-fn to_sign(item: &Bound<'_, PyAny>) -> Option<(PyBackedBytes, Option<PyBackedBytes>, [Option<PyBackedBytes>; 4], u32)> {
+fn to_sign(
+    item: &Bound<'_, PyAny>,
+) -> Option<(
+    PyBackedBytes,
+    Option<PyBackedBytes>,
+    [Option<PyBackedBytes>; 4],
+    u32,
+)> {
     let t = item.downcast::<PyTuple>().ok()?;
-    let value: PyBackedBytes = t.get_item(0).ok()?.downcast_exact::<PyBytes>().ok()?.clone().into();
+    let value: PyBackedBytes = t
+        .get_item(0)
+        .ok()?
+        .downcast_exact::<PyBytes>()
+        .ok()?
+        .clone()
+        .into();
     let key = t.get_item(1).ok()?;
-    let key: Option<PyBackedBytes> =
-        if key.is_none() { None } else { Some(key.downcast_exact::<PyBytes>().ok()?.clone().into()) };
+    let key: Option<PyBackedBytes> = if key.is_none() {
+        None
+    } else {
+        Some(key.downcast_exact::<PyBytes>().ok()?.clone().into())
+    };
     let mut ce: [Option<PyBackedBytes>; 4] = [None, None, None, None];
     for h in t.get_item(2).ok()?.try_iter().ok()? {
         let h = h.ok()?;
@@ -697,7 +818,13 @@ fn to_sign(item: &Bound<'_, PyAny>) -> Option<(PyBackedBytes, Option<PyBackedByt
             "ce_time" => 3,
             _ => continue,
         };
-        let raw: PyBackedBytes = h.get_item(1).ok()?.downcast_exact::<PyBytes>().ok()?.clone().into();
+        let raw: PyBackedBytes = h
+            .get_item(1)
+            .ok()?
+            .downcast_exact::<PyBytes>()
+            .ok()?
+            .clone()
+            .into();
         std::str::from_utf8(&raw).ok()?; // the reference decodes it (and raises on bad UTF-8)
         ce[slot] = Some(raw); // the last one wins, as in sign_input
     }
@@ -738,25 +865,135 @@ fn merkle_batch<'py>(
             .map(|(value, key, ce, partition)| ToSign {
                 value,
                 key: key.as_deref(),
-                ce: [ce[0].as_deref(), ce[1].as_deref(), ce[2].as_deref(), ce[3].as_deref()],
+                ce: [
+                    ce[0].as_deref(),
+                    ce[1].as_deref(),
+                    ce[2].as_deref(),
+                    ce[3].as_deref(),
+                ],
                 partition: *partition,
             })
             .collect();
-        catch_unwind(AssertUnwindSafe(|| merkle(kid, stream, &mut counters, &view, signed_at))).ok().flatten()
+        catch_unwind(AssertUnwindSafe(|| {
+            merkle(kid, stream, &mut counters, &view, signed_at)
+        }))
+        .ok()
+        .flatten()
     });
-    let Some((root, out)) = done else { return Ok(None) };
+    let Some((root, out)) = done else {
+        return Ok(None);
+    };
     let seq_name = PyString::intern(py, "govbus_sig_seq");
     let proof_name = PyString::intern(py, "govbus_sig_proof");
     let list = PyList::empty(py);
     for (seq, proof) in out {
-        list.append(((&seq_name, PyBytes::new(py, &seq)), (&proof_name, PyBytes::new(py, &proof))))?;
+        list.append((
+            (&seq_name, PyBytes::new(py, &seq)),
+            (&proof_name, PyBytes::new(py, &proof)),
+        ))?;
     }
     Ok(Some((PyBytes::new(py, &root), list, counters)))
+}
+
+/// `merkle_batch` for the signing hook, on the records themselves (objects with `value`, `key`,
+/// `headers`, `partition`): numbers, hashes and builds the tree, has `sign(root)` (Python: the
+/// Ed25519 signature of the batch message) sign the root, and sets each record's `headers` to its
+/// headers followed by the six signature headers. Returns the next sequences, or None (nothing
+/// changed) when a record is not plain enough for it.
+#[pyfunction]
+#[allow(clippy::too_many_arguments)]
+fn sign_records<'py>(
+    py: Python<'py>,
+    kid: &[u8],
+    stream: &[u8],
+    counters: HashMap<u32, u64>,
+    records: &Bound<'py, PyList>,
+    signed_at: u64,
+    fixed: (Bound<'py, PyAny>, Bound<'py, PyAny>, Bound<'py, PyAny>),
+    sign: Bound<'py, PyAny>,
+) -> PyResult<Option<HashMap<u32, u64>>> {
+    if records.is_empty() || records.len() > 1 << 16 {
+        return Ok(None);
+    }
+    let (value_n, key_n, headers_n, partition_n) = (
+        pyo3::intern!(py, "value"),
+        pyo3::intern!(py, "key"),
+        pyo3::intern!(py, "headers"),
+        pyo3::intern!(py, "partition"),
+    );
+    let mut inputs = Vec::with_capacity(records.len());
+    let mut bases = Vec::with_capacity(records.len());
+    for r in records.iter() {
+        let headers = r.getattr(headers_n)?;
+        let item = (
+            r.getattr(value_n)?,
+            r.getattr(key_n)?,
+            &headers,
+            r.getattr(partition_n)?,
+        )
+            .into_pyobject(py)?;
+        match to_sign(item.as_any()) {
+            Some(i) => inputs.push(i),
+            None => return Ok(None),
+        }
+        let Ok(list) = headers.downcast_into::<PyList>() else {
+            return Ok(None);
+        };
+        bases.push(list);
+    }
+    let mut counters = counters;
+    let done = py.allow_threads(|| {
+        let view: Vec<ToSign<'_>> = inputs
+            .iter()
+            .map(|(value, key, ce, partition)| ToSign {
+                value,
+                key: key.as_deref(),
+                ce: [
+                    ce[0].as_deref(),
+                    ce[1].as_deref(),
+                    ce[2].as_deref(),
+                    ce[3].as_deref(),
+                ],
+                partition: *partition,
+            })
+            .collect();
+        catch_unwind(AssertUnwindSafe(|| {
+            merkle(kid, stream, &mut counters, &view, signed_at)
+        }))
+        .ok()
+        .flatten()
+    });
+    let Some((root, out)) = done else {
+        return Ok(None);
+    };
+    let sig = (
+        PyString::intern(py, "govbus_sig"),
+        sign.call1((PyBytes::new(py, &root),))?,
+    )
+        .into_pyobject(py)?;
+    let seq_name = PyString::intern(py, "govbus_sig_seq");
+    let proof_name = PyString::intern(py, "govbus_sig_proof");
+    let (kid_h, alg_h, stream_h) = fixed;
+    for ((r, base), (seq, proof)) in records.iter().zip(bases).zip(out) {
+        let headers = PyList::empty(py);
+        for h in base.iter() {
+            headers.append(h)?;
+        }
+        headers.append(&kid_h)?;
+        headers.append(&alg_h)?;
+        headers.append(&stream_h)?;
+        headers.append((&seq_name, PyBytes::new(py, &seq)))?;
+        headers.append((&proof_name, PyBytes::new(py, &proof)))?;
+        headers.append(&sig)?;
+        r.setattr(headers_n, headers)?;
+    }
+    Ok(Some(counters))
 }
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<BatchEncoder>()?;
     m.add_function(wrap_pyfunction!(merkle_batch, m)?)?;
+    m.add_function(wrap_pyfunction!(sign_records, m)?)?;
     Ok(())
 }
 
@@ -766,9 +1003,18 @@ mod tests {
 
     #[test]
     fn time_round_trip() {
-        assert_eq!(format_time(0).as_deref(), Some("1970-01-01T00:00:00.000000Z"));
-        assert_eq!(format_time(-1).as_deref(), Some("1969-12-31T23:59:59.999999Z"));
-        assert_eq!(format_time(951_782_400_000_001).as_deref(), Some("2000-02-29T00:00:00.000001Z"));
+        assert_eq!(
+            format_time(0).as_deref(),
+            Some("1970-01-01T00:00:00.000000Z")
+        );
+        assert_eq!(
+            format_time(-1).as_deref(),
+            Some("1969-12-31T23:59:59.999999Z")
+        );
+        assert_eq!(
+            format_time(951_782_400_000_001).as_deref(),
+            Some("2000-02-29T00:00:00.000001Z")
+        );
         assert_eq!(days_from_civil(2000, 2, 29), 11_016);
         assert_eq!(civil_from_days(11_016), (2000, 2, 29));
         assert!(format_time(days_from_civil(999, 12, 31) * 86_400_000_000).is_none());
