@@ -45,7 +45,9 @@ STREAM = b"\x01stream\xff"
 
 _text = st.text(st.characters(exclude_categories=["Cs"]), max_size=12)
 _field = st.text(st.characters(exclude_categories=["Cs"], exclude_characters="\x00"), max_size=12)
-_id = st.text(st.characters(exclude_categories=["Cs"], exclude_characters="\x00"), min_size=1, max_size=10)
+# URL-quoting, JSON-escaping and multi-byte characters are drawn often, not only by chance.
+_char = st.sampled_from(" /?%~_.-:\"\\\u00e9\u4e2d\U0001f600") | st.characters(exclude_categories=["Cs"])
+_id = st.text(_char.filter(lambda c: c != "\x00"), min_size=1, max_size=10)
 _opt = st.none() | _id
 _int64 = st.integers(-(2**63), 2**63 - 1)
 _json_leaf = st.none() | st.booleans() | _int64 | st.floats(allow_nan=False, allow_infinity=False) | _text
@@ -226,9 +228,10 @@ def test_what_the_compiled_writer_hands_back_is_encoded_on_the_python_path() -> 
         GovernanceEvent(agent_id="traced", trace_id="0af7651916cd43dd8448eb211c80319c"),
         GovernanceEvent(agent_id="sub", attributes={"n": _Text("a str subclass")}),  # not an exact type
         GovernanceEvent(agent_id="plain"),
+        GovernanceEvent(agent_id="a /?%~\u00e9", session_id="s /"),  # the default source, URL-quoted
     ]
     compare(batch, 2)
-    assert natively_encoded(batch, 2) == [False, False, False, True]
+    assert natively_encoded(batch, 2) == [False, False, False, True, True]
 
 
 # --- sign ---------------------------------------------------------------------------------------
