@@ -370,7 +370,52 @@ def _components(events: Sequence[GovernanceEvent], where: str) -> list[Row]:
         Row("librdkafka produce() call", per_event(produce), "us", None, conditions + "; queued, not sent"),
     ]
     raw.purge()
+    out.extend(_batch_steps(events, where))
     return out
+
+
+def _batch_steps(events: Sequence[GovernanceEvent], where: str) -> list[Row]:
+    """The sender's batch step per event, CPU time of one thread: encode 256 events, partition,
+    sign (Merkle-batched Ed25519), on the compiled core and on the Python path."""
+    from govbus.producer import _tracing
+    from govbus.producer._batch import EMPTY_CONTEXT, EventBatchEncoder, NativeBatchEncoder
+    from govbus.producer._partition import Partitioner
+    from govbus.producer._signing import SigningHook
+    from govbus.signing import Signer, SigningKey
+
+    encoder, producer = Encoder(), bus_module.ProducerInfo("bench", "i", "h", "l")
+    tracing, key = _tracing.Tracing("t"), SigningKey.generate("bench-k1")
+    batches = [list(events[i : i + 256]) for i in range(0, len(events), 256)]
+    contexts = [EMPTY_CONTEXT] * 256
+
+    def step(batch_encoder: Any, native: bool) -> float:
+        hook, partitioner = SigningHook(Signer(key), 512), Partitioner(3)
+        if not native:
+            hook._native = None
+        started = time.thread_time()
+        for batch in batches:
+            records = batch_encoder.encode(batch, contexts[: len(batch)], 0, keep=True, unencodable=print)
+            for r in records:
+                r.partition = partitioner(r.key)
+                r.headers = list(r._base)
+            hook("t", records)
+        return (time.thread_time() - started) / len(events) * 1e6
+
+    python = EventBatchEncoder(encoder, producer, tracing, print, key_by="agent_id", source=None)  # type: ignore[arg-type]
+    compiled = govbus_native.batch_encoder(encoder, key_by_session=False, source=None, empty_context=EMPTY_CONTEXT)
+    if compiled is None:
+        return []
+    native = NativeBatchEncoder(compiled, encoder, producer, tracing, print, key_by="agent_id", source=None)  # type: ignore[arg-type]
+    # Interleaved, best of three each: the machine's load drifts between runs.
+    best = {"python": float("inf"), "native": float("inf")}
+    for _ in range(3):
+        best["python"] = min(best["python"], step(python, False))
+        best["native"] = min(best["native"], step(native, True))
+    conditions = f"{len(events)} sample events in batches of 256, encode + partition + sign, CPU time of one thread, best of 3; {where}"
+    return [
+        Row("batch step, encode and sign, compiled", best["native"], "us", best["python"], conditions),
+        Row("batch step, encode and sign, Python path", best["python"], "us", None, conditions),
+    ]
 
 
 def _profile(bootstrap: str, topic: str, events: Sequence[GovernanceEvent]) -> None:
