@@ -46,7 +46,7 @@ STREAM = b"\x01stream\xff"
 _text = st.text(st.characters(exclude_categories=["Cs"]), max_size=12)
 _field = st.text(st.characters(exclude_categories=["Cs"], exclude_characters="\x00"), max_size=12)
 # URL-quoting, JSON-escaping and multi-byte characters are drawn often, not only by chance.
-_char = st.sampled_from(" /?%~_.-:\"\\\u00e9\u4e2d\U0001f600") | st.characters(exclude_categories=["Cs"])
+_char = st.sampled_from(' /?%~_.-:"\\\u00e9\u4e2d\U0001f600') | st.characters(exclude_categories=["Cs"])
 _id = st.text(_char.filter(lambda c: c != "\x00"), min_size=1, max_size=10)
 _opt = st.none() | _id
 _int64 = st.integers(-(2**63), 2**63 - 1)
