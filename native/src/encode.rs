@@ -406,6 +406,23 @@ pub fn merkle(
 
 // ---- the Python binding ----------------------------------------------------------------------------
 
+/// Batches from this size on are worked on with the GIL released. Smaller ones (a kernel emitting
+/// a few events at a time) keep it: their work takes a few microseconds, while getting the GIL
+/// back from a busy thread can take a switch interval (5 ms) and would delay the batch's delivery.
+const RELEASE_GIL_FROM: usize = 32;
+
+fn unlocked<T: Send, F: FnOnce() -> T + Send + pyo3::marker::Ungil>(
+    py: Python<'_>,
+    n: usize,
+    f: F,
+) -> T {
+    if n >= RELEASE_GIL_FROM {
+        py.allow_threads(f)
+    } else {
+        f()
+    }
+}
+
 type PyFields = Fields<PyBackedStr>;
 
 /// Reads one event's fields (GIL held); None: the Python path encodes it.
@@ -731,7 +748,7 @@ impl BatchEncoder {
             });
         }
         let plan = &self.plan;
-        let encoded: Vec<Option<Encoded>> = py.allow_threads(|| {
+        let encoded: Vec<Option<Encoded>> = unlocked(py, fields.len(), || {
             fields
                 .iter()
                 .map(|f| {
@@ -859,7 +876,7 @@ fn merkle_batch<'py>(
         }
     }
     let mut counters = counters;
-    let done = py.allow_threads(|| {
+    let done = unlocked(py, inputs.len(), || {
         let view: Vec<ToSign<'_>> = inputs
             .iter()
             .map(|(value, key, ce, partition)| ToSign {
@@ -942,7 +959,7 @@ fn sign_records<'py>(
         bases.push(list);
     }
     let mut counters = counters;
-    let done = py.allow_threads(|| {
+    let done = unlocked(py, inputs.len(), || {
         let view: Vec<ToSign<'_>> = inputs
             .iter()
             .map(|(value, key, ce, partition)| ToSign {

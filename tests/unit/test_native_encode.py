@@ -28,6 +28,7 @@ from govbus.event import EventKind, GovernanceEvent, ProducerInfo
 from govbus.producer import Bus, _tracing
 from govbus.producer._batch import EMPTY_CONTEXT, EventBatchEncoder, NativeBatchEncoder, OutgoingRecord
 from govbus.producer._signing import SigningHook, sign_input
+from govbus.sample import sample_events
 from govbus.signing import Signer, SigningKey
 from govbus.signing._canonical import PROOF_HEAD
 from govbus.signing._merkle import build
@@ -216,6 +217,14 @@ def test_every_event_kind(writer: int) -> None:
     records = compare(batch, writer)
     assert len(records) == len(batch) - (writer == 1)  # v1 has no DATA_EXFILTRATION_DETECTED
     assert natively_encoded(batch, writer) == [kind.name in schema_version(writer).kinds for kind in EventKind]
+
+
+@pytest.mark.parametrize("writer", [1, 2])
+def test_a_full_micro_batch(writer: int) -> None:
+    # 256 events: the size the sender hands over, worked on with the GIL released.
+    batch = [e.replace(kind=EventKind.POLICY_CHECK) if writer == 1 else e for e in sample_events(256, agents=16)]
+    compare(batch, writer)
+    assert all(natively_encoded(batch, writer))
 
 
 class _Text(str):
