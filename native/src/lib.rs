@@ -10,6 +10,7 @@ pub mod event;
 pub mod fuzzing;
 pub mod json;
 pub mod record;
+pub mod sign;
 pub mod verify;
 
 use std::collections::HashMap;
