@@ -9,10 +9,16 @@ Rows (baselines measured here, same machine, same broker, same events):
 * ``emit ... (disk)``: disk mode (journaled to the memory-mapped spool before emit() returns).
 * ``producer throughput``: events acknowledged by the broker per second, from the first emit to
   the last acknowledgement, vs raw confluent-kafka ``produce()`` of the same bytes (pre-encoded
-  records, same producer configuration, a delivery callback counting acknowledgements).
+  records, same producer configuration, a delivery callback counting acknowledgements). The
+  batch step runs on the compiled core when it is installed (docs/native.md).
+* ``producer throughput, signed``: the same with every event signed (Merkle-batched Ed25519),
+  vs raw ``produce()`` of the same signed bytes (signature headers included).
+* ``producer throughput, Python path`` and ``producer throughput, signed, Python path``: the same
+  two with ``GOVBUS_NATIVE=off`` (the pure-Python batch step), measured in the same run.
 * ``encode (to_record)`` etc.: where the time of one event goes, single-threaded.
 
-``GOVBUS_BENCH_PROFILE=1`` also prints a cProfile of the sender and poller threads.
+``GOVBUS_BENCH_PROFILE=1`` also prints a cProfile of the sender and poller threads (signed, memory
+mode). ``GOVBUS_BENCH_PRODUCER_EVENTS`` lowers the number of events of the throughput runs.
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ from _harness import Row, machine, percentile
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from govbus import _accel as govbus_native
 from govbus._contract import Encoder
 from govbus._record import OutRecord, to_record
 from govbus._sample import sample_events
@@ -45,7 +52,7 @@ from govbus.producer import _bus as bus_module
 
 PACED_RATE = 20_000  # events/s for the paced latency runs
 LATENCY_EVENTS = 60_000
-THROUGHPUT_EVENTS = 200_000
+THROUGHPUT_EVENTS = int(os.environ.get("GOVBUS_BENCH_PRODUCER_EVENTS", "200000"))
 AGENTS = 16
 REPEAT = 3
 
@@ -91,21 +98,35 @@ def run(ctx: Any) -> list[Row]:
 
     # -- throughput ------------------------------------------------------------------------------
     # Median of REPEAT runs each (this machine is shared; single runs vary by +-15 %).
+    signing = _signing_settings()
     raw = statistics.median(_raw_throughput(bootstrap, _topic(admin), events) for _ in range(REPEAT))
-    for label, durability in (("", "memory"), (" (disk)", "disk")):
-        runs = sorted(_throughput(bootstrap, _topic(admin), events, durability) for _ in range(REPEAT))
+    raw_signed = statistics.median(_raw_throughput(bootstrap, _topic(admin), events, signing) for _ in range(REPEAT))
+    for label, durability, signed, native in (
+        ("", "memory", False, True),
+        (" (disk)", "disk", False, True),
+        (", signed", "memory", True, True),
+        (", Python path", "memory", False, False),
+        (", signed, Python path", "memory", True, False),
+    ):
+        runs = sorted(
+            _throughput(bootstrap, _topic(admin), events, durability, signing if signed else None, native)
+            for _ in range(REPEAT)
+        )
         rate, cpu = runs[len(runs) // 2]
+        path = "compiled batch step" if native and govbus_native.active() else "pure-Python batch step"
         rows.append(
             Row(
                 f"producer throughput{label}",
                 rate,
                 "ev/s",
-                raw,
-                f"{durability} mode, {len(events)} pre-built sample events (~{_size(events)} B encoded, gc.freeze()), "
+                raw_signed if signed else raw,
+                f"{durability} mode, {'signed (Merkle-batched Ed25519), ' if signed else ''}{path}, "
+                f"{len(events)} pre-built sample events (~{_size(events)} B encoded, gc.freeze()), "
                 "acks=all, idempotent, "
                 f"lz4, linger 5 ms, 3 partitions, emit->ack, median of {REPEAT} (runs {', '.join(f'{r:.0f}' for r, _ in runs)}); "
                 f"{cpu:.0f}% of one core in this process (GIL: the "
-                f"Python side runs on one core); baseline raw confluent-kafka produce() of the same bytes; {where}",
+                "Python side runs on one core); baseline raw confluent-kafka produce() of the same bytes"
+                f"{' (signature headers included)' if signed else ''}; {where}",
             )
         )
 
@@ -131,9 +152,10 @@ def _topic(admin: AdminClient) -> str:
     raise TimeoutError(name)
 
 
-def _bus(bootstrap: str, topic: str, durability: str, **producer: Any) -> Bus:
+def _bus(bootstrap: str, topic: str, durability: str, signing: dict[str, Any] | None = None, **producer: Any) -> Bus:
     settings = load_settings(
         topic=topic,
+        signing=signing or {},
         kafka={"bootstrap_servers": bootstrap},
         producer={
             "durability": durability,
@@ -204,9 +226,31 @@ def _agt_latencies(events: Sequence[GovernanceEvent], paced: bool) -> list[float
         processor.shutdown()
 
 
-def _records(events: Sequence[GovernanceEvent]) -> list[OutRecord]:
+def _records(events: Sequence[GovernanceEvent], signing: dict[str, Any] | None = None) -> list[OutRecord]:
     encoder, producer = Encoder(), bus_module.ProducerInfo("bench", "raw", "host", "raw")
-    return [to_record(e, producer, encoder) for e in events]
+    records = [to_record(e, producer, encoder) for e in events]
+    if signing is None:
+        return records
+    # Signed as the Bus signs them: partitioned by key, signature headers appended per batch.
+    from govbus.producer._partition import Partitioner
+    from govbus.producer._signing import sign_input
+    from govbus.signing import Signer, load_private_key
+
+    signer, partitioner = Signer(load_private_key(signing["private_key_path"])), Partitioner(3)
+    signed: list[OutRecord] = []
+    for start in range(0, len(records), 256):
+        chunk = records[start : start + 256]
+        extra = signer.sign_batch([sign_input(r.value, r.key, r.headers, partitioner(r.key)) for r in chunk])
+        signed.extend(OutRecord(r.key, r.value, [*r.headers, *x]) for r, x in zip(chunk, extra, strict=True))
+    return signed
+
+
+def _signing_settings() -> dict[str, Any]:
+    from govbus.signing import SigningKey, write_private_key
+
+    directory = Path(tempfile.mkdtemp(prefix="govbus-bench-key-"))
+    key = SigningKey.generate("bench-producer")
+    return {"private_key_path": str(write_private_key(key, directory / "bench-producer.pem"))}
 
 
 def _size(events: Sequence[GovernanceEvent]) -> int:
@@ -214,8 +258,10 @@ def _size(events: Sequence[GovernanceEvent]) -> int:
     return sum(len(r.value) for r in records) // len(records)
 
 
-def _raw_throughput(bootstrap: str, topic: str, events: Sequence[GovernanceEvent]) -> float:
-    records = _records(events)
+def _raw_throughput(
+    bootstrap: str, topic: str, events: Sequence[GovernanceEvent], signing: dict[str, Any] | None = None
+) -> float:
+    records = _records(events, signing)
     settings = load_settings(kafka={"bootstrap_servers": bootstrap})
     conf = bus_module.producer_config(settings)
     conf["partitioner"] = "murmur2"
@@ -243,8 +289,25 @@ def _raw_throughput(bootstrap: str, topic: str, events: Sequence[GovernanceEvent
     return len(records) / elapsed
 
 
-def _throughput(bootstrap: str, topic: str, events: Sequence[GovernanceEvent], durability: str) -> tuple[float, float]:
-    with _bus(bootstrap, topic, durability) as bus:
+def _throughput(
+    bootstrap: str,
+    topic: str,
+    events: Sequence[GovernanceEvent],
+    durability: str,
+    signing: dict[str, Any] | None = None,
+    native: bool = True,
+) -> tuple[float, float]:
+    saved = os.environ.get(govbus_native.ENV)
+    if not native:
+        os.environ[govbus_native.ENV] = "off"  # read when the Bus is built
+    try:
+        bus = _bus(bootstrap, topic, durability, signing=signing)
+    finally:
+        if saved is None:
+            os.environ.pop(govbus_native.ENV, None)
+        else:
+            os.environ[govbus_native.ENV] = saved
+    with bus:
         _warm_up(bus, events[-2000:])
         cpu0, started = time.process_time(), time.perf_counter()
         for event in events:
@@ -252,7 +315,7 @@ def _throughput(bootstrap: str, topic: str, events: Sequence[GovernanceEvent], d
         assert bus.flush(300), "not everything was acknowledged"
         elapsed = time.perf_counter() - started
         cpu = time.process_time() - cpu0
-        assert bus.counters().delivered == len(events) + 2000
+        assert bus.counters().delivered == len(events) + 2000, bus.counters()
     return len(events) / elapsed, 100 * cpu / elapsed
 
 
@@ -307,7 +370,52 @@ def _components(events: Sequence[GovernanceEvent], where: str) -> list[Row]:
         Row("librdkafka produce() call", per_event(produce), "us", None, conditions + "; queued, not sent"),
     ]
     raw.purge()
+    out.extend(_batch_steps(events, where))
     return out
+
+
+def _batch_steps(events: Sequence[GovernanceEvent], where: str) -> list[Row]:
+    """The sender's batch step per event, CPU time of one thread: encode 256 events, partition,
+    sign (Merkle-batched Ed25519), on the compiled core and on the Python path."""
+    from govbus.producer import _tracing
+    from govbus.producer._batch import EMPTY_CONTEXT, EventBatchEncoder, NativeBatchEncoder
+    from govbus.producer._partition import Partitioner
+    from govbus.producer._signing import SigningHook
+    from govbus.signing import Signer, SigningKey
+
+    encoder, producer = Encoder(), bus_module.ProducerInfo("bench", "i", "h", "l")
+    tracing, key = _tracing.Tracing("t"), SigningKey.generate("bench-k1")
+    batches = [list(events[i : i + 256]) for i in range(0, len(events), 256)]
+    contexts = [EMPTY_CONTEXT] * 256
+
+    def step(batch_encoder: Any, native: bool) -> float:
+        hook, partitioner = SigningHook(Signer(key), 512), Partitioner(3)
+        if not native:
+            hook._native = None
+        started = time.thread_time()
+        for batch in batches:
+            records = batch_encoder.encode(batch, contexts[: len(batch)], 0, keep=True, unencodable=print)
+            for r in records:
+                r.partition = partitioner(r.key)
+                r.headers = list(r._base)
+            hook("t", records)
+        return (time.thread_time() - started) / len(events) * 1e6
+
+    python = EventBatchEncoder(encoder, producer, tracing, print, key_by="agent_id", source=None)  # type: ignore[arg-type]
+    compiled = govbus_native.batch_encoder(encoder, key_by_session=False, source=None, empty_context=EMPTY_CONTEXT)
+    if compiled is None:
+        return []
+    native = NativeBatchEncoder(compiled, encoder, producer, tracing, print, key_by="agent_id", source=None)  # type: ignore[arg-type]
+    # Interleaved, best of three each: the machine's load drifts between runs.
+    best = {"python": float("inf"), "native": float("inf")}
+    for _ in range(3):
+        best["python"] = min(best["python"], step(python, False))
+        best["native"] = min(best["native"], step(native, True))
+    conditions = f"{len(events)} sample events in batches of 256, encode + partition + sign, CPU time of one thread, best of 3; {where}"
+    return [
+        Row("batch step, encode and sign, compiled", best["native"], "us", best["python"], conditions),
+        Row("batch step, encode and sign, Python path", best["python"], "us", None, conditions),
+    ]
 
 
 def _profile(bootstrap: str, topic: str, events: Sequence[GovernanceEvent]) -> None:
@@ -334,7 +442,7 @@ def _profile(bootstrap: str, topic: str, events: Sequence[GovernanceEvent]) -> N
     for name, (cls, _) in originals.items():
         cls.run = wrapped(name)
     try:
-        with _bus(bootstrap, topic, "memory") as bus:
+        with _bus(bootstrap, topic, "memory", _signing_settings()) as bus:
             caller = cProfile.Profile()
             caller.enable()
             for event in events[:100_000]:

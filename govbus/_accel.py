@@ -14,11 +14,31 @@ import os
 from types import ModuleType
 from typing import Any
 
-from govbus._contract import Decoder, _by_legacy_fingerprint, _fast_layout, _Projection, schema_versions
+from govbus._cloudevents import dataschema
+from govbus._contract import (
+    CONTENT_TYPE,
+    Decoder,
+    Encoder,
+    _by_legacy_fingerprint,
+    _fast_layout,
+    _Projection,
+    schema_versions,
+)
 from govbus.errors import ConfigError
-from govbus.event import EventKind
+from govbus.event import EventKind, FrozenDict, FrozenList
 
-__all__ = ["ENV", "active", "announce", "describe", "intake_batch", "renderer_for", "signature_checker"]
+__all__ = [
+    "ENV",
+    "active",
+    "announce",
+    "batch_encoder",
+    "describe",
+    "intake_batch",
+    "merkle_batch",
+    "record_signer",
+    "renderer_for",
+    "signature_checker",
+]
 
 log = logging.getLogger("govbus.native")
 
@@ -125,6 +145,54 @@ def intake_batch() -> Any | None:
         return None
     assert _MODULE is not None
     return _MODULE.intake_batch
+
+
+def batch_encoder(encoder: Encoder, *, key_by_session: bool, source: str | None, empty_context: object) -> Any | None:
+    """A native producer batch encoder writing as ``encoder`` does (``govbus._native.BatchEncoder``:
+    Avro values, CloudEvents headers, record keys), or None when the compiled core is not in use or
+    does not know the writer schema's layout. Logs once per encoder which path the producer takes."""
+    announce()
+    if not active():
+        log.info("govbus producer batch encode: Python (%s)", describe())
+        return None
+    assert _MODULE is not None
+    layout = _fast_layout(encoder.schema.schema)
+    if layout is None:
+        log.info("govbus producer batch encode: Python (schema v%d has no native writer)", encoder.schema.version)
+        return None
+    kinds = [(kind.value, index, kind.ce_type) for kind, index in layout.kinds.items()]
+    log.info("govbus producer batch encode: native (schema v%d)", encoder.schema.version)
+    return _MODULE.BatchEncoder(
+        encoder.prefix,
+        layout.extras,
+        kinds,
+        CONTENT_TYPE,
+        dataschema(encoder.schema.fingerprint),
+        source,
+        key_by_session,
+        empty_context,
+        (FrozenList, FrozenDict),
+    )
+
+
+def merkle_batch() -> Any | None:
+    """The native leaf hashes + Merkle tree of a batch to sign (``govbus._native.merkle_batch``),
+    or None without the compiled core."""
+    if not active():
+        return None
+    assert _MODULE is not None
+    return _MODULE.merkle_batch
+
+
+def record_signer() -> Any | None:
+    """The native numbering + leaf hashes + Merkle tree of a batch of records, signed through a
+    Python callback and written to the records' headers (``govbus._native.sign_records``, used by
+    ``Signer.sign_in_place``), or None without the compiled core."""
+    announce()
+    if not active():
+        return None
+    assert _MODULE is not None
+    return _MODULE.sign_records
 
 
 def set_panic_probe(value: bytes | None) -> None:

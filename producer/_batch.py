@@ -186,6 +186,59 @@ class EventBatchEncoder:
         )
 
 
+class NativeBatchEncoder(EventBatchEncoder):
+    """The :class:`BatchEncoder` of the compiled core: one native call per micro-batch
+    (``govbus._native.BatchEncoder.encode``: values, CloudEvents headers and keys, GIL released),
+    and the Python encoder for the events it hands back (traced ones, types it does not reproduce
+    exactly, events the writer schema refuses: the Python path words the refusal)."""
+
+    def __init__(
+        self,
+        native: Any,
+        encoder: Encoder,
+        producer: ProducerInfo,
+        tracing: _tracing.Tracing,
+        report: Report,
+        *,
+        key_by: KeyBy,
+        source: str | None,
+    ) -> None:
+        super().__init__(encoder, producer, tracing, report, key_by=key_by, source=source)
+        self.native = native
+
+    def encode(
+        self,
+        events: Sequence[GovernanceEvent],
+        contexts: Sequence[_tracing.Captured],
+        first_seq: int,
+        *,
+        keep: bool,
+        unencodable: Unencodable,
+        producer: ProducerInfo | None = None,
+    ) -> list[OutgoingRecord]:
+        producer = producer or self.producer
+        encoder = self.encoder
+        tail = encoder._producers.get(producer)
+        if tail is None:
+            tail = encoder._producer_tail(producer)
+        if not tail or self.tracing.tracer() is not None:  # spans are made on the Python path
+            return super().encode(events, contexts, first_seq, keep=keep, unencodable=unencodable, producer=producer)
+        outs = self.native.encode(list(events), list(contexts), tail)
+        report = self.report
+        batch: list[OutgoingRecord] = []
+        append = batch.append
+        seq = first_seq
+        for out, event, captured in zip(outs, events, contexts, strict=True):
+            if out is not None:
+                append(OutgoingRecord(seq, out[0], out[1], out[2], keep, None, report))
+            else:
+                batch.extend(
+                    super().encode([event], [captured], seq, keep=keep, unencodable=unencodable, producer=producer)
+                )
+            seq += 1
+        return batch
+
+
 def end_span(record: OutgoingRecord, outcome: str) -> None:
     """Ends the record's send span (if traced) with ``outcome``."""
     publication = record._publication

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any, Self
 
 from confluent_kafka import KafkaException
 
+import govbus._accel
 import govbus._settings
 from govbus._contract import Encoder
 from govbus._registry import configured_schema_id
@@ -49,7 +50,14 @@ from govbus.event import (
     encoded_size_bound,
 )
 from govbus.producer import _tracing
-from govbus.producer._batch import BatchEncoder, BatchHook, EventBatchEncoder, OutgoingRecord
+from govbus.producer._batch import (
+    EMPTY_CONTEXT,
+    BatchEncoder,
+    BatchHook,
+    EventBatchEncoder,
+    NativeBatchEncoder,
+    OutgoingRecord,
+)
 from govbus.producer._delivery import Delivery, DeliveryTracker
 from govbus.producer._errors import BusClosedError, ProducerFatalError, RescueError, SpoolFullError
 from govbus.producer._health import BusCounters, BusHealth
@@ -197,14 +205,7 @@ class Bus:
             spool=spool,
             delivery=delivery,
             metadata=self._metadata,
-            encoder=EventBatchEncoder(
-                self._encoder,
-                self.producer_info,
-                tracing,
-                delivery.on_delivery,
-                key_by=options.key_by,
-                source=options.source,
-            ),
+            encoder=self._batch_encoder(tracing, delivery),
             hook=hook,
             producer_info=self.producer_info,
             tracing=tracing,
@@ -238,6 +239,20 @@ class Bus:
             options.spool_dir,
             f", replaying {spool.recovered} spooled event(s)" if spool.recovered else "",
         )
+
+    def _batch_encoder(self, tracing: _tracing.Tracing, delivery: Delivery) -> BatchEncoder:
+        """The compiled batch encoder when the native core is in use (docs/native.md), else Python."""
+        options = self._options
+        args = (self._encoder, self.producer_info, tracing, delivery.on_delivery)
+        native = govbus._accel.batch_encoder(
+            self._encoder,
+            key_by_session=options.key_by == "session_id",
+            source=options.source,
+            empty_context=EMPTY_CONTEXT,
+        )
+        if native is not None:
+            return NativeBatchEncoder(native, *args, key_by=options.key_by, source=options.source)
+        return EventBatchEncoder(*args, key_by=options.key_by, source=options.source)
 
     @classmethod
     def from_env(cls, **overrides: Any) -> Bus:

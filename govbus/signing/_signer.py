@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Literal, NamedTuple
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 from govbus.signing._canonical import (
     ALG_BYTES,
@@ -43,6 +43,12 @@ if TYPE_CHECKING:
 
 SigningMode = Literal["batch", "per-event"]
 Headers = list[tuple[str, bytes]]
+# govbus._native.sign_records: (kid, stream, next sequence per partition, records, signed_at_ms,
+# the kid/alg/stream headers, sign(root) -> signature) -> the next sequences after, or None.
+SignRecords = Callable[
+    [bytes, bytes, dict[int, int], Sequence[Any], int, tuple[tuple[str, bytes], ...], Callable[[bytes], bytes]],
+    dict[int, int] | None,
+]
 
 _MAX_SEQUENCE = (1 << 64) - 1
 
@@ -195,6 +201,28 @@ class Signer:
                     out.extend(self._sign_each(leaves, seqs, signed_at))
             self._next = counters
             return out
+
+    def sign_in_place(self, sign_records: SignRecords, records: Sequence[Any]) -> bool:
+        """:meth:`sign_batch` done by ``sign_records`` (the compiled core's): numbering, leaf hashes
+        and Merkle paths of records that have ``value``, ``key``, ``headers`` and ``partition``
+        (the signed CloudEvents attributes read from their headers as ``sign_input`` reads them);
+        this signer signs the root; each record's ``headers`` becomes its headers plus the
+        signature headers. Batch mode only. False (nothing consumed, nothing changed) when
+        ``sign_records`` declines the batch: :meth:`sign_batch` then says what is wrong with it."""
+        if self._mode != "batch" or not records or len(records) > MAX_TREE_SIZE:
+            return False
+        with self._lock:
+            signed_at = self._clock()
+            kid, size, key = self._kid, len(records), self._key
+
+            def sign(root: bytes) -> bytes:
+                return key.sign(batch_message(kid=kid, signed_at_ms=signed_at, tree_size=size, root=root))
+
+            after = sign_records(kid, self._stream, self._next, records, signed_at, self._fixed, sign)
+            if after is None:
+                return False
+            self._next = after
+            return True
 
     def _hash(self, records: Sequence[SignInput], counters: dict[int, int]) -> tuple[list[bytes], Headers]:
         # The hot loop: canonical event bytes (docs/signing.md §3) inlined, names bound locally.

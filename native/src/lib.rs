@@ -5,12 +5,14 @@
 //! instead of failing the batch (or the process).
 
 pub mod avro;
+pub mod encode;
 pub mod event;
 pub mod fuzzing;
 pub mod intake;
 pub mod json;
 pub mod otlp;
 pub mod record;
+pub mod sign;
 pub mod verify;
 
 use std::collections::HashMap;
@@ -256,5 +258,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(_set_panic_probe, m)?)?;
     m.add_function(wrap_pyfunction!(otlp::otlp_logs_request, m)?)?;
     m.add_function(wrap_pyfunction!(intake::intake_batch, m)?)?;
+    encode::register(m)?;
     Ok(())
 }

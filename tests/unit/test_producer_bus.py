@@ -405,8 +405,10 @@ def test_an_event_the_encoder_refuses_is_counted_and_kept_not_fatal(
         return real(event, producer)
 
     bus._encoder.encode = encode  # type: ignore[method-assign]
+    # Traced: the compiled batch encoder (docs/native.md) hands it to the Encoder refusing it.
+    poison = GovernanceEvent(agent_id="poison", trace_id="0af7651916cd43dd8448eb211c80319c")
     for i in range(20):
-        bus.emit(GovernanceEvent(agent_id="poison" if i == 7 else "ok"))
+        bus.emit(poison if i == 7 else GovernanceEvent(agent_id="ok"))
     until(lambda: bus.counters().spooled == 19 and bus.counters().failed == 1)
     health = bus.health()
     assert health.state == "spooling"  # the sender thread goes on

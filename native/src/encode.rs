@@ -1,0 +1,698 @@
+//! The producer's batch step, compiled: Avro values (schema v1/v2 layout), CloudEvents headers and
+//! record keys for a micro-batch of events (`BatchEncoder.encode`). Signing the batch is `sign.rs`.
+//!
+//! The pure-Python reference is `govbus._contract._encode_fast` + `govbus._cloudevents.headers_for`
+//! (values, headers) and `govbus.signing.Signer._hash` + `govbus.signing._merkle.build` (leaves,
+//! paths). Everything the compiled code is not sure to reproduce byte for byte (a type it does not
+//! know exactly, a lone surrogate, an integer beyond 64 bits, a year before 1000, a writer schema
+//! that lacks the event's kind or v2 fields, a traced event) comes back as None and is encoded on
+//! the Python path, which also words any refusal; the differential tests hold the two to the same
+//! bytes.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use pyo3::prelude::*;
+use pyo3::pybacked::PyBackedStr;
+use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple, PyType};
+
+// ---- Avro primitives (writer side) ----------------------------------------------------------------
+
+fn varint(out: &mut Vec<u8>, mut n: u64) {
+    while n > 0x7f {
+        out.push((n as u8 & 0x7f) | 0x80);
+        n >>= 7;
+    }
+    out.push(n as u8);
+}
+
+pub fn long(out: &mut Vec<u8>, n: i64) {
+    varint(out, ((n << 1) ^ (n >> 63)) as u64);
+}
+
+pub fn string(out: &mut Vec<u8>, s: &[u8]) {
+    long(out, s.len() as i64);
+    out.extend_from_slice(s);
+}
+
+fn opt_string(out: &mut Vec<u8>, s: Option<&[u8]>) {
+    match s {
+        None => out.push(0),
+        Some(s) => {
+            out.push(2);
+            string(out, s);
+        }
+    }
+}
+
+// ---- time ------------------------------------------------------------------------------------------
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's `days_from_civil`).
+pub fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = if y >= 0 { y } else { y - 399 } / 400;
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// The date of a day count since 1970-01-01 (`civil_from_days`).
+pub fn civil_from_days(z: i64) -> (i64, i64, i64) {
+    let z = z + 719_468;
+    let era = if z >= 0 { z } else { z - 146_096 } / 146_097;
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    (
+        if m <= 2 {
+            yoe + era * 400 + 1
+        } else {
+            yoe + era * 400
+        },
+        m,
+        d,
+    )
+}
+
+/// `govbus._cloudevents.format_time` of the UTC instant `micros` since the epoch; None for years
+/// outside 1000-9999 (glibc's unpadded `%Y` below 1000, overflow above: the Python path decides).
+pub fn format_time(micros: i64) -> Option<String> {
+    let days = micros.div_euclid(86_400_000_000);
+    let rest = micros.rem_euclid(86_400_000_000);
+    let (y, m, d) = civil_from_days(days);
+    if !(1000..=9999).contains(&y) {
+        return None;
+    }
+    let secs = rest / 1_000_000;
+    Some(format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
+        y,
+        m,
+        d,
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60,
+        rest % 1_000_000
+    ))
+}
+
+/// `urllib.parse.quote(text, safe='')`: everything but ASCII letters, digits and `_.-~` as %XX.
+pub fn quote(out: &mut Vec<u8>, text: &[u8]) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    for &b in text {
+        if b.is_ascii_alphanumeric() || b"_.-~".contains(&b) {
+            out.push(b);
+        } else {
+            out.extend_from_slice(&[b'%', HEX[(b >> 4) as usize], HEX[(b & 15) as usize]]);
+        }
+    }
+}
+
+// ---- one event -------------------------------------------------------------------------------------
+
+/// An attribute value as the writer's union branches see it.
+pub enum Attr<S: AsRef<[u8]>> {
+    Null,
+    Bool(bool),
+    Long(i64),
+    Double(f64),
+    Str(S),
+    Bytes(Vec<u8>),
+    Json(Vec<u8>),
+}
+
+/// What the writer reads of one event (strings as UTF-8).
+pub struct Fields<S: AsRef<[u8]>> {
+    pub event_id: S,
+    pub micros: i64,
+    pub kind: usize, // index into Plan::kinds
+    pub severity: S,
+    pub agent_id: S,
+    pub agent_did: Option<S>,
+    pub session_id: Option<S>,
+    pub action: S,
+    pub resource: Option<S>,
+    pub decision: S,
+    pub reason: S,
+    pub policy_name: Option<S>,
+    pub latency_ms: f64,
+    pub attributes: Vec<(S, Attr<S>)>,
+    pub schema_version: S,
+    pub tenant_id: Option<S>,
+    pub policy_version: Option<S>,
+    pub risk_score: Option<f64>,
+}
+
+/// The writer's fixed configuration: framing prefix, layout, kinds, and the headers' constants.
+pub struct Plan {
+    pub prefix: Vec<u8>,
+    pub extras: bool,
+    pub kinds: Vec<(String, Vec<u8>, Vec<u8>)>, // (EventKind value, Avro enum index, ce_type) per kind the schema has
+    pub content_type: Vec<u8>,
+    pub dataschema: Vec<u8>,
+    pub source: Option<Vec<u8>>,
+    pub key_by_session: bool,
+}
+
+/// One encoded record: key, value, and the header values in `HEADERS` order (session id last, if any).
+pub struct Encoded {
+    pub key: Vec<u8>,
+    pub value: Vec<u8>,
+    pub id: Vec<u8>,
+    pub source: Vec<u8>,
+    pub time: Vec<u8>,
+    pub session: Option<Vec<u8>>,
+}
+
+fn b<S: AsRef<[u8]>>(s: &S) -> &[u8] {
+    s.as_ref()
+}
+
+/// The record of one event, or None when the Python path must encode it.
+pub fn encode_event<S: AsRef<[u8]>>(plan: &Plan, f: &Fields<S>, tail: &[u8]) -> Option<Encoded> {
+    let v2 = f.tenant_id.is_some() || f.policy_version.is_some() || f.risk_score.is_some();
+    if v2 && !plan.extras {
+        return None; // a v1 writer cannot carry them: the Python path refuses with the reason
+    }
+    let time = format_time(f.micros)?;
+    let (_, kind_index, _) = plan.kinds.get(f.kind)?;
+    let mut v = Vec::with_capacity(256 + tail.len());
+    v.extend_from_slice(&plan.prefix);
+    string(&mut v, b(&f.event_id));
+    long(&mut v, f.micros);
+    v.extend_from_slice(kind_index);
+    string(&mut v, b(&f.severity));
+    string(&mut v, b(&f.agent_id));
+    opt_string(&mut v, f.agent_did.as_ref().map(b));
+    opt_string(&mut v, f.session_id.as_ref().map(b));
+    string(&mut v, b(&f.action));
+    opt_string(&mut v, f.resource.as_ref().map(b));
+    string(&mut v, b(&f.decision));
+    string(&mut v, b(&f.reason));
+    opt_string(&mut v, f.policy_name.as_ref().map(b));
+    v.extend_from_slice(&f.latency_ms.to_le_bytes());
+    v.extend_from_slice(&[0, 0, 0]); // trace_id, span_id, parent_span_id: only untraced events come here
+    if !f.attributes.is_empty() {
+        long(&mut v, f.attributes.len() as i64);
+        for (key, value) in &f.attributes {
+            string(&mut v, b(key));
+            match value {
+                Attr::Null => v.push(0),
+                Attr::Bool(x) => v.extend_from_slice(&[2, *x as u8]),
+                Attr::Long(n) => {
+                    v.push(4);
+                    long(&mut v, *n);
+                }
+                Attr::Double(x) => {
+                    v.push(6);
+                    v.extend_from_slice(&x.to_le_bytes());
+                }
+                Attr::Str(s) => {
+                    v.push(8);
+                    string(&mut v, b(s));
+                }
+                Attr::Bytes(s) => {
+                    v.push(10);
+                    string(&mut v, s);
+                }
+                Attr::Json(text) => {
+                    v.push(12);
+                    string(&mut v, text);
+                }
+            }
+        }
+    }
+    v.push(0);
+    string(&mut v, b(&f.schema_version));
+    v.extend_from_slice(tail);
+    if plan.extras {
+        opt_string(&mut v, f.tenant_id.as_ref().map(b));
+        opt_string(&mut v, f.policy_version.as_ref().map(b));
+        match f.risk_score {
+            None => v.push(0),
+            Some(x) => {
+                v.push(2);
+                v.extend_from_slice(&x.to_le_bytes());
+            }
+        }
+    }
+    let source = match (&plan.source, &f.agent_did) {
+        (Some(s), _) => s.clone(),
+        (None, Some(did)) if !b(did).is_empty() => b(did).to_vec(),
+        (None, _) => {
+            let mut s = b"/agent-os/agent/".to_vec();
+            quote(&mut s, b(&f.agent_id));
+            s
+        }
+    };
+    let session = f.session_id.as_ref().map(b).filter(|s| !s.is_empty());
+    let key = match session {
+        Some(s) if plan.key_by_session => s.to_vec(),
+        _ => b(&f.agent_id).to_vec(),
+    };
+    Some(Encoded {
+        key,
+        value: v,
+        id: b(&f.event_id).to_vec(),
+        source,
+        time: time.into_bytes(),
+        session: session.map(|s| s.to_vec()),
+    })
+}
+
+// ---- the Python binding ----------------------------------------------------------------------------
+
+/// Batches from this size on are worked on with the GIL released. Smaller ones (a kernel emitting
+/// a few events at a time) keep it: their work takes a few microseconds, while getting the GIL
+/// back from a busy thread can take a switch interval (5 ms) and would delay the batch's delivery.
+const RELEASE_GIL_FROM: usize = 32;
+
+pub(crate) fn unlocked<T: Send, F: FnOnce() -> T + Send + pyo3::marker::Ungil>(
+    py: Python<'_>,
+    n: usize,
+    f: F,
+) -> T {
+    if n >= RELEASE_GIL_FROM {
+        py.allow_threads(f)
+    } else {
+        f()
+    }
+}
+
+type PyFields = Fields<PyBackedStr>;
+
+/// Reads one event's fields (GIL held); None: the Python path encodes it.
+fn extract(enc: &BatchEncoder, py: Python<'_>, e: &Bound<'_, PyAny>) -> PyResult<Option<PyFields>> {
+    macro_rules! attr {
+        ($name:literal) => {
+            e.getattr(pyo3::intern!(py, $name))?
+        };
+    }
+    fn text(o: &Bound<'_, PyAny>) -> Option<PyBackedStr> {
+        if o.is_exact_instance_of::<PyString>() {
+            o.extract::<PyBackedStr>().ok() // a lone surrogate fails here: the Python path decides
+        } else {
+            None
+        }
+    }
+    fn opt_text(o: &Bound<'_, PyAny>) -> Option<Option<PyBackedStr>> {
+        if o.is_none() {
+            Some(None)
+        } else {
+            text(o).map(Some)
+        }
+    }
+    fn float(o: &Bound<'_, PyAny>) -> Option<f64> {
+        o.downcast_exact::<PyFloat>().ok().map(|f| f.value())
+    }
+    if !attr!("trace_id").is_none() {
+        return Ok(None); // traced: the Python path adds traceparent
+    }
+    let kind = attr!("kind");
+    let Ok(kind_value) = kind.extract::<PyBackedStr>() else {
+        return Ok(None);
+    };
+    let Some(kind) = enc
+        .plan
+        .kinds
+        .iter()
+        .position(|(k, _, _)| k.as_str() == &*kind_value)
+    else {
+        return Ok(None);
+    };
+    let occurred = attr!("occurred_at");
+    if !occurred.get_type().is(enc.datetime.bind(py)) {
+        return Ok(None); // a datetime subclass (e.g. with nanoseconds): the Python path
+    }
+    let Some(micros) = micros(py, &occurred, enc.utc.bind(py))? else {
+        return Ok(None);
+    };
+    let attributes = attr!("attributes");
+    let Ok(attributes) = attributes.downcast::<PyDict>() else {
+        return Ok(None);
+    };
+    let mut attrs = Vec::with_capacity(attributes.len());
+    for (k, value) in attributes.iter() {
+        let Some(k) = text(&k) else { return Ok(None) };
+        let Some(a) = attr_value(enc, &value) else {
+            return Ok(None);
+        };
+        attrs.push((k, a));
+    }
+    let risk = attr!("risk_score");
+    let risk_score = if risk.is_none() {
+        None
+    } else {
+        match float(&risk) {
+            Some(x) => Some(x),
+            None => return Ok(None),
+        }
+    };
+    macro_rules! req {
+        ($name:literal) => {
+            match text(&attr!($name)) {
+                Some(s) => s,
+                None => return Ok(None),
+            }
+        };
+    }
+    macro_rules! opt {
+        ($name:literal) => {
+            match opt_text(&attr!($name)) {
+                Some(s) => s,
+                None => return Ok(None),
+            }
+        };
+    }
+    let Some(latency_ms) = float(&attr!("latency_ms")) else {
+        return Ok(None);
+    };
+    Ok(Some(Fields {
+        event_id: req!("event_id"),
+        micros,
+        kind,
+        severity: req!("severity"),
+        agent_id: req!("agent_id"),
+        agent_did: opt!("agent_did"),
+        session_id: opt!("session_id"),
+        action: req!("action"),
+        resource: opt!("resource"),
+        decision: req!("decision"),
+        reason: req!("reason"),
+        policy_name: opt!("policy_name"),
+        latency_ms,
+        attributes: attrs,
+        schema_version: req!("schema_version"),
+        tenant_id: opt!("tenant_id"),
+        policy_version: opt!("policy_version"),
+        risk_score,
+    }))
+}
+
+/// Microseconds since the epoch of an aware datetime (`occurred_at - EPOCH`), read from its
+/// fields and `utcoffset()` (the stable ABI has no datetime C API); None: not a plain datetime.
+fn micros(py: Python<'_>, dt: &Bound<'_, PyAny>, utc: &Bound<'_, PyAny>) -> PyResult<Option<i64>> {
+    let int = |name: &Bound<'_, PyString>, o: &Bound<'_, PyAny>| -> PyResult<i64> {
+        o.getattr(name)?.extract()
+    };
+    // datetime.UTC's offset is zero: one call fewer for the common case.
+    let tz = dt.getattr(pyo3::intern!(py, "tzinfo"))?;
+    let offset = if tz.is(utc) {
+        None
+    } else {
+        Some(dt.call_method0(pyo3::intern!(py, "utcoffset"))?)
+    };
+    if offset.as_ref().is_some_and(|o| o.is_none()) {
+        return Ok(None);
+    }
+    let days = days_from_civil(
+        int(pyo3::intern!(py, "year"), dt)?,
+        int(pyo3::intern!(py, "month"), dt)?,
+        int(pyo3::intern!(py, "day"), dt)?,
+    );
+    let local = ((days * 24 + int(pyo3::intern!(py, "hour"), dt)?) * 60
+        + int(pyo3::intern!(py, "minute"), dt)?)
+        * 60
+        + int(pyo3::intern!(py, "second"), dt)?;
+    let off = match offset {
+        None => 0,
+        Some(offset) => {
+            (int(pyo3::intern!(py, "days"), &offset)? * 86_400
+                + int(pyo3::intern!(py, "seconds"), &offset)?)
+                * 1_000_000
+                + int(pyo3::intern!(py, "microseconds"), &offset)?
+        }
+    };
+    Ok(Some(
+        local * 1_000_000 + int(pyo3::intern!(py, "microsecond"), dt)? - off,
+    ))
+}
+
+/// An attribute value's union branch, as `_encode_fast` chooses it; None: the Python path decides.
+fn attr_value(enc: &BatchEncoder, v: &Bound<'_, PyAny>) -> Option<Attr<PyBackedStr>> {
+    if v.is_none() {
+        Some(Attr::Null)
+    } else if let Ok(x) = v.downcast_exact::<PyBool>() {
+        Some(Attr::Bool(x.is_true()))
+    } else if v.is_exact_instance_of::<PyInt>() {
+        v.extract::<i64>().ok().map(Attr::Long)
+    } else if let Ok(x) = v.downcast_exact::<PyFloat>() {
+        Some(Attr::Double(x.value()))
+    } else if v.is_exact_instance_of::<PyString>() {
+        v.extract::<PyBackedStr>().ok().map(Attr::Str)
+    } else if v.is_exact_instance_of::<PyBytes>() {
+        v.downcast_exact::<PyBytes>()
+            .ok()
+            .map(|x| Attr::Bytes(x.as_bytes().to_vec()))
+    } else {
+        let mut out = Vec::new();
+        json_value(enc, v, &mut out, 0)?;
+        Some(Attr::Json(out))
+    }
+}
+
+/// A nested attribute as CPython's C JSON encoder writes it with `ensure_ascii=False`, compact
+/// separators and `allow_nan=False`; None for anything not of an exact JSON type.
+fn json_value(
+    enc: &BatchEncoder,
+    v: &Bound<'_, PyAny>,
+    out: &mut Vec<u8>,
+    depth: usize,
+) -> Option<()> {
+    if depth > 64 {
+        return None;
+    }
+    if v.is_none() {
+        out.extend_from_slice(b"null");
+    } else if let Ok(x) = v.downcast_exact::<PyBool>() {
+        out.extend_from_slice(if x.is_true() { b"true" } else { b"false" });
+    } else if v.is_exact_instance_of::<PyInt>() {
+        out.extend_from_slice(v.extract::<i64>().ok()?.to_string().as_bytes());
+    } else if let Ok(x) = v.downcast_exact::<PyFloat>() {
+        let x = x.value();
+        if !x.is_finite() {
+            return None;
+        }
+        crate::json::float(out, x);
+    } else if v.is_exact_instance_of::<PyString>() {
+        crate::json::string(out, &v.extract::<PyBackedStr>().ok()?);
+    } else {
+        let t = v.get_type();
+        let is = |other: &Py<PyType>| t.is(other.bind(v.py()));
+        if is(&enc.list) || is(&enc.frozen_list) || is(&enc.tuple) {
+            out.push(b'[');
+            for (i, item) in v.try_iter().ok()?.enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                json_value(enc, &item.ok()?, out, depth + 1)?;
+            }
+            out.push(b']');
+        } else if is(&enc.dict) || is(&enc.frozen_dict) {
+            out.push(b'{');
+            let d = v.downcast::<PyDict>().ok()?;
+            for (i, (k, item)) in d.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                if !k.is_exact_instance_of::<PyString>() {
+                    return None; // the C encoder converts int/float/bool keys: the Python path does it
+                }
+                crate::json::string(out, &k.extract::<PyBackedStr>().ok()?);
+                out.push(b':');
+                json_value(enc, &item, out, depth + 1)?;
+            }
+            out.push(b'}');
+        } else {
+            return None;
+        }
+    }
+    Some(())
+}
+
+/// The compiled batch step of the producer: see the module documentation.
+#[pyclass(module = "govbus._native", frozen)]
+pub struct BatchEncoder {
+    plan: Plan,
+    empty_context: PyObject,
+    utc: PyObject,
+    datetime: Py<PyType>,
+    list: Py<PyType>,
+    tuple: Py<PyType>,
+    dict: Py<PyType>,
+    frozen_list: Py<PyType>,
+    frozen_dict: Py<PyType>,
+}
+
+const NAMES: [&str; 9] = [
+    "ce_specversion",
+    "ce_id",
+    "ce_source",
+    "ce_type",
+    "ce_time",
+    "ce_subject",
+    "content-type",
+    "ce_dataschema",
+    "ce_sessionid",
+];
+
+#[pymethods]
+impl BatchEncoder {
+    /// `kinds`: (EventKind value, encoded Avro enum index, ce_type) for each kind the writer schema
+    /// has; `types`: (FrozenList, FrozenDict); `empty_context`: the trace context of no span.
+    #[new]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        py: Python<'_>,
+        prefix: Vec<u8>,
+        extras: bool,
+        kinds: Vec<(String, Vec<u8>, String)>,
+        content_type: String,
+        dataschema: String,
+        source: Option<String>,
+        key_by_session: bool,
+        empty_context: PyObject,
+        types: (Py<PyType>, Py<PyType>),
+    ) -> PyResult<Self> {
+        let module = py.import("datetime")?;
+        let utc = module.getattr("timezone")?.getattr("utc")?.unbind();
+        let datetime = module
+            .getattr("datetime")?
+            .downcast_into::<PyType>()?
+            .unbind();
+        Ok(BatchEncoder {
+            plan: Plan {
+                prefix,
+                extras,
+                kinds: kinds
+                    .into_iter()
+                    .map(|(k, i, t)| (k, i, t.into_bytes()))
+                    .collect(),
+                content_type: content_type.into_bytes(),
+                dataschema: dataschema.into_bytes(),
+                source: source.filter(|s| !s.is_empty()).map(String::into_bytes),
+                key_by_session,
+            },
+            empty_context,
+            utc,
+            datetime,
+            list: py.get_type::<PyList>().unbind(),
+            tuple: py.get_type::<PyTuple>().unbind(),
+            dict: py.get_type::<PyDict>().unbind(),
+            frozen_list: types.0,
+            frozen_dict: types.1,
+        })
+    }
+
+    /// Per event, `(key, value, headers)`, or None when the Python path must encode it (traced,
+    /// or anything the compiled writer does not reproduce exactly). `tail`: the encoded producer
+    /// record and contract version (`Encoder._producer_tail`).
+    fn encode<'py>(
+        &self,
+        py: Python<'py>,
+        events: &Bound<'py, PyList>,
+        contexts: &Bound<'py, PyList>,
+        tail: &[u8],
+    ) -> PyResult<Bound<'py, PyList>> {
+        let empty = self.empty_context.bind(py);
+        let mut fields: Vec<Option<PyFields>> = Vec::with_capacity(events.len());
+        for (e, c) in events.iter().zip(contexts.iter()) {
+            fields.push(if c.is_none() || c.is(empty) {
+                extract(self, py, &e)?
+            } else {
+                None
+            });
+        }
+        let plan = &self.plan;
+        let encoded: Vec<Option<Encoded>> = unlocked(py, fields.len(), || {
+            fields
+                .iter()
+                .map(|f| {
+                    let f = f.as_ref()?;
+                    catch_unwind(AssertUnwindSafe(|| encode_event(plan, f, tail)))
+                        .ok()
+                        .flatten()
+                })
+                .collect()
+        });
+        let names: Vec<Bound<'py, PyString>> =
+            NAMES.iter().map(|n| PyString::intern(py, n)).collect();
+        let spec = (names[0].clone(), PyBytes::new(py, b"1.0")).into_pyobject(py)?;
+        let subject_of = |f: &PyFields| PyBytes::new(py, f.agent_id.as_bytes());
+        let content = (names[6].clone(), PyBytes::new(py, &plan.content_type)).into_pyobject(py)?;
+        let schema = (names[7].clone(), PyBytes::new(py, &plan.dataschema)).into_pyobject(py)?;
+        let ce_types: Vec<Bound<'py, PyTuple>> = plan
+            .kinds
+            .iter()
+            .map(|(_, _, t)| (names[3].clone(), PyBytes::new(py, t)).into_pyobject(py))
+            .collect::<Result<_, _>>()?;
+        let result = PyList::empty(py);
+        for (out, f) in encoded.into_iter().zip(fields.iter()) {
+            let (Some(r), Some(f)) = (out, f) else {
+                result.append(py.None())?;
+                continue;
+            };
+            let headers = PyList::empty(py);
+            headers.append(&spec)?;
+            headers.append((&names[1], PyBytes::new(py, &r.id)))?;
+            headers.append((&names[2], PyBytes::new(py, &r.source)))?;
+            headers.append(&ce_types[f.kind])?;
+            headers.append((&names[4], PyBytes::new(py, &r.time)))?;
+            headers.append((&names[5], subject_of(f)))?;
+            headers.append(&content)?;
+            headers.append(&schema)?;
+            if let Some(s) = &r.session {
+                headers.append((&names[8], PyBytes::new(py, s)))?;
+            }
+            result.append((
+                PyBytes::new(py, &r.key),
+                PyBytes::new(py, &r.value),
+                headers,
+            ))?;
+        }
+        Ok(result)
+    }
+}
+
+/// Reads one record `(value, key, headers, partition)` to sign; None when the Python signer must
+/// judge it (it raises the reference's error).
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<BatchEncoder>()?;
+    crate::sign::register(m)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn time_round_trip() {
+        assert_eq!(
+            format_time(0).as_deref(),
+            Some("1970-01-01T00:00:00.000000Z")
+        );
+        assert_eq!(
+            format_time(-1).as_deref(),
+            Some("1969-12-31T23:59:59.999999Z")
+        );
+        assert_eq!(
+            format_time(951_782_400_000_001).as_deref(),
+            Some("2000-02-29T00:00:00.000001Z")
+        );
+        assert_eq!(days_from_civil(2000, 2, 29), 11_016);
+        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
+        assert!(format_time(days_from_civil(999, 12, 31) * 86_400_000_000).is_none());
+    }
+
+    #[test]
+    fn quote_like_urllib() {
+        let mut out = Vec::new();
+        quote(&mut out, "a b/é~_.-".as_bytes());
+        assert_eq!(out, b"a%20b%2F%C3%A9~_.-");
+    }
+}
