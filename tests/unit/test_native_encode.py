@@ -338,7 +338,7 @@ def test_the_bus_says_which_encoder_it_uses(
     mode: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     monkeypatch.setenv("GOVBUS_NATIVE", mode)
-    with caplog.at_level(logging.INFO, logger="govbus._accel"):
+    with caplog.at_level(logging.INFO, logger="govbus.native"):
         bus = Bus(topic="t", kafka={"bootstrap_servers": closed_port()}, producer={"spool_dir": str(tmp_path)})
     try:
         encoder = bus._sender.encoder
