@@ -20,7 +20,6 @@ restarted on its own, keeping its port::
 from __future__ import annotations
 
 import atexit
-import concurrent.futures
 import json
 import os
 import shutil
@@ -43,7 +42,20 @@ from ._config import HOST, JVM_OPTIONS, free_port, new_cluster_id
 from ._fetch import KAFKA_VERSION
 from ._probe import _SILENT, _ignore
 
-_COORDINATOR_MOVING = frozenset({"NOT_COORDINATOR", "COORDINATOR_LOAD_IN_PROGRESS", "COORDINATOR_NOT_AVAILABLE"})
+OFFSETS_TOPIC = "__consumer_offsets"
+
+
+def group_partition(group: str, partitions: int) -> int:
+    """The ``__consumer_offsets`` partition of ``group``, as the broker computes it:
+    ``Utils.abs(groupId.hashCode()) % partitions`` (Java's String hash over UTF-16 code units,
+    32-bit wrap-around; ``Utils.abs(Integer.MIN_VALUE)`` is 0)."""
+    units = group.encode("utf-16-be")
+    h = 0
+    for k in range(0, len(units), 2):
+        h = (31 * h + int.from_bytes(units[k : k + 2], "big")) & 0xFFFFFFFF
+    signed = h - (1 << 32) if h >= 1 << 31 else h
+    return (0 if signed == -(1 << 31) else abs(signed)) % partitions
+
 
 _CLUSTER_STATE = "cluster.json"
 _CONTROLLER_BASE_ID = 100  # controllers are 101, 102, …; brokers 1, 2, 3 (ids are cluster-wide)
@@ -382,30 +394,29 @@ class LocalCluster:
         return {p: int(m.leader) for p, m in meta.partitions.items()}
 
     def coordinator(self, group: str, timeout: float = 60.0) -> int:
-        """The broker id coordinating consumer group ``group``. While the coordinator moves (after a
-        broker came back) the answer is NOT_COORDINATOR or a load in progress: asked again until
-        ``timeout``."""
+        """The broker id coordinating consumer group ``group``: the leader of the
+        ``__consumer_offsets`` partition the group id hashes to (Kafka's ``partitionFor``:
+        ``abs(groupId.hashCode()) % partitions``), read from metadata.
+
+        Not from DescribeGroups: right after brokers come back its answer stayed NOT_COORDINATOR,
+        or none came, for over a minute at a time (a 30-minute soak stopped three times on it),
+        while metadata answers as soon as one broker does. Asked again until ``timeout`` while the
+        partition has no leader."""
         deadline = time.monotonic() + timeout
         while True:
             try:
-                desc = self.admin().describe_consumer_groups([group], request_timeout=10)[group].result(timeout=10)
-                return int(desc.coordinator.id)
-            except concurrent.futures.TimeoutError:
-                # No answer at all (a saturated machine, a coordinator still loading): a 30-minute
-                # soak stopped at minute 9 on this. Ask again with a new client (librdkafka#4605).
-                self._admin = None
-                if time.monotonic() > deadline:
-                    raise
-            except KafkaException as exc:
-                err = exc.args[0] if exc.args else None
-                name = getattr(err, "name", lambda: "")()
-                if name == "_TIMED_OUT":
-                    self._admin = None  # as above: no answer within request_timeout
-                elif name not in _COORDINATOR_MOVING:
-                    raise
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.2)
+                topic = self.admin().list_topics(topic=OFFSETS_TOPIC, timeout=10.0).topics.get(OFFSETS_TOPIC)
+            except KafkaException:
+                topic = None
+            if topic is not None and topic.error is None and topic.partitions:
+                leader = int(topic.partitions[group_partition(group, len(topic.partitions))].leader)
+                if leader >= 0:
+                    return leader
+            if time.monotonic() > deadline:
+                raise BrokerError(
+                    f"no leader for the {OFFSETS_TOPIC} partition of group {group} within {timeout:.0f} s"
+                )
+            time.sleep(0.2)
 
     def under_replicated(self, topics: Iterable[str] | None = None) -> list[str]:
         """``topic[partition]`` of every partition whose ISR is smaller than its replica set."""

@@ -108,3 +108,12 @@ def test_ensure_topic_on_an_existing_topic_needs_no_controller(local_cluster: Lo
         assert ensure_topic(conf, topic, partitions=2, timeout=10) == 2
     finally:
         controller.start()
+
+
+def test_the_coordinator_from_metadata_is_the_one_the_group_reports(rig: Rig) -> None:
+    """The fault harness finds a group's coordinator by hashing the group id onto
+    __consumer_offsets (as the broker does) and reading that partition's leader from metadata."""
+    rig.wait_flowing(50)
+    group = "govbus.sink.file"
+    described = rig.cluster.admin().describe_consumer_groups([group], request_timeout=20)[group].result(timeout=30)
+    assert rig.cluster.coordinator(group) == described.coordinator.id
