@@ -118,7 +118,7 @@ def run(ctx: Any) -> list[Row]:
 
     class _FakeBus:
         producer_info = ProducerInfo("bench", "1" * 32, "h", "l")
-        _partitioner = type("P", (), {"partitions": PARTITIONS})()
+        _metadata = type("M", (), {"partitioner": type("P", (), {"partitions": PARTITIONS})()})()
         emitted = 0
 
         def counters(self) -> Any:
