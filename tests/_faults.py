@@ -482,7 +482,14 @@ def two_down(rig: Rig, *, outage_s: float = 8.0) -> FaultRow:
     for broker in victims:
         cluster.kill_broker(broker)
     # Bounded generously: on a saturated machine one gate refresh (every check in turn) can take seconds.
-    wait_for(lambda: any(UNDER_MIN_ISR in why for _, why in rig.reason_log), 90, what="the gate's under-min-ISR denial")
+    try:
+        wait_for(
+            lambda: any(UNDER_MIN_ISR in why for _, why in rig.reason_log), 90, what="the gate's under-min-ISR denial"
+        )
+    except AssertionError:
+        if not rig.steady:
+            raise
+        # A soak goes on: its row shows the gate's reasons and no ISR denial time (what the test asserts).
     # The outage lasts a while with traffic flowing into it: the producer must keep what emit() took.
     deadline = time.monotonic() + outage_s
     while time.monotonic() < deadline:
