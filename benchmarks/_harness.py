@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import statistics
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -68,6 +69,38 @@ def write(rows: Sequence[Row], *, keep_others: bool = False) -> None:
         kept = [new.pop(row["name"], row) for row in old]
         out = kept + [row for row in out if row["name"] in new]
     RESULTS.write_text(json.dumps(out, indent=2) + "\n")
+
+
+def aggregate(rounds: Sequence[Sequence[Row]]) -> list[Row]:
+    """One row per name over several rounds of the same benchmarks: the median value and the
+    median baseline (each round measured its baseline side by side), the range of both and of the
+    per-round ratio in the conditions. The machine is shared and noisy: one run is an anecdote."""
+    order: dict[str, list[Row]] = {}
+    for rows in rounds:
+        for row in rows:
+            order.setdefault(row.name, []).append(row)
+    out = []
+    for name, rows in order.items():
+        last = rows[-1]
+        if len(rows) == 1:
+            out.append(last)
+            continue
+        values = [r.value for r in rows]
+        baselines = [r.baseline for r in rows if r.baseline is not None]
+        ratios = [r.ratio for r in rows if r.ratio is not None]
+        spread = f"median of {len(rows)} rounds, range {min(values):.4g}-{max(values):.4g} {last.unit}"
+        if len(ratios) > 1:
+            spread += f", ratio {min(ratios):.3g}-{max(ratios):.3g}"
+        out.append(
+            Row(
+                name,
+                statistics.median(values),
+                last.unit,
+                statistics.median(baselines) if baselines else None,
+                f"{spread}; {last.conditions}",
+            )
+        )
+    return out
 
 
 def table(rows: Sequence[Row]) -> str:

@@ -6,6 +6,9 @@ Each benchmark module exposes ``run(ctx: Context) -> list[Row]``. Benchmarks tha
 
 Usage: python benchmarks/run.py [name-filter ...]   (with filters, only the rows of the benchmarks
 that ran are replaced in results.json)
+
+Every benchmark runs ``GOVBUS_BENCH_ROUNDS`` times (default 3, interleaved); each row written is the
+median of its rounds, with the range of the value and of the ratio in its conditions.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from types import ModuleType
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from _harness import Row, table, write
+from _harness import Row, aggregate, table, write
 
 
 class Context:
@@ -55,23 +58,31 @@ def _load(path: Path) -> ModuleType:
 
 def main(argv: list[str]) -> int:
     wanted = argv[1:]
+    rounds = int(os.environ.get("GOVBUS_BENCH_ROUNDS", "3"))
     ctx = Context()
-    rows: list[Row] = []
+    runs: list[list[Row]] = []
     failed: list[str] = []
     try:
-        for path in sorted(Path(__file__).parent.glob("bench_*.py")):
-            if wanted and not any(w in path.stem for w in wanted):
-                continue
-            print(f"# {path.stem} …", flush=True)
-            started = time.monotonic()
-            try:
-                rows.extend(_load(path).run(ctx))
-            except Exception:
-                traceback.print_exc()
-                failed.append(path.stem)
-            print(f"#   {time.monotonic() - started:.1f} s", flush=True)
+        # Rounds interleave the benchmarks (all of them, then all again) so a burst of load on the
+        # shared machine lands in one round of several rows, not in every round of one row.
+        for number in range(1, rounds + 1):
+            rows: list[Row] = []
+            for path in sorted(Path(__file__).parent.glob("bench_*.py")):
+                if wanted and not any(w in path.stem for w in wanted):
+                    continue
+                print(f"# round {number}/{rounds}: {path.stem} …", flush=True)
+                started = time.monotonic()
+                try:
+                    rows.extend(_load(path).run(ctx))
+                except Exception:
+                    traceback.print_exc()
+                    if path.stem not in failed:
+                        failed.append(path.stem)
+                print(f"#   {time.monotonic() - started:.1f} s", flush=True)
+            runs.append(rows)
     finally:
         ctx.close()
+    rows = aggregate(runs)
     # A filtered run updates its own rows and keeps the others' figures.
     write(rows, keep_others=bool(wanted))
     print(table(rows))

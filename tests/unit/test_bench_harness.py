@@ -41,3 +41,16 @@ def test_full_run_writes_only_its_rows(harness: ModuleType) -> None:
     harness.write([row("a", 1.0, "us"), row("b", 2.0, "us")])
     harness.write([row("b", 5.0, "us")])
     assert _names_values(harness.RESULTS) == [("b", 5.0)]
+
+
+def test_rounds_aggregate_to_the_median_with_the_range(harness: ModuleType) -> None:
+    row = harness.Row
+    rounds = [
+        [row("x", 10.0, "ev/s", 100.0, "c"), row("only-once", 1.0, "us")],
+        [row("x", 30.0, "ev/s", 100.0, "c")],
+        [row("x", 20.0, "ev/s", 50.0, "c")],
+    ]
+    x, once = harness.aggregate(rounds)
+    assert (x.name, x.value, x.baseline, x.ratio) == ("x", 20.0, 100.0, 0.2)
+    assert x.conditions == "median of 3 rounds, range 10-30 ev/s, ratio 0.1-0.4; c"
+    assert once == row("only-once", 1.0, "us")
