@@ -148,14 +148,47 @@ pub fn merkle(
     Some((root, out))
 }
 
-fn to_sign(
-    item: &Bound<'_, PyAny>,
-) -> Option<(
+type Input = (
     PyBackedBytes,
     Option<PyBackedBytes>,
     [Option<PyBackedBytes>; 4],
     u32,
-)> {
+);
+
+/// [`merkle`] over what [`to_sign`] read, with the GIL released for a large batch; a panic is
+/// None (the Python signer then judges the batch).
+fn merkle_unlocked(
+    py: Python<'_>,
+    kid: &[u8],
+    stream: &[u8],
+    counters: &mut HashMap<u32, u64>,
+    inputs: &[Input],
+    signed_at: u64,
+) -> Option<([u8; 32], Vec<([u8; 12], Vec<u8>)>)> {
+    unlocked(py, inputs.len(), || {
+        let view: Vec<ToSign<'_>> = inputs
+            .iter()
+            .map(|(value, key, ce, partition)| ToSign {
+                value,
+                key: key.as_deref(),
+                ce: [
+                    ce[0].as_deref(),
+                    ce[1].as_deref(),
+                    ce[2].as_deref(),
+                    ce[3].as_deref(),
+                ],
+                partition: *partition,
+            })
+            .collect();
+        catch_unwind(AssertUnwindSafe(|| {
+            merkle(kid, stream, counters, &view, signed_at)
+        }))
+        .ok()
+        .flatten()
+    })
+}
+
+fn to_sign(item: &Bound<'_, PyAny>) -> Option<Input> {
     let t = item.downcast::<PyTuple>().ok()?;
     let value: PyBackedBytes = t
         .get_item(0)
@@ -224,27 +257,7 @@ fn merkle_batch<'py>(
         }
     }
     let mut counters = counters;
-    let done = unlocked(py, inputs.len(), || {
-        let view: Vec<ToSign<'_>> = inputs
-            .iter()
-            .map(|(value, key, ce, partition)| ToSign {
-                value,
-                key: key.as_deref(),
-                ce: [
-                    ce[0].as_deref(),
-                    ce[1].as_deref(),
-                    ce[2].as_deref(),
-                    ce[3].as_deref(),
-                ],
-                partition: *partition,
-            })
-            .collect();
-        catch_unwind(AssertUnwindSafe(|| {
-            merkle(kid, stream, &mut counters, &view, signed_at)
-        }))
-        .ok()
-        .flatten()
-    });
+    let done = merkle_unlocked(py, kid, stream, &mut counters, &inputs, signed_at);
     let Some((root, out)) = done else {
         return Ok(None);
     };
@@ -307,27 +320,7 @@ fn sign_records<'py>(
         bases.push(list);
     }
     let mut counters = counters;
-    let done = unlocked(py, inputs.len(), || {
-        let view: Vec<ToSign<'_>> = inputs
-            .iter()
-            .map(|(value, key, ce, partition)| ToSign {
-                value,
-                key: key.as_deref(),
-                ce: [
-                    ce[0].as_deref(),
-                    ce[1].as_deref(),
-                    ce[2].as_deref(),
-                    ce[3].as_deref(),
-                ],
-                partition: *partition,
-            })
-            .collect();
-        catch_unwind(AssertUnwindSafe(|| {
-            merkle(kid, stream, &mut counters, &view, signed_at)
-        }))
-        .ok()
-        .flatten()
-    });
+    let done = merkle_unlocked(py, kid, stream, &mut counters, &inputs, signed_at);
     let Some((root, out)) = done else {
         return Ok(None);
     };
