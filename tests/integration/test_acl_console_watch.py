@@ -14,11 +14,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _acl_support import principal as _principal
+from _acl_support import produce_as_admin as _produce_as_admin
+from _acl_support import scram_kafka as _kafka
 from _kafka import SecureKafka, create_topic
 from _sinks import events, records, wait_for
-from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
-from govbus._acl import AclEntry, apply_plan, parse_role, plan
+from govbus._acl import AclEntry, parse_role, plan
 from govbus._settings import load_settings
 from govbus.console._actions import read_one, replay_one
 from govbus.console._collector import Collector
@@ -29,30 +32,6 @@ from govbus.watch._settings import WatchSettings
 pytestmark = pytest.mark.integration
 
 _GARBAGE = b"garbage, not a govbus record"
-
-
-def _kafka(secure: SecureKafka, user: str, password: str) -> dict[str, Any]:
-    return {
-        "bootstrap_servers": secure.sasl_bootstrap,
-        "security_protocol": "SASL_SSL",
-        "sasl_mechanism": "SCRAM-SHA-512",
-        "sasl_username": user,
-        "sasl_password": password,
-        "ssl_ca_location": str(secure.ca),
-    }
-
-
-def _principal(secure: SecureKafka, entries: list[AclEntry]) -> tuple[str, str]:
-    user, password = secure.add_scram_user()
-    apply_plan(secure.admin_config(), f"User:{user}", entries)
-    return user, password
-
-
-def _produce_as_admin(secure: SecureKafka, topic: str, values: list[tuple[bytes | None, bytes | None, Any]]) -> None:
-    producer = Producer({**secure.admin_config(), "acks": "all"})
-    for key, value, headers in values:
-        producer.produce(topic, value, key=key, headers=headers)
-    assert producer.flush(30) == 0
 
 
 def _read_as_admin(secure: SecureKafka, topic: str, want: int, timeout: float = 15.0) -> list[bytes | None]:

@@ -13,6 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _acl_support import principal as _principal
+from _acl_support import produce_as_admin as _produce_as_admin
+from _acl_support import scram_kafka as _kafka
 from _kafka import SecureKafka, create_topic
 from _sinks import CollectingSink, events, records, wait_for
 from confluent_kafka import (
@@ -46,31 +49,6 @@ _SINK_SETTINGS: dict[str, Any] = {
     "batch": {"max_wait_ms": 5},
     "dlq": {"create_topics": False},
 }
-
-
-def _kafka(secure: SecureKafka, user: str, password: str) -> dict[str, Any]:
-    return {
-        "bootstrap_servers": secure.sasl_bootstrap,
-        "security_protocol": "SASL_SSL",
-        "sasl_mechanism": "SCRAM-SHA-512",
-        "sasl_username": user,
-        "sasl_password": password,
-        "ssl_ca_location": str(secure.ca),
-    }
-
-
-def _principal(secure: SecureKafka, entries: list[AclEntry]) -> tuple[str, str]:
-    """A new SCRAM user holding exactly ``entries``, applied by ``govbus acl apply``'s code as the admin."""
-    user, password = secure.add_scram_user()
-    apply_plan(secure.admin_config(), f"User:{user}", entries)
-    return user, password
-
-
-def _produce_as_admin(secure: SecureKafka, topic: str, values: list[tuple[bytes | None, bytes | None, Any]]) -> None:
-    producer = Producer({**secure.admin_config(), "acks": "all"})
-    for key, value, headers in values:
-        producer.produce(topic, value, key=key, headers=headers)
-    assert producer.flush(30) == 0
 
 
 def _committed(secure: SecureKafka, group: str, topic: str, partitions: int) -> list[int]:
