@@ -210,12 +210,36 @@ pub fn format_time(out: &mut Vec<u8>, micros: i64) {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + if m <= 2 { 1 } else { 0 };
-    let s = if y >= 1000 {
-        format!("{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z", y, m, d, sod / 3600, sod / 60 % 60, sod % 60, frac)
+    // Digits written by hand: format! cost more than the rest of a record's rendering here.
+    if (1000..=9999).contains(&y) {
+        digits(out, y, 4);
     } else {
-        format!("{}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z", y, m, d, sod / 3600, sod / 60 % 60, sod % 60, frac)
-    };
-    out.extend_from_slice(s.as_bytes());
+        out.extend_from_slice(y.to_string().as_bytes());
+    }
+    out.push(b'-');
+    digits(out, m, 2);
+    out.push(b'-');
+    digits(out, d, 2);
+    out.push(b'T');
+    digits(out, sod / 3600, 2);
+    out.push(b':');
+    digits(out, sod / 60 % 60, 2);
+    out.push(b':');
+    digits(out, sod % 60, 2);
+    out.push(b'.');
+    digits(out, frac, 6);
+    out.push(b'Z');
+}
+
+/// `n` (0 <= n < 10^width) zero-padded to `width` digits.
+fn digits(out: &mut Vec<u8>, n: i64, width: u32) {
+    let mut buf = [b'0'; 6];
+    let mut n = n;
+    for slot in buf[..width as usize].iter_mut().rev() {
+        *slot = b'0' + (n % 10) as u8;
+        n /= 10;
+    }
+    out.extend_from_slice(&buf[..width as usize]);
 }
 
 fn opt_str(out: &mut Vec<u8>, v: Option<&str>) {

@@ -55,6 +55,7 @@ pub struct Checker {
     cache: HashMap<[u8; 64], Verified>,
     order: VecDeque<[u8; 64]>,
     capacity: usize,
+    memo: NodeMemo,
     pub signature_checks: u64,
 }
 
@@ -77,20 +78,65 @@ fn node(left: &[u8], right: &[u8]) -> [u8; 32] {
 
 /// RFC 6962 inclusion proof from `leaf` at `index` of `size`; None when the proof does not fit exactly.
 pub fn climb(leaf: [u8; 32], index: u32, size: u32, path: &[u8]) -> Option<[u8; 32]> {
+    climb_with(leaf, index, size, path, |_, _, l, r| node(l, r))
+}
+
+fn climb_with(
+    leaf: [u8; 32],
+    index: u32,
+    size: u32,
+    path: &[u8],
+    mut parent: impl FnMut(u32, u32, &[u8], &[u8]) -> [u8; 32],
+) -> Option<[u8; 32]> {
     if index >= size {
         return None;
     }
-    let (mut j, mut m, mut r, mut pos) = (index, size, leaf, 0usize);
+    let (mut j, mut m, mut r, mut pos, mut level) = (index, size, leaf, 0usize, 0u32);
     while m > 1 {
         if (j ^ 1) < m {
             let p = path.get(pos..pos + HASH)?;
-            r = if j & 1 == 1 { node(p, &r) } else { node(&r, p) };
+            r = if j & 1 == 1 { parent(level, j >> 1, p, &r) } else { parent(level, j >> 1, &r, p) };
             pos += HASH;
         }
         j >>= 1;
         m = (m + 1) >> 1;
+        level += 1;
     }
     (pos == path.len()).then_some(r)
+}
+
+const MEMO_SLOTS: usize = 1 << 13;
+
+/// A direct-mapped cache of the Merkle node function: (left, right) -> SHA-256(0x01 || left || right).
+///
+/// The records of one signed batch share the upper part of their inclusion paths, so most of a
+/// record's ~8 node hashes were computed already for its neighbours. An entry is used only when
+/// both children are byte-equal to the ones it was computed from, so the answer is always the
+/// node function's own: the cache cannot change a verdict, only skip recomputing it. The slot is
+/// chosen by the batch (a few bytes of its signature), level and position, where the same node
+/// recurs.
+struct NodeMemo {
+    slots: Vec<Option<([u8; 32], [u8; 32], [u8; 32])>>,
+}
+
+impl NodeMemo {
+    fn parent(&mut self, salt: u64, level: u32, at: u32, left: &[u8], right: &[u8]) -> [u8; 32] {
+        if self.slots.is_empty() {
+            self.slots = vec![None; MEMO_SLOTS];
+        }
+        let key = salt ^ (u64::from(level) << 32 | u64::from(at));
+        let slot = (key.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 51) as usize & (MEMO_SLOTS - 1);
+        if let Some((l, r, p)) = &self.slots[slot] {
+            if l[..] == *left && r[..] == *right {
+                return *p;
+            }
+        }
+        let p = node(left, right);
+        if let (Ok(l), Ok(r)) = (left.try_into(), right.try_into()) {
+            self.slots[slot] = Some((l, r, p));
+        }
+        p
+    }
 }
 
 fn len32(v: Option<&[u8]>) -> u32 {
@@ -99,7 +145,14 @@ fn len32(v: Option<&[u8]>) -> u32 {
 
 impl Checker {
     pub fn new(capacity: usize) -> Self {
-        Checker { keys: HashMap::new(), cache: HashMap::new(), order: VecDeque::new(), capacity, signature_checks: 0 }
+        Checker {
+            keys: HashMap::new(),
+            cache: HashMap::new(),
+            order: VecDeque::new(),
+            capacity,
+            memo: NodeMemo { slots: Vec::new() },
+            signature_checks: 0,
+        }
     }
 
     /// Replaces the trusted keys (a reloaded or mutated keyring); forgets every verified batch.
@@ -120,15 +173,19 @@ impl Checker {
         if headers.is_empty() {
             return None;
         }
-        // dict(headers): the last value of each name; a repeated signed header is malformed.
-        let mut get: HashMap<&str, Option<&[u8]>> = HashMap::with_capacity(headers.len());
+        // dict(headers) as the Python verifier reads it: only the watched names matter, and a
+        // repeated one is malformed (so each has at most one value). A scan of ~16 pairs against
+        // 10 names costs less than hashing them into a map per record.
+        let mut found: [Option<Option<&[u8]>>; WATCHED.len()] = [None; WATCHED.len()];
         for (name, v) in headers {
-            if get.insert(name, *v).is_some() && WATCHED.contains(name) {
-                return None;
+            if let Some(i) = WATCHED.iter().position(|w| w == name) {
+                if found[i].replace(*v).is_some() {
+                    return None;
+                }
             }
         }
-        let h = |n: &str| get.get(n).copied().flatten();
-        let (kid, alg, stream, seq, proof, sig) = (h(H_KID)?, h(H_ALG)?, h(H_STREAM)?, h(H_SEQ)?, h(H_PROOF)?, h(H_SIG)?);
+        let h = |i: usize| found[i].flatten();
+        let (kid, alg, stream, seq, proof, sig) = (h(0)?, h(1)?, h(2)?, h(3)?, h(4)?, h(5)?);
         let value = value?;
         if alg != ALG {
             return None;
@@ -152,7 +209,7 @@ impl Checker {
         let signed_at = u64::from_be_bytes(proof[0..8].try_into().ok()?);
         let size = u32::from_be_bytes(proof[8..12].try_into().ok()?);
         let index = u32::from_be_bytes(proof[12..16].try_into().ok()?);
-        let (ce_id, ce_type, ce_source, ce_time) = (h(CE_ID), h(CE_TYPE), h(CE_SOURCE), h(CE_TIME));
+        let (ce_id, ce_type, ce_source, ce_time) = (h(6), h(7), h(8), h(9));
         let mut head = [0u8; 44];
         head[0..4].copy_from_slice(&partition.to_be_bytes());
         head[4..12].copy_from_slice(&sequence.to_be_bytes());
@@ -185,8 +242,10 @@ impl Checker {
         if size > MAX_TREE_SIZE {
             return None;
         }
-        let root = climb(leaf, index, size, &proof[PROOF_HEAD..])?;
         let sig: [u8; 64] = sig.try_into().ok()?;
+        let salt = u64::from_le_bytes(sig[..8].try_into().ok()?);
+        let memo = &mut self.memo;
+        let root = climb_with(leaf, index, size, &proof[PROOF_HEAD..], |level, at, l, r| memo.parent(salt, level, at, l, r))?;
         let hit = self
             .cache
             .get(&sig)
@@ -220,5 +279,61 @@ impl Checker {
             }
         }
         Some(Authentic { kid, stream, sequence, signed_at, ce_id })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tree(leaves: &[[u8; 32]]) -> Vec<Vec<[u8; 32]>> {
+        // RFC 6962 levels: an odd last node is carried up unchanged.
+        let mut levels = vec![leaves.to_vec()];
+        while levels.last().map_or(0, |l| l.len()) > 1 {
+            let prev = levels.last().unwrap();
+            let next = prev.chunks(2).map(|c| if c.len() == 2 { node(&c[0], &c[1]) } else { c[0] }).collect();
+            levels.push(next);
+        }
+        levels
+    }
+
+    fn path(levels: &[Vec<[u8; 32]>], index: usize) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut j = index;
+        for level in &levels[..levels.len() - 1] {
+            if let Some(sib) = level.get(j ^ 1) {
+                out.extend_from_slice(sib);
+            }
+            j >>= 1;
+        }
+        out
+    }
+
+    #[test]
+    fn memoised_climb_equals_the_node_function_on_valid_and_tampered_paths() {
+        let mut memo = NodeMemo { slots: Vec::new() };
+        for size in [1usize, 2, 3, 5, 8, 13, 64, 100, 256] {
+            let leaves: Vec<[u8; 32]> = (0..size).map(|i| leaf_hash(&[&(size * 1000 + i).to_be_bytes()])).collect();
+            let levels = tree(&leaves);
+            let root = levels.last().unwrap()[0];
+            for salt in [0u64, 7] {
+                for (i, leaf) in leaves.iter().enumerate() {
+                    let p = path(&levels, i);
+                    let with = |p: &[u8], memo: &mut NodeMemo| {
+                        climb_with(*leaf, i as u32, size as u32, p, |lv, at, l, r| memo.parent(salt, lv, at, l, r))
+                    };
+                    assert_eq!(climb(*leaf, i as u32, size as u32, &p), Some(root));
+                    assert_eq!(with(&p, &mut memo), Some(root));
+                    // A tampered sibling, after the memo holds the true nodes: the memo must not
+                    // answer the true root for it.
+                    for at in (0..p.len()).step_by(32) {
+                        let mut bad = p.clone();
+                        bad[at] ^= 1;
+                        assert_eq!(with(&bad, &mut memo), climb(*leaf, i as u32, size as u32, &bad));
+                        assert_ne!(with(&bad, &mut memo), Some(root));
+                    }
+                }
+            }
+        }
     }
 }
