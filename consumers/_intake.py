@@ -20,6 +20,7 @@ from typing import Any
 from confluent_kafka import TIMESTAMP_LOG_APPEND_TIME, TIMESTAMP_NOT_AVAILABLE
 
 from govbus._accel import intake_batch as native_intake_batch
+from govbus._accel import intake_start as native_intake_start
 from govbus._accel import renderer_for as native_renderer
 from govbus._contract import SINGLE_OBJECT_MAGIC, Decoder
 from govbus._heartbeat import HEARTBEAT_KEY_PREFIX, is_heartbeat
@@ -33,7 +34,7 @@ from govbus.consumers._verify import Verification
 from govbus.errors import DecodeError
 from govbus.signing._verdict import VALID
 
-__all__ = ["Intake", "Prepared"]
+__all__ = ["Intake", "Prepared", "Started"]
 
 # A consumed record as the native intake read it: (topic, partition, offset, key, value, headers,
 # timestamp_ms, broker time (LogAppendTime) or None, size, authentic (SignatureChecker.check's
@@ -43,6 +44,33 @@ Prepared = tuple[Any, ...]
 log = logging.getLogger("govbus.consumers.intake")
 
 _DECODE_ERROR = f"{DecodeError.__module__}.{DecodeError.__qualname__}"
+# Smaller batches are prepared at once: their byte work is too short to overlap anything, and the
+# consume loop would hand them on one poll later (latency at low rates).
+START_MIN_RECORDS = 64
+
+
+class Started:
+    """A consumed batch whose native check + render runs on a thread beside the consume loop
+    (:meth:`Intake.start`); :meth:`rows` waits for it. ``skip``: partitions whose records in it
+    must not be taken (revoked, or rewound by a hold, after it was consumed)."""
+
+    __slots__ = ("_pending", "msgs", "skip")
+
+    def __init__(self, msgs: list[Any], pending: Any) -> None:
+        self.msgs = msgs
+        self._pending = pending
+        self.skip: set[tuple[str, int]] = set()
+
+    def rows(self) -> list[Prepared | None] | None:
+        """The batch's rows, as :meth:`Intake.prepare` returns them (None: judge it record by record)."""
+        try:
+            rows: list[Prepared | None] = self._pending.finish()
+        except Exception:  # a fault of the binding itself: the per-record path judges the batch
+            log.exception("native intake failed on a batch of %d records; judging them one by one", len(self.msgs))
+            return None
+        return rows
+
+
 _INTERNAL = "internal-error"
 
 
@@ -75,11 +103,9 @@ class Intake:
         # Records the compiled core refused but the Python path accepted (a bug to report).
         self.native_disagreements = 0
         # The whole-batch intake (prepare/take), when every stage of this intake has a native path.
-        self._batch = (
-            native_intake_batch()
-            if self._renderer is not None and (verification is None or self._native_verify is not None)
-            else None
-        )
+        whole = self._renderer is not None and (verification is None or self._native_verify is not None)
+        self._batch = native_intake_batch() if whole else None
+        self._start = native_intake_start() if whole else None
 
     @property
     def native(self) -> bool:
@@ -119,6 +145,28 @@ class Intake:
             log.exception("native intake failed on a batch of %d records; judging them one by one", len(msgs))
             return None
         return rows
+
+    def start(self, msgs: list[Any]) -> Started | None:
+        """:meth:`prepare` in two steps, so the byte work of this batch runs while the consume loop
+        goes on: the accessors are read now, the rows come from :meth:`Started.rows`. None: prepare
+        it at once instead (a small batch, or no native intake here)."""
+        start = self._start
+        if start is None or len(msgs) < START_MIN_RECORDS:
+            return None
+        nv = self._native_verify
+        checker = None
+        if nv is not None:
+            nv.sync_keys()
+            checker = nv.checker
+        try:
+            pending = start(
+                self._renderer, checker, msgs, self.max_record_bytes, self.replay_topic,
+                "unverified" if nv is None else "valid",
+            )  # fmt: skip
+        except Exception:
+            log.exception("native intake could not start on a batch of %d records; preparing it at once", len(msgs))
+            return None
+        return Started(msgs, pending)
 
     def take(self, row: Prepared, epoch: int) -> Work:
         """The :class:`Work` for a row of :meth:`prepare` (records of a partition in offset order,

@@ -19,6 +19,7 @@ import queue
 import signal
 import threading
 import time
+from collections.abc import Collection
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
@@ -35,7 +36,7 @@ from govbus.consumers._dlq import DeadLetterer, prepare_topics
 from govbus.consumers._errors import DeadLetterFatalError, SinkError
 from govbus.consumers._fencing import FenceJudge, is_fenced
 from govbus.consumers._health import HealthServer, HealthStatus
-from govbus.consumers._intake import Intake
+from govbus.consumers._intake import Intake, Prepared, Started
 from govbus.consumers._metrics import LEGACY_FINGERPRINT, SinkMetrics
 from govbus.consumers._pipeline import Failure, Work, WorkQueue
 from govbus.consumers._retry import BreakerState
@@ -136,6 +137,8 @@ class SinkRuntime:
         # Partitions held back while the schema registry is unreachable: when to resume them.
         self._held: dict[TP, float] = {}
         self._hold_streak = 0
+        # The consumed batch whose native intake runs while the next one is consumed (Intake.start).
+        self._started: Started | None = None
         self._flush_token: int | None = None
         self._progress = False
         self._revoke_replies: dict[int, Report] = {}
@@ -392,22 +395,47 @@ class SinkRuntime:
         else:
             # poll() returns as soon as one record is there (consume() would wait for a full
             # batch or the timeout, adding its timeout to every record's latency at low rates);
-            # consume(timeout=0) then takes whatever else is already fetched.
-            first = consumer.poll(0.05)
-            if first is None:
-                return
+            # consume(timeout=0) then takes whatever else is already fetched. With a batch
+            # started, nothing fetched means it is taken at once.
             room = self.settings.inflight.max_records - self._inflight_records - 1
+            if self._started is not None:
+                room -= len(self._started.msgs)
+                if room <= 0:  # at the budget with the started batch: take it, let back-pressure judge
+                    self._finish_started()
+                    return
+            first = consumer.poll(0.05 if self._started is None else 0)
+            if first is None:
+                self._finish_started()
+                return
             msgs = [first, *consumer.consume(num_messages=min(room, 1000), timeout=0)] if room > 0 else [first]
         if msgs:
             self._ingest(msgs)
 
     def _ingest(self, msgs: list[Any]) -> None:
+        """Starts the native intake of this batch, then takes the one started before (two cores:
+        this batch's byte work runs while the consume loop judges the previous one in Python)."""
+        started = self._intake.start(msgs)
+        if started is None:
+            self._finish_started()
+            self._take(msgs, self._intake.prepare(msgs), ())
+            return
+        previous, self._started = self._started, started
+        if previous is not None:
+            self._take(previous.msgs, previous.rows(), previous.skip)
+
+    def _finish_started(self) -> None:
+        started, self._started = self._started, None
+        if started is not None:
+            self._take(started.msgs, started.rows(), started.skip)
+
+    def _take(self, msgs: list[Any], rows: list[Prepared | None] | None, skip: Collection[TP]) -> None:
         intake = self._intake
         epoch_of = self._ownership.epoch
         items: list[Work] = []
-        held: set[TP] = set()
-        # One native call reads, checks and renders the batch; None rows go the per-record path.
-        rows = intake.prepare(msgs)
+        # Partitions to pass over: behind a held record (re-read after it), or dropped since the
+        # batch was consumed (revoked: the next owner reads them; rewound: read again).
+        held: set[TP] = set(skip)
+        # One native call read, checked and rendered the batch; None rows go the per-record path.
         for i, m in enumerate(msgs):
             row = rows[i] if rows is not None else None
             if row is None:
@@ -481,6 +509,8 @@ class SinkRuntime:
         self._hold_streak += 1
         delay = min(_HOLD_MAX_S, 0.5 * 2 ** min(self._hold_streak - 1, 6))
         self._held[(tp.topic, tp.partition)] = time.monotonic() + delay
+        if self._started is not None:
+            self._started.skip.add((tp.topic, tp.partition))  # consumed before the rewind: read again
         failure = work.failure
         log.warning(
             "sink %s: %s; %s[%d] re-reads from offset %d in %.1f s",
@@ -763,6 +793,8 @@ class SinkRuntime:
         if not partitions:
             return
         tps = frozenset((p.topic, p.partition) for p in partitions)
+        if self._started is not None:
+            self._started.skip.update(tps)  # consumed, never acknowledged: the next owner reads them
         worker = self._worker
         if worker is not None and worker.is_alive():
             token = next(self._tokens)
@@ -831,6 +863,11 @@ class SinkRuntime:
     # -- shutdown --------------------------------------------------------------------------------
     def _shutdown(self) -> None:
         self._stopping = True
+        try:
+            self._finish_started()  # consumed already: deliver it within the grace period too
+        except Exception:  # never acknowledged, so redelivered: stopping matters more
+            log.exception("sink %s: taking the last consumed batch at shutdown", self.name)
+            self._started = None
         s = self.settings
         consumer = self._consumer
         worker = self._worker

@@ -34,6 +34,7 @@ __all__ = [
     "batch_encoder",
     "describe",
     "intake_batch",
+    "intake_start",
     "merkle_batch",
     "record_signer",
     "renderer_for",
@@ -145,6 +146,14 @@ def intake_batch() -> Any | None:
         return None
     assert _MODULE is not None
     return _MODULE.intake_batch
+
+
+def intake_start() -> Any | None:
+    """``intake_batch`` in two steps (``govbus._native.intake_start``: the byte work of a batch on a
+    thread of its own, its rows from ``.finish()``), or None without the core."""
+    if not active() or _MODULE is None:
+        return None
+    return _MODULE.intake_start
 
 
 def batch_encoder(encoder: Encoder, *, key_by_session: bool, source: str | None, empty_context: object) -> Any | None:

@@ -8,33 +8,42 @@
 //! the per-record Python path, which words their outcome.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::pybacked::{PyBackedBytes, PyBackedStr};
 use pyo3::types::{PyBytes, PyList, PyTuple};
 
-use crate::record::{self, Header, Outcome, Verdict};
-use crate::verify::Authentic;
-use crate::{probe_hit, RecordRenderer, SignatureChecker};
+use crate::record::{self, Header, Outcome, Schemas, Verdict};
+use crate::verify::{Authentic, Checker};
+use crate::{lock, probe_hit, RecordRenderer, SignatureChecker};
 
 const TIMESTAMP_NOT_AVAILABLE: i64 = 0;
 const TIMESTAMP_LOG_APPEND_TIME: i64 = 2;
 
-/// One record the native intake takes: the Python objects handed back, and views of their bytes.
-struct Taken<'py> {
-    topic: Bound<'py, PyAny>,
+/// What a taken record hands back to Python, unchanged.
+struct Held {
+    topic: PyObject,
     partition: i64,
-    offset: Bound<'py, PyAny>,
-    key_obj: Bound<'py, PyAny>,
-    value_obj: Bound<'py, PyAny>,
-    headers_obj: Bound<'py, PyAny>,
+    offset: PyObject,
+    key_obj: PyObject,
+    value_obj: PyObject,
+    headers_obj: PyObject,
     timestamp_ms: Option<i64>,
     broker_time_ms: Option<i64>,
     size: usize,
+}
+
+/// A taken record's bytes, for the pass without the GIL (`PyBackedBytes` are views that keep
+/// their Python objects alive and may cross threads).
+struct Job {
     value: PyBackedBytes,
     key: Option<PyBackedBytes>,
     headers: Vec<(PyBackedStr, Option<PyBackedBytes>)>,
+    partition: u32,
 }
 
 fn opt_bytes(o: &Bound<'_, PyAny>) -> PyResult<Option<PyBackedBytes>> {
@@ -51,7 +60,7 @@ fn take<'py>(
     m: &Bound<'py, PyAny>,
     max_record_bytes: usize,
     replay_topic: Option<&str>,
-) -> PyResult<Option<Taken<'py>>> {
+) -> PyResult<Option<(Held, Job)>> {
     // A test double may lack error(); a real Message always has it.
     if let Ok(err) = m.call_method0(intern!(py, "error")) {
         if !err.is_none() {
@@ -96,20 +105,18 @@ fn take<'py>(
         }
     }
     let (ts_type, ts): (i64, i64) = m.call_method0(intern!(py, "timestamp"))?.extract()?;
-    Ok(Some(Taken {
-        topic,
+    let held = Held {
+        topic: topic.unbind(),
         partition,
-        offset,
-        key_obj,
-        value_obj,
-        headers_obj,
+        offset: offset.unbind(),
+        key_obj: key_obj.unbind(),
+        value_obj: value_obj.unbind(),
+        headers_obj: headers_obj.unbind(),
         timestamp_ms: if ts_type == TIMESTAMP_NOT_AVAILABLE { None } else { Some(ts) },
         broker_time_ms: if ts_type == TIMESTAMP_LOG_APPEND_TIME { Some(ts) } else { None },
         size,
-        value,
-        key,
-        headers,
-    }))
+    };
+    Ok(Some((held, Job { value, key, headers, partition: partition as u32 })))
 }
 
 type Auth = (Vec<u8>, Vec<u8>, u64, u64, Option<Vec<u8>>);
@@ -120,84 +127,73 @@ enum Rendered {
     NotTried,
 }
 
-/// Per message, None (the Python path takes it) or `(topic, partition, offset, key, value, headers,
-/// timestamp_ms, broker_time_ms, size, authentic, rendered)`. `authentic` is what
-/// `SignatureChecker.check` answers (None without a checker); `rendered` is what
-/// `RecordRenderer.render` answers for the verdict `verdict` (rendered only when there is no
-/// checker or the record is authentic; None otherwise).
-#[pyfunction]
-#[pyo3(signature = (renderer, checker, messages, max_record_bytes, replay_topic, verdict))]
-pub fn intake_batch<'py>(
-    py: Python<'py>,
-    renderer: PyRef<'py, RecordRenderer>,
-    checker: Option<PyRefMut<'py, SignatureChecker>>,
-    messages: &Bound<'py, PyList>,
+type Answer = Option<(Option<Auth>, Rendered)>;
+
+/// Reads every message's accessors (with the GIL): what goes back to Python, and the bytes to work on.
+fn take_all(
+    py: Python<'_>,
+    messages: &Bound<'_, PyList>,
     max_record_bytes: usize,
-    replay_topic: Option<PyBackedStr>,
-    verdict: PyBackedStr,
-) -> PyResult<Bound<'py, PyList>> {
-    let replay = replay_topic.as_deref();
-    let mut taken: Vec<Option<Taken<'py>>> = Vec::with_capacity(messages.len());
+    replay: Option<&str>,
+) -> (Vec<Option<Held>>, Vec<Option<Job>>) {
+    let mut held = Vec::with_capacity(messages.len());
+    let mut jobs = Vec::with_capacity(messages.len());
     for m in messages.iter() {
-        taken.push(take(py, &m, max_record_bytes, replay).unwrap_or(None));
+        match take(py, &m, max_record_bytes, replay).unwrap_or(None) {
+            Some((h, j)) => {
+                held.push(Some(h));
+                jobs.push(Some(j));
+            }
+            None => {
+                held.push(None);
+                jobs.push(None);
+            }
+        }
     }
-    // The byte work, without the GIL: only plain slices cross into the closure.
-    struct Job<'a> {
-        value: &'a [u8],
-        key: Option<&'a [u8]>,
-        headers: Vec<Header<'a>>,
-        partition: u32,
-    }
-    let jobs: Vec<Option<Job<'_>>> = taken
-        .iter()
-        .map(|t| {
-            t.as_ref().map(|t| Job {
-                value: &t.value,
-                key: t.key.as_deref(),
-                headers: t.headers.iter().map(|(n, v)| (&**n, v.as_deref())).collect(),
-                partition: t.partition as u32,
-            })
-        })
-        .collect();
-    let schemas = &renderer.schemas;
-    let mut checker = checker;
-    let inner = checker.as_mut().map(|c| &mut c.inner);
-    let code: &str = &verdict;
-    let outs: Vec<Option<(Option<Auth>, Rendered)>> = py.allow_threads(move || {
-        let mut inner = inner;
-        jobs.iter()
-            .map(|job| {
-                let job = job.as_ref()?;
-                let auth: Option<Auth> = match inner.as_mut() {
-                    None => None,
-                    Some(c) => catch_unwind(AssertUnwindSafe(|| {
-                        c.check(Some(job.value), job.key, &job.headers, job.partition).map(|a: Authentic<'_>| {
-                            (a.kid.to_vec(), a.stream.to_vec(), a.sequence, a.signed_at, a.ce_id.map(|c| c.to_vec()))
-                        })
-                    }))
-                    .ok()
-                    .flatten(),
-                };
-                let rendered = if inner.is_some() && auth.is_none() {
-                    Rendered::NotTried
-                } else {
-                    let v = Verdict { code, detail: "", flagged: false };
-                    match catch_unwind(AssertUnwindSafe(|| {
-                        if probe_hit(job.value) {
-                            panic!("govbus._native panic probe");
-                        }
-                        record::process(job.value, &job.headers, &v, schemas)
-                    })) {
-                        Ok(o) => Rendered::Outcome(o),
-                        Err(_) => Rendered::Panic,
+    (held, jobs)
+}
+
+/// The byte work (no Python objects touched): signature check, then decode + render of each
+/// authentic record (of every record without a checker).
+fn work(jobs: &[Option<Job>], schemas: &Schemas, mut checker: Option<&mut Checker>, code: &str) -> Vec<Answer> {
+    jobs.iter()
+        .map(|job| {
+            let job = job.as_ref()?;
+            let headers: Vec<Header<'_>> = job.headers.iter().map(|(n, v)| (&**n, v.as_deref())).collect();
+            let key = job.key.as_deref();
+            let auth: Option<Auth> = match checker.as_mut() {
+                None => None,
+                Some(c) => catch_unwind(AssertUnwindSafe(|| {
+                    c.check(Some(&job.value), key, &headers, job.partition).map(|a: Authentic<'_>| {
+                        (a.kid.to_vec(), a.stream.to_vec(), a.sequence, a.signed_at, a.ce_id.map(|c| c.to_vec()))
+                    })
+                }))
+                .ok()
+                .flatten(),
+            };
+            let rendered = if checker.is_some() && auth.is_none() {
+                Rendered::NotTried
+            } else {
+                let v = Verdict { code, detail: "", flagged: false };
+                match catch_unwind(AssertUnwindSafe(|| {
+                    if probe_hit(&job.value) {
+                        panic!("govbus._native panic probe");
                     }
-                };
-                Some((auth, rendered))
-            })
-            .collect()
-    });
+                    record::process(&job.value, &headers, &v, schemas)
+                })) {
+                    Ok(o) => Rendered::Outcome(o),
+                    Err(_) => Rendered::Panic,
+                }
+            };
+            Some((auth, rendered))
+        })
+        .collect()
+}
+
+/// The rows `intake_batch` returns, from what `take_all` read and `work` answered.
+fn rows<'py>(py: Python<'py>, held: Vec<Option<Held>>, outs: Vec<Answer>) -> PyResult<Bound<'py, PyList>> {
     let result = PyList::empty(py);
-    for (t, out) in taken.into_iter().zip(outs) {
+    for (t, out) in held.into_iter().zip(outs) {
         let (Some(t), Some((auth, rendered))) = (t, out) else {
             result.append(py.None())?;
             continue;
@@ -226,12 +222,12 @@ pub fn intake_batch<'py>(
         let row = PyTuple::new(
             py,
             [
-                t.topic.unbind(),
+                t.topic,
                 t.partition.into_pyobject(py)?.into_any().unbind(),
-                t.offset.unbind(),
-                t.key_obj.unbind(),
-                t.value_obj.unbind(),
-                t.headers_obj.unbind(),
+                t.offset,
+                t.key_obj,
+                t.value_obj,
+                t.headers_obj,
                 t.timestamp_ms.into_pyobject(py)?.into_any().unbind(),
                 t.broker_time_ms.into_pyobject(py)?.into_any().unbind(),
                 t.size.into_pyobject(py)?.into_any().unbind(),
@@ -242,4 +238,124 @@ pub fn intake_batch<'py>(
         result.append(row)?;
     }
     Ok(result)
+}
+
+/// Per message, None (the Python path takes it) or `(topic, partition, offset, key, value, headers,
+/// timestamp_ms, broker_time_ms, size, authentic, rendered)`. `authentic` is what
+/// `SignatureChecker.check` answers (None without a checker); `rendered` is what
+/// `RecordRenderer.render` answers for the verdict `verdict` (rendered only when there is no
+/// checker or the record is authentic; None otherwise).
+#[pyfunction]
+#[pyo3(signature = (renderer, checker, messages, max_record_bytes, replay_topic, verdict))]
+pub fn intake_batch<'py>(
+    py: Python<'py>,
+    renderer: PyRef<'py, RecordRenderer>,
+    checker: Option<PyRef<'py, SignatureChecker>>,
+    messages: &Bound<'py, PyList>,
+    max_record_bytes: usize,
+    replay_topic: Option<PyBackedStr>,
+    verdict: PyBackedStr,
+) -> PyResult<Bound<'py, PyList>> {
+    let (held, jobs) = take_all(py, messages, max_record_bytes, replay_topic.as_deref());
+    let schemas: &Schemas = &renderer.schemas;
+    let shared = checker.as_ref().map(|c| &c.inner);
+    let code: &str = &verdict;
+    let outs = py.allow_threads(|| {
+        let mut guard = shared.map(|m| lock(m));
+        work(&jobs, schemas, guard.as_deref_mut(), code)
+    });
+    drop(jobs); // the views, with the GIL
+    rows(py, held, outs)
+}
+
+type Pass = (Vec<Option<Job>>, Vec<Answer>);
+
+/// A batch whose byte work runs on a thread of its own (`intake_start`); `finish` gives its rows.
+#[pyclass(module = "govbus._native")]
+pub struct PendingIntake {
+    held: Option<Vec<Option<Held>>>,
+    pass: Option<JoinHandle<Pass>>,
+    // The checker's key generation when the batch was started.
+    keys: Option<(Arc<AtomicU64>, u64)>,
+}
+
+#[pymethods]
+impl PendingIntake {
+    /// Whether the byte work is done (`finish` would not wait).
+    #[getter]
+    fn ready(&self) -> bool {
+        self.pass.as_ref().is_none_or(|p| p.is_finished())
+    }
+
+    /// The rows, as `intake_batch` returns them (waits for the byte work, without the GIL). Once.
+    fn finish<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let (Some(held), Some(pass)) = (self.held.take(), self.pass.take()) else {
+            return Err(pyo3::exceptions::PyRuntimeError::new_err("this intake was finished already"));
+        };
+        let joined = py.allow_threads(|| pass.join());
+        // The pass catches panics per record; one outside them fails the whole batch, which
+        // the caller then judges on the per-record path.
+        let (jobs, mut outs) = joined
+            .map_err(|_| pyo3::exceptions::PyRuntimeError::new_err("the native intake pass failed on this batch"))?;
+        drop(jobs);
+        if let Some((generation, at_start)) = &self.keys {
+            if generation.load(Ordering::SeqCst) != *at_start {
+                // The keys changed since the batch was started: whatever the pass authenticated
+                // with the old ones, the Python verifier judges with the new ones.
+                for out in outs.iter_mut().flatten() {
+                    *out = (None, Rendered::NotTried);
+                }
+            }
+        }
+        rows(py, held, outs)
+    }
+}
+
+impl Drop for PendingIntake {
+    fn drop(&mut self) {
+        // Never finished (the consume loop dropped the batch): wait for the pass, so no view of
+        // a Python object outlives it on another thread. Dropped with the GIL held, as pyclasses are.
+        if let Some(pass) = self.pass.take() {
+            drop(pass.join());
+        }
+    }
+}
+
+/// `intake_batch` in two steps: reads the accessors now, checks and renders on another thread.
+#[pyfunction]
+#[pyo3(signature = (renderer, checker, messages, max_record_bytes, replay_topic, verdict))]
+pub fn intake_start(
+    py: Python<'_>,
+    renderer: PyRef<'_, RecordRenderer>,
+    checker: Option<PyRef<'_, SignatureChecker>>,
+    messages: &Bound<'_, PyList>,
+    max_record_bytes: usize,
+    replay_topic: Option<PyBackedStr>,
+    verdict: PyBackedStr,
+) -> PyResult<PendingIntake> {
+    let (held, jobs) = take_all(py, messages, max_record_bytes, replay_topic.as_deref());
+    let schemas: Arc<Schemas> = Arc::clone(&renderer.schemas);
+    let shared: Option<(Arc<Mutex<Checker>>, Arc<AtomicU64>)> =
+        checker.as_ref().map(|c| (Arc::clone(&c.inner), Arc::clone(&c.generation)));
+    // The keys this batch is checked with: a keyring change between now and the pass (which
+    // takes the checker's lock only when it runs) sends the batch to the Python verifier.
+    // Read without the lock, which the previous batch's pass may hold.
+    let generation = shared.as_ref().map(|(_, g)| g.load(Ordering::SeqCst));
+    let keys = shared.as_ref().zip(generation).map(|((_, g), at)| (Arc::clone(g), at));
+    let code = verdict.to_string();
+    let pass = std::thread::Builder::new()
+        .name("govbus-intake".into())
+        .spawn(move || {
+            let mut guard = shared.as_ref().map(|(m, _)| lock(m));
+            let current = shared.as_ref().map(|(_, g)| g.load(Ordering::SeqCst));
+            let outs = if current == generation {
+                work(&jobs, &schemas, guard.as_deref_mut(), &code)
+            } else {
+                drop(guard);
+                jobs.iter().map(|j| j.as_ref().map(|_| (None, Rendered::NotTried))).collect()
+            };
+            (jobs, outs)
+        })
+        .map_err(|e| pyo3::exceptions::PyRuntimeError::new_err(format!("cannot start the intake pass: {e}")))?;
+    Ok(PendingIntake { held: Some(held), pass: Some(pass), keys })
 }

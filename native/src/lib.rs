@@ -17,8 +17,8 @@ pub mod verify;
 
 use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use pyo3::prelude::*;
 use pyo3::pybacked::{PyBackedBytes, PyBackedStr};
@@ -82,7 +82,8 @@ enum Out {
 /// Decodes and renders consumed records (single-object framing) without building Python events.
 #[pyclass(module = "govbus._native", frozen)]
 pub struct RecordRenderer {
-    pub(crate) schemas: Schemas,
+    // Shared with the intake's background pass (intake.rs), which renders without the GIL.
+    pub(crate) schemas: Arc<Schemas>,
 }
 
 #[pymethods]
@@ -103,7 +104,7 @@ impl RecordRenderer {
             }
             schemas.writers.push(Writer { extras, kinds, reader_extras });
         }
-        Ok(RecordRenderer { schemas })
+        Ok(RecordRenderer { schemas: Arc::new(schemas) })
     }
 
     /// One outcome per record `(value, headers, verdict, verdict_detail, flagged)`:
@@ -183,18 +184,36 @@ fn extract_sig(item: &Bound<'_, PyAny>) -> PyResult<SigInput> {
 /// Batch signature checks (suite ed25519-merkle-v1) with a cache of verified batch roots.
 #[pyclass(module = "govbus._native")]
 pub struct SignatureChecker {
-    pub(crate) inner: verify::Checker,
+    // Behind a lock: the intake's background pass (intake.rs) checks a batch on its own thread.
+    pub(crate) inner: Arc<Mutex<verify::Checker>>,
+    // Counts set_keys calls, readable without waiting for the lock a pass may hold.
+    pub(crate) generation: Arc<AtomicU64>,
+}
+
+impl SignatureChecker {
+    /// The checker; a lock poisoned by a panic is taken over (the checker's state is only a cache
+    /// and the keys, both whole after any panic inside a check).
+    pub(crate) fn lock(&self) -> MutexGuard<'_, verify::Checker> {
+        lock(&self.inner)
+    }
+}
+
+pub(crate) fn lock(m: &Mutex<verify::Checker>) -> MutexGuard<'_, verify::Checker> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 #[pymethods]
 impl SignatureChecker {
     #[new]
     fn new(cache_size: usize) -> Self {
-        SignatureChecker { inner: verify::Checker::new(cache_size) }
+        SignatureChecker {
+            inner: Arc::new(Mutex::new(verify::Checker::new(cache_size))),
+            generation: Arc::new(AtomicU64::new(0)),
+        }
     }
 
     /// The trusted keys, kid (UTF-8 bytes) -> raw 32-byte Ed25519 public key; empties the cache.
-    fn set_keys(&mut self, keys: HashMap<Vec<u8>, Vec<u8>>) {
+    fn set_keys(&mut self, py: Python<'_>, keys: HashMap<Vec<u8>, Vec<u8>>) {
         let parsed = keys
             .into_iter()
             .filter_map(|(kid, raw)| {
@@ -202,21 +221,27 @@ impl SignatureChecker {
                 Some((kid, ed25519_dalek::VerifyingKey::from_bytes(&raw).ok()?))
             })
             .collect();
-        self.inner.set_keys(parsed);
+        // A background pass may hold the lock for a batch: wait for it without the GIL.
+        py.allow_threads(|| {
+            let mut checker = self.lock();
+            checker.set_keys(parsed);
+            self.generation.fetch_add(1, Ordering::SeqCst);
+        });
     }
 
     #[getter]
-    fn signature_checks(&self) -> u64 {
-        self.inner.signature_checks
+    fn signature_checks(&self, py: Python<'_>) -> u64 {
+        py.allow_threads(|| self.lock().signature_checks)
     }
 
     /// Per record `(value, key, headers, partition)`: `(kid, stream, sequence, signed_at_ms, ce_id)`
     /// when it is authentic, None when the Python verifier must judge it.
     fn check<'py>(&mut self, py: Python<'py>, records: &Bound<'py, PyList>) -> PyResult<Bound<'py, PyList>> {
         let inputs: Vec<Option<SigInput>> = records.iter().map(|item| extract_sig(&item).ok()).collect();
-        let checker = &mut self.inner;
+        let checker = &self.inner;
         type Auth = Option<(Vec<u8>, Vec<u8>, u64, u64, Option<Vec<u8>>)>;
         let outs: Vec<Auth> = py.allow_threads(|| {
+            let mut checker = lock(checker);
             inputs
                 .iter()
                 .map(|input| {
@@ -258,6 +283,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(_set_panic_probe, m)?)?;
     m.add_function(wrap_pyfunction!(otlp::otlp_logs_request, m)?)?;
     m.add_function(wrap_pyfunction!(intake::intake_batch, m)?)?;
+    m.add_function(wrap_pyfunction!(intake::intake_start, m)?)?;
+    m.add_class::<intake::PendingIntake>()?;
     encode::register(m)?;
     Ok(())
 }

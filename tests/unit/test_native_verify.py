@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from _await import until
 from _sinks import FakeMessage, Rec, events, records, sign, signing_pair
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -21,6 +22,7 @@ from hypothesis import strategies as st
 from govbus import _accel as native
 from govbus._contract import Decoder
 from govbus.consumers import VerdictPolicy, Verification
+from govbus.consumers import _intake as intake_module
 from govbus.consumers._intake import Intake
 from govbus.consumers._native_verify import NativeVerify
 from govbus.consumers.sinks._jsonl import encode_line
@@ -94,15 +96,21 @@ def _intake(native_on: bool, keyring: Keyring, cache: int = 1024) -> Intake:
 
 
 def _outcomes(
-    intake: Intake, msgs: list[FakeMessage], revoke_at: int | None = None, *, batch: bool = False
+    intake: Intake, msgs: list[FakeMessage], revoke_at: int | None = None, *, batch: bool = False, started: bool = False
 ) -> list[Any]:
-    """Each record's outcome; ``batch``: through the one-call batch intake (prepare + take)."""
+    """Each record's outcome; ``batch``: through the one-call batch intake (prepare + take);
+    ``started``: through the intake started on its own thread (start + rows + take)."""
     works = []
     chunk: list[FakeMessage] = []
 
     def flush() -> None:
-        rows = intake.prepare(chunk) if batch else None
-        assert (rows is not None) is batch
+        if started:
+            begun = intake.start(chunk) if chunk else None
+            assert (begun is not None) is bool(chunk)
+            rows = begun.rows() if begun is not None else []
+        else:
+            rows = intake.prepare(chunk) if batch else None
+            assert (rows is not None) is batch
         for j, m in enumerate(chunk):
             row = rows[j] if rows is not None else None
             works.append(intake(m, 1, defer=True) if row is None else intake.take(row, 1))
@@ -149,11 +157,16 @@ def test_verdicts_identical_on_both_paths(picks: list[tuple[int, str]], cache: i
     ring_a = Keyring(list(KEYRING))
     ring_b = Keyring(list(KEYRING))
     ring_c = Keyring(list(KEYRING))
+    ring_d = Keyring(list(KEYRING))
     got = _outcomes(_intake(True, ring_a, cache), msgs, revoke_at)
     batched = _outcomes(_intake(True, ring_c, cache), msgs, revoke_at, batch=True)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(intake_module, "START_MIN_RECORDS", 1)  # every chunk is started on its own thread
+        started = _outcomes(_intake(True, ring_d, cache), msgs, revoke_at, started=True)
     want = _outcomes(_intake(False, ring_b, cache), msgs, revoke_at)
     assert got == want
     assert batched == want
+    assert started == want
 
 
 def test_in_order_stream_is_all_valid_with_one_signature_check_per_batch() -> None:
@@ -191,3 +204,53 @@ def test_a_replayed_record_is_skipped_as_a_replay() -> None:
     msgs = [FakeMessage(r.value, r.headers, key=r.key, partition=r.partition, offset=i) for i in range(2)]  # type: ignore[arg-type]
     got = _outcomes(_intake(True, Keyring(list(KEYRING))), msgs)
     assert got[1][1] == "verify:replay"
+
+
+def _stream(n: int) -> list[FakeMessage]:
+    return [FakeMessage(r.value, r.headers, key=r.key, partition=r.partition, offset=i) for i, r in enumerate(POOL[:n])]  # type: ignore[arg-type]
+
+
+def test_a_started_batch_gives_the_rows_of_the_one_call_intake() -> None:
+    msgs = _stream(36) * 2  # 72 records: above the size a batch is started from
+    assert len(msgs) >= intake_module.START_MIN_RECORDS
+    begun = _intake(True, Keyring(list(KEYRING))).start(msgs)
+    assert begun is not None
+    got = begun.rows()
+    want = _intake(True, Keyring(list(KEYRING))).prepare(msgs)
+    assert got is not None
+    assert want is not None
+    assert got == want
+    assert all(row is not None and row[9] is not None for row in got)  # all authentic
+    with pytest.raises(RuntimeError, match="finished already"):
+        begun._pending.finish()
+
+
+def test_a_small_batch_is_not_started() -> None:
+    assert _intake(True, Keyring(list(KEYRING))).start(_stream(intake_module.START_MIN_RECORDS - 1)) is None
+
+
+@pytest.mark.parametrize("after_the_pass", [False, True])
+def test_keys_changed_after_a_batch_started_send_it_to_the_python_verifier(after_the_pass: bool) -> None:
+    # Same kid, another key: what the pass authenticated with the old key must not count.
+    intake = _intake(True, Keyring(list(KEYRING)))
+    msgs = _stream(36) * 2
+    begun = intake.start(msgs)
+    assert begun is not None
+    if after_the_pass:
+        until(lambda: begun._pending.ready, 10)
+    nv = intake._native_verify
+    assert isinstance(nv, NativeVerify)
+    _, other = signing_pair("k1")
+    nv.checker.set_keys({kid: vk.public.public_bytes_raw() for kid, vk in other._table.items()})
+    rows = begun.rows()
+    assert rows is not None
+    assert all(row is not None and row[9] is None and row[10] is None for row in rows)
+
+
+def test_a_started_batch_never_finished_is_dropped_safely() -> None:
+    intake = _intake(True, Keyring(list(KEYRING)))
+    for _ in range(20):
+        assert intake.start(_stream(36) * 2) is not None  # dropped unfinished: waits for its pass
+    rows = intake.prepare(_stream(36))
+    assert rows is not None
+    assert all(row is not None for row in rows)
