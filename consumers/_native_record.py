@@ -16,6 +16,14 @@ __all__ = ["NativeRecord"]
 
 # DeliveredRecord's own slot setters (the properties below shadow two of them).
 _SET = {name: getattr(DeliveredRecord, name).__set__ for name in DeliveredRecord.__dataclass_fields__}
+# ... bound to module names, with NativeRecord's own slots' setters (bound in after the class):
+# create() runs for every delivered record, and a dict lookup or object.__setattr__ per field
+# doubled its cost.
+_set_topic, _set_partition, _set_offset, _set_timestamp, _set_key, _set_value, _set_headers = (
+    _SET[n] for n in ("topic", "partition", "offset", "timestamp_ms", "key", "value", "headers")
+)
+_set_verdict, _set_detail, _set_flagged = (_SET[n] for n in ("verdict", "verdict_detail", "flagged"))
+_new = object.__new__
 
 
 class NativeRecord(DeliveredRecord):
@@ -49,24 +57,22 @@ class NativeRecord(DeliveredRecord):
         verdict_detail: str,
         flagged: bool,
     ) -> NativeRecord:
-        r = object.__new__(cls)
-        s = _SET
-        s["topic"](r, topic)
-        s["partition"](r, partition)
-        s["offset"](r, offset)
-        s["timestamp_ms"](r, timestamp_ms)
-        s["key"](r, key)
-        s["value"](r, value)
-        s["headers"](r, headers)
-        s["verdict"](r, verdict)
-        s["verdict_detail"](r, verdict_detail)
-        s["flagged"](r, flagged)
-        setter = object.__setattr__
-        setter(r, "line", line)
-        setter(r, "event_id", event_id)
-        setter(r, "_decoder", decoder)
-        setter(r, "_event", None)
-        setter(r, "_attrs", None)
+        r = _new(cls)
+        _set_topic(r, topic)
+        _set_partition(r, partition)
+        _set_offset(r, offset)
+        _set_timestamp(r, timestamp_ms)
+        _set_key(r, key)
+        _set_value(r, value)
+        _set_headers(r, headers)
+        _set_verdict(r, verdict)
+        _set_detail(r, verdict_detail)
+        _set_flagged(r, flagged)
+        _set_line(r, line)
+        _set_event_id(r, event_id)
+        _set_decoder(r, decoder)
+        _set_event(r, None)
+        _set_attrs(r, None)
         return r
 
     @property
@@ -101,3 +107,8 @@ class NativeRecord(DeliveredRecord):
     def attributes(self, value: CloudEventAttributes) -> None:
         object.__setattr__(self, "_attrs", value)
         object.__setattr__(self, "line", None)
+
+
+_set_line, _set_event_id, _set_decoder, _set_event, _set_attrs = (
+    getattr(NativeRecord, n).__set__ for n in ("line", "event_id", "_decoder", "_event", "_attrs")
+)
