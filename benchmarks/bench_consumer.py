@@ -194,6 +194,17 @@ def _run_runtime(
     return runtime, thread
 
 
+def _thread_cpu(native_id: int | None) -> float:
+    """CPU seconds (user + system) of one thread of this process, from /proc."""
+    fields = Path(f"/proc/self/task/{native_id}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _process_cpu() -> float:
+    t = os.times()
+    return t.user + t.system
+
+
 def _wait(pred: Any, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not pred():
@@ -244,8 +255,13 @@ def _throughput(bootstrap: str, tmp: Path) -> list[Row]:
         # collections (without it the consume loop spent ~25% of its time in the cyclic GC here),
         # and young collections run less often.
         tune_gc()
+        cpu_before = _process_cpu()
         runtime, thread = _run_runtime(bootstrap, topic, timed, "throughput", **settings)
         _wait(lambda t=timed: t.records >= EVENTS, 600, "all events delivered")  # type: ignore[misc]
+        # CPU per event: the consume loop's thread (the critical path: everything it does holds
+        # the GIL or feeds it) and the whole process (its share of both cores).
+        loop_us = _thread_cpu(thread.native_id) / EVENTS * 1e6
+        process_us = (_process_cpu() - cpu_before) / EVENTS * 1e6
         runtime.stop()
         thread.join(60)
         assert timed.first is not None
@@ -257,7 +273,8 @@ def _throughput(bootstrap: str, tmp: Path) -> list[Row]:
                 "ev/s",
                 baseline,
                 f"{conditions}; {EVENTS} events, {PARTITIONS} partitions, 1 process (its GC tuned as "
-                "`govbus sink run` does: gc.freeze(), gen-0 threshold 50k); "
+                "`govbus sink run` does: gc.freeze(), gen-0 threshold 50k); CPU per event: consume loop "
+                f"thread {loop_us:.1f} us, process {process_us:.1f} us; "
                 "baseline: raw confluent-kafka consume loop, same topic",
             )
         )
