@@ -1,5 +1,6 @@
-"""A delivered record decoded by the compiled core: its JSON Lines line is rendered already, and
-the Python event and CloudEvents attributes are built only if a sink asks for them."""
+"""A delivered record decoded by the compiled core: its JSON Lines line is rendered already; the
+Python event and CloudEvents attributes are built by the compiled core in the same pass for sinks
+that read them (``reads_events``), and otherwise decoded on the Python path only if asked for."""
 
 from __future__ import annotations
 
@@ -21,8 +22,9 @@ _SET = {name: getattr(DeliveredRecord, name).__set__ for name in DeliveredRecord
 class NativeRecord(DeliveredRecord):
     """A :class:`DeliveredRecord` whose ``line`` is what ``_jsonl.encode_line`` would give.
 
-    ``event`` and ``attributes`` decode lazily on the Python path (with a decoder of the same
-    reader version), so text sinks never pay for them; ``event_id`` is known without either.
+    ``event`` and ``attributes`` are the compiled core's when it built them (``event``/``attrs``
+    given), else they decode lazily on the Python path (with a decoder of the same reader
+    version), so text sinks never pay for them; ``event_id`` is known without either.
     """
 
     __slots__ = ("_attrs", "_decoder", "_event", "event_id", "line")
@@ -48,6 +50,8 @@ class NativeRecord(DeliveredRecord):
         verdict: str,
         verdict_detail: str,
         flagged: bool,
+        event: GovernanceEvent | None = None,
+        attrs: CloudEventAttributes | None = None,
     ) -> NativeRecord:
         r = object.__new__(cls)
         s = _SET
@@ -65,8 +69,8 @@ class NativeRecord(DeliveredRecord):
         setter(r, "line", line)
         setter(r, "event_id", event_id)
         setter(r, "_decoder", decoder)
-        setter(r, "_event", None)
-        setter(r, "_attrs", None)
+        setter(r, "_event", event)
+        setter(r, "_attrs", attrs)
         return r
 
     @property

@@ -14,7 +14,8 @@ use pyo3::prelude::*;
 use pyo3::pybacked::{PyBackedBytes, PyBackedStr};
 use pyo3::types::{PyBytes, PyList, PyTuple};
 
-use crate::record::{self, Header, Outcome, Verdict};
+use crate::pyevent::{self, BatchCache, EventBuilder};
+use crate::record::{self, Decoded, Header, Outcome, Verdict};
 use crate::verify::Authentic;
 use crate::{probe_hit, RecordRenderer, SignatureChecker};
 
@@ -114,8 +115,8 @@ fn take<'py>(
 
 type Auth = (Vec<u8>, Vec<u8>, u64, u64, Option<Vec<u8>>);
 
-enum Rendered {
-    Outcome(Outcome),
+enum Rendered<'a> {
+    Outcome(Outcome, Option<Decoded<'a>>),
     Panic,
     NotTried,
 }
@@ -124,9 +125,12 @@ enum Rendered {
 /// timestamp_ms, broker_time_ms, size, authentic, rendered)`. `authentic` is what
 /// `SignatureChecker.check` answers (None without a checker); `rendered` is what
 /// `RecordRenderer.render` answers for the verdict `verdict` (rendered only when there is no
-/// checker or the record is authentic; None otherwise).
+/// checker or the record is authentic; None otherwise). With `events` (a sink that reads the
+/// event), a rendered line comes with the record's Python event and CloudEvents attributes built
+/// from the same decode: `(line, event_id, legacy, event, attributes)` (None, None: not built).
 #[pyfunction]
-#[pyo3(signature = (renderer, checker, messages, max_record_bytes, replay_topic, verdict))]
+#[pyo3(signature = (renderer, checker, messages, max_record_bytes, replay_topic, verdict, events=None))]
+#[allow(clippy::too_many_arguments)]
 pub fn intake_batch<'py>(
     py: Python<'py>,
     renderer: PyRef<'py, RecordRenderer>,
@@ -135,6 +139,7 @@ pub fn intake_batch<'py>(
     max_record_bytes: usize,
     replay_topic: Option<PyBackedStr>,
     verdict: PyBackedStr,
+    events: Option<PyRef<'py, EventBuilder>>,
 ) -> PyResult<Bound<'py, PyList>> {
     let replay = replay_topic.as_deref();
     let mut taken: Vec<Option<Taken<'py>>> = Vec::with_capacity(messages.len());
@@ -186,9 +191,9 @@ pub fn intake_batch<'py>(
                         if probe_hit(job.value) {
                             panic!("govbus._native panic probe");
                         }
-                        record::process(job.value, &job.headers, &v, schemas)
+                        record::process_keep(job.value, &job.headers, &v, schemas)
                     })) {
-                        Ok(o) => Rendered::Outcome(o),
+                        Ok((o, d)) => Rendered::Outcome(o, d),
                         Err(_) => Rendered::Panic,
                     }
                 };
@@ -197,7 +202,8 @@ pub fn intake_batch<'py>(
             .collect()
     });
     let result = PyList::empty(py);
-    for (t, out) in taken.into_iter().zip(outs) {
+    let mut cache = BatchCache::default();
+    for (t, out) in taken.iter().zip(outs) {
         let (Some(t), Some((auth, rendered))) = (t, out) else {
             result.append(py.None())?;
             continue;
@@ -216,22 +222,30 @@ pub fn intake_batch<'py>(
             None => py.None(),
         };
         let rendered: PyObject = match rendered {
-            Rendered::Outcome(Outcome::Line(line, id, legacy)) => {
-                (PyBytes::new(py, &line), id, legacy).into_pyobject(py)?.into_any().unbind()
+            Rendered::Outcome(Outcome::Line(line, id, legacy), decoded) => {
+                let id = pyo3::types::PyString::new(py, &id);
+                match (&events, decoded) {
+                    (Some(b), Some(d)) => {
+                        let built = b.try_build(py, &t.value, &d, &id, schemas, &mut cache);
+                        let row = (PyBytes::new(py, &line).into_any(), id, legacy);
+                        pyevent::extend_row(py, row, built)?.into_any().unbind()
+                    }
+                    _ => (PyBytes::new(py, &line), id, legacy).into_pyobject(py)?.into_any().unbind(),
+                }
             }
-            Rendered::Outcome(Outcome::Error(reason)) => reason.into_pyobject(py)?.into_any().unbind(),
-            Rendered::Outcome(Outcome::Defer) | Rendered::NotTried => py.None(),
+            Rendered::Outcome(Outcome::Error(reason), _) => reason.into_pyobject(py)?.into_any().unbind(),
+            Rendered::Outcome(Outcome::Defer, _) | Rendered::NotTried => py.None(),
             Rendered::Panic => "internal-error".into_pyobject(py)?.into_any().unbind(),
         };
         let row = PyTuple::new(
             py,
             [
-                t.topic.unbind(),
+                t.topic.clone().unbind(),
                 t.partition.into_pyobject(py)?.into_any().unbind(),
-                t.offset.unbind(),
-                t.key_obj.unbind(),
-                t.value_obj.unbind(),
-                t.headers_obj.unbind(),
+                t.offset.clone().unbind(),
+                t.key_obj.clone().unbind(),
+                t.value_obj.clone().unbind(),
+                t.headers_obj.clone().unbind(),
                 t.timestamp_ms.into_pyobject(py)?.into_any().unbind(),
                 t.broker_time_ms.into_pyobject(py)?.into_any().unbind(),
                 t.size.into_pyobject(py)?.into_any().unbind(),
