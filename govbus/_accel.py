@@ -18,7 +18,6 @@ from typing import Any
 
 from govbus._cloudevents import CloudEventAttributes, dataschema
 from govbus._contract import (
-    _JSON_IN,
     CONTENT_TYPE,
     Decoder,
     Encoder,
@@ -151,7 +150,6 @@ def event_builder() -> Any | None:
             datetime,
             UTC,
             {k.value: k for k in EventKind},
-            _JSON_IN.decode,
         )
     except ValueError as exc:
         log.info("govbus native core: events are built on the Python path (%s)", exc)

@@ -6,10 +6,13 @@
 //!
 //! The decode already applied the model's semantic checks, so the frozen dataclasses are filled
 //! through their slots (`object.__new__` + `PyObject_GenericSetAttr`, what `decoded_event` does with
-//! the slots' setters). Nested JSON attributes are parsed by the reference's own decoder object
-//! (`_contract._JSON_IN.decode`), so their values (plain `dict`/`list`, big integers, floats) are
-//! Python's exactly. A failure or panic while building leaves the event unbuilt: the record's
-//! `event` then decodes on the Python path, as before.
+//! the slots' setters). Nested JSON attributes become what the reference's `json.JSONDecoder` makes
+//! of them (plain `dict` and `list`, `int` of any size, `float`, `str`, `bool`, None): the text
+//! reaching here was already parsed by `json::reencode` while rendering, which sends everything
+//! only CPython reproduces (lone surrogates, overflowing floats, 4300+-digit integers, deep
+//! nesting) to the Python path, so the grammar below can be CPython's without its corner cases.
+//! A failure or panic while building leaves the event unbuilt: the record's `event` then decodes
+//! on the Python path, as before.
 
 use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -18,7 +21,7 @@ use std::sync::Mutex;
 
 use pyo3::ffi;
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyString, PyTuple};
+use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyString, PyTuple, PyType};
 
 use crate::event::{Attr, Event};
 use crate::record::{Decoded, Schemas};
@@ -74,13 +77,12 @@ fn _set_event_panic_probe(value: Option<Vec<u8>>) {
 /// Builds the Python `GovernanceEvent` and `CloudEventAttributes` of natively decoded records.
 #[pyclass(module = "govbus._native", frozen)]
 pub struct EventBuilder {
-    new: Py<PyAny>,
-    event_type: Py<PyAny>,
+    event_type: Py<PyType>,
     producer_type: Py<PyAny>,
-    attrs_type: Py<PyAny>,
+    attrs_type: Py<PyType>,
     datetime: Py<PyAny>,
     utc: Py<PyAny>,
-    json_decode: Py<PyAny>,
+    int_type: Py<PyAny>,
     /// EventKind member by value.
     kinds: HashMap<String, Py<PyAny>>,
     event_names: Vec<Py<PyString>>,
@@ -91,37 +93,41 @@ pub struct EventBuilder {
 #[pymethods]
 impl EventBuilder {
     /// `event_fields` / `attrs_fields`: the dataclasses' field names, which must be the ones this
-    /// builder fills; `kinds`: EventKind value -> member; `json_decode`: the reference's decoder of
-    /// nested JSON attributes.
+    /// builder fills; `kinds`: EventKind value -> member.
     #[new]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
-        event_type: Py<PyAny>,
+        event_type: Py<PyType>,
         event_fields: Vec<String>,
         producer_type: Py<PyAny>,
-        attrs_type: Py<PyAny>,
+        attrs_type: Py<PyType>,
         attrs_fields: Vec<String>,
         datetime: Py<PyAny>,
         utc: Py<PyAny>,
         kinds: HashMap<String, Py<PyAny>>,
-        json_decode: Py<PyAny>,
     ) -> PyResult<Self> {
         if event_fields != EVENT_FIELDS || attrs_fields != ATTRS_FIELDS {
             return Err(pyo3::exceptions::PyValueError::new_err(
                 "the event model's fields are not the ones the compiled event builder knows",
             ));
         }
-        let new = py.import("builtins")?.getattr("object")?.getattr("__new__")?.unbind();
+        // Filled through slots only: a class with its own __new__ or a base with state would not be.
+        let object = py.import("builtins")?.getattr("object")?;
+        for cls in [&event_type, &attrs_type] {
+            let cls = cls.bind(py);
+            if !cls.getattr("__new__")?.is(&object.getattr("__new__")?) || !cls.getattr("__base__")?.is(&object) {
+                return Err(pyo3::exceptions::PyValueError::new_err("an event class the builder cannot fill"));
+            }
+        }
         let intern = |names: &[&str]| names.iter().map(|n| PyString::intern(py, n).unbind()).collect();
         Ok(EventBuilder {
-            new,
             event_type,
             producer_type,
             attrs_type,
             datetime,
             utc,
-            json_decode,
+            int_type: object.py().import("builtins")?.getattr("int")?.unbind(),
             kinds,
             event_names: intern(&EVENT_FIELDS),
             attrs_names: intern(&ATTRS_FIELDS),
@@ -140,6 +146,13 @@ impl EventBuilder {
 #[derive(Default)]
 pub struct BatchCache<'a, 'py> {
     producer: Option<([&'a str; 4], Bound<'py, PyAny>)>,
+}
+
+/// `object.__new__(cls)` for a class of plain Python slots (what `object_new` does: `tp_alloc`).
+fn alloc<'py>(py: Python<'py>, cls: &Py<PyType>) -> PyResult<Bound<'py, PyAny>> {
+    // SAFETY: `cls` is a live type object; PyType_GenericAlloc is the tp_alloc of classes defined in
+    // Python (the dataclasses here), returns a new reference or NULL with an exception set.
+    unsafe { Bound::from_owned_ptr_or_err(py, ffi::PyType_GenericAlloc(cls.as_ptr().cast(), 0)) }
 }
 
 fn set(obj: &Bound<'_, PyAny>, name: &Py<PyString>, value: &Bound<'_, PyAny>) -> PyResult<()> {
@@ -249,12 +262,12 @@ impl EventBuilder {
                 Attr::Double(x) => PyFloat::new(py, *x).into_any(),
                 Attr::Str(s) => text(py, s),
                 Attr::Bytes(b) => PyBytes::new(py, b).into_any(),
-                Attr::Json(t) => self.json_decode.bind(py).call1((*t,))?,
+                Attr::Json(t) => Json { py, s: t.as_bytes(), i: 0, int_type: self.int_type.bind(py) }.document()?,
             };
             attributes.set_item(PyString::new(py, k), v)?;
         }
         let none = py.None().into_bound(py);
-        let event = self.new.bind(py).call1((self.event_type.bind(py),))?;
+        let event = alloc(py, &self.event_type)?;
         let n = &self.event_names;
         let id_any = id.as_any();
         set(&event, &n[0], &text(py, e.agent_id))?;
@@ -291,7 +304,7 @@ impl EventBuilder {
                 extensions.set_item(PyString::new(py, k), PyString::new(py, v))?;
             }
         }
-        let attrs = self.new.bind(py).call1((self.attrs_type.bind(py),))?;
+        let attrs = alloc(py, &self.attrs_type)?;
         let a = &self.attrs_names;
         set(&attrs, &a[0], &opt_text(py, get("specversion")))?;
         // ce_id equals event_id (the decode checked): one string for both.
@@ -304,6 +317,234 @@ impl EventBuilder {
         set(&attrs, &a[7], &opt_text(py, get("dataschema")))?;
         set(&attrs, &a[8], extensions.as_any())?;
         Ok((event, attrs))
+    }
+}
+
+fn not_json() -> PyErr {
+    pyo3::exceptions::PyValueError::new_err("nested JSON the native builder does not take")
+}
+
+/// JSON text to Python objects as `json.JSONDecoder` makes them (input already checked by `json::reencode`).
+struct Json<'a, 'py, 'b> {
+    py: Python<'py>,
+    s: &'a [u8],
+    i: usize,
+    int_type: &'b Bound<'py, PyAny>,
+}
+
+impl<'py> Json<'_, 'py, '_> {
+    fn document(mut self) -> PyResult<Bound<'py, PyAny>> {
+        self.ws();
+        let v = self.value(0)?;
+        self.ws();
+        if self.i != self.s.len() {
+            return Err(not_json());
+        }
+        Ok(v)
+    }
+
+    fn ws(&mut self) {
+        while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.s.get(self.i) {
+            self.i += 1;
+        }
+    }
+
+    fn value(&mut self, depth: usize) -> PyResult<Bound<'py, PyAny>> {
+        let py = self.py;
+        if depth > 100 {
+            return Err(not_json());
+        }
+        match self.s.get(self.i) {
+            Some(b'"') => Ok(PyString::new(py, &self.string()?).into_any()),
+            Some(b'{') => {
+                self.i += 1;
+                let d = PyDict::new(py);
+                self.ws();
+                if self.s.get(self.i) == Some(&b'}') {
+                    self.i += 1;
+                    return Ok(d.into_any());
+                }
+                loop {
+                    self.ws();
+                    if self.s.get(self.i) != Some(&b'"') {
+                        return Err(not_json());
+                    }
+                    let k = PyString::new(py, &self.string()?);
+                    self.ws();
+                    if self.s.get(self.i) != Some(&b':') {
+                        return Err(not_json());
+                    }
+                    self.i += 1;
+                    self.ws();
+                    // A repeated key keeps its first place and takes the last value (dict(pairs)).
+                    d.set_item(k, self.value(depth + 1)?)?;
+                    self.ws();
+                    match self.s.get(self.i) {
+                        Some(b',') => self.i += 1,
+                        Some(b'}') => {
+                            self.i += 1;
+                            return Ok(d.into_any());
+                        }
+                        _ => return Err(not_json()),
+                    }
+                }
+            }
+            Some(b'[') => {
+                self.i += 1;
+                let l = pyo3::types::PyList::empty(py);
+                self.ws();
+                if self.s.get(self.i) == Some(&b']') {
+                    self.i += 1;
+                    return Ok(l.into_any());
+                }
+                loop {
+                    self.ws();
+                    l.append(self.value(depth + 1)?)?;
+                    self.ws();
+                    match self.s.get(self.i) {
+                        Some(b',') => self.i += 1,
+                        Some(b']') => {
+                            self.i += 1;
+                            return Ok(l.into_any());
+                        }
+                        _ => return Err(not_json()),
+                    }
+                }
+            }
+            Some(b'n') => self.literal(b"null", py.None().into_bound(py)),
+            Some(b't') => self.literal(b"true", PyBool::new(py, true).to_owned().into_any()),
+            Some(b'f') => self.literal(b"false", PyBool::new(py, false).to_owned().into_any()),
+            Some(b'-' | b'0'..=b'9') => self.number(),
+            _ => Err(not_json()),
+        }
+    }
+
+    fn literal(&mut self, word: &[u8], v: Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+        if !self.s[self.i..].starts_with(word) {
+            return Err(not_json());
+        }
+        self.i += word.len();
+        Ok(v)
+    }
+
+    fn digits(&mut self) -> usize {
+        let start = self.i;
+        while let Some(b'0'..=b'9') = self.s.get(self.i) {
+            self.i += 1;
+        }
+        self.i - start
+    }
+
+    /// CPython's NUMBER_RE: `(-?(?:0|[1-9]\d*))(\.\d+)?([eE][-+]?\d+)?`; int() of the integer
+    /// part alone, else float() of the whole.
+    fn number(&mut self) -> PyResult<Bound<'py, PyAny>> {
+        let start = self.i;
+        if self.s[self.i] == b'-' {
+            self.i += 1;
+        }
+        match self.s.get(self.i) {
+            Some(b'0') => self.i += 1,
+            Some(b'1'..=b'9') => {
+                self.digits();
+            }
+            _ => return Err(not_json()),
+        }
+        let mut is_float = false;
+        if self.s.get(self.i) == Some(&b'.') {
+            let save = self.i;
+            self.i += 1;
+            if self.digits() == 0 {
+                self.i = save;
+            } else {
+                is_float = true;
+            }
+        }
+        if let Some(b'e' | b'E') = self.s.get(self.i) {
+            let save = self.i;
+            self.i += 1;
+            if let Some(b'+' | b'-') = self.s.get(self.i) {
+                self.i += 1;
+            }
+            if self.digits() == 0 {
+                self.i = save;
+            } else {
+                is_float = true;
+            }
+        }
+        let lit = std::str::from_utf8(&self.s[start..self.i]).map_err(|_| not_json())?;
+        if is_float {
+            let x: f64 = lit.parse().map_err(|_| not_json())?;
+            if !x.is_finite() {
+                return Err(not_json());
+            }
+            return Ok(PyFloat::new(self.py, x).into_any());
+        }
+        match lit.parse::<i64>() {
+            Ok(n) => Ok(n.into_pyobject(self.py)?.into_any()),
+            Err(_) => self.int_type.call1((lit,)), // beyond 64 bits: Python's int() of the digits
+        }
+    }
+
+    fn hex4(&mut self) -> PyResult<u32> {
+        let h = self.s.get(self.i..self.i + 4).ok_or_else(not_json)?;
+        let mut v = 0u32;
+        for &c in h {
+            v = v * 16 + (c as char).to_digit(16).ok_or_else(not_json)?;
+        }
+        self.i += 4;
+        Ok(v)
+    }
+
+    fn string(&mut self) -> PyResult<String> {
+        self.i += 1; // the opening quote
+        let mut out = String::new();
+        loop {
+            let start = self.i;
+            while let Some(&c) = self.s.get(self.i) {
+                if c == b'"' || c == b'\\' || c < 0x20 {
+                    break;
+                }
+                self.i += 1;
+            }
+            out.push_str(std::str::from_utf8(&self.s[start..self.i]).map_err(|_| not_json())?);
+            match self.s.get(self.i) {
+                Some(b'"') => {
+                    self.i += 1;
+                    return Ok(out);
+                }
+                Some(b'\\') => {
+                    self.i += 1;
+                    let c = *self.s.get(self.i).ok_or_else(not_json)?;
+                    self.i += 1;
+                    out.push(match c {
+                        b'"' => '"',
+                        b'\\' => '\\',
+                        b'/' => '/',
+                        b'b' => '\u{8}',
+                        b'f' => '\u{c}',
+                        b'n' => '\n',
+                        b'r' => '\r',
+                        b't' => '\t',
+                        b'u' => {
+                            let u = self.hex4()?;
+                            let code = if (0xd800..0xdc00).contains(&u) && self.s.get(self.i..self.i + 2) == Some(b"\\u") {
+                                self.i += 2;
+                                let lo = self.hex4()?;
+                                if !(0xdc00..0xe000).contains(&lo) {
+                                    return Err(not_json()); // a lone surrogate: the Python path's
+                                }
+                                0x10000 + ((u - 0xd800) << 10) + (lo - 0xdc00)
+                            } else {
+                                u
+                            };
+                            char::from_u32(code).ok_or_else(not_json)? // lone surrogates: None
+                        }
+                        _ => return Err(not_json()),
+                    });
+                }
+                _ => return Err(not_json()),
+            }
+        }
     }
 }
 

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from _native_strategies import PRODUCERS, SETTINGS, VERDICTS, encode, events
+from _native_strategies import PRODUCERS, SETTINGS, VERDICTS, _json, encode, events
 from _sinks import FakeMessage
 from fastavro import schemaless_writer
 from hypothesis import given
@@ -177,6 +177,18 @@ def test_nested_json_written_by_a_foreign_writer(text: str) -> None:
     same(built.attributes["j"], _JSON_IN.decode(text))
 
 
+_JSON_CHARS = '[]{}",:0123456789.eE+- \\utrfalsn"\u00e9\x01/bdD8'
+
+
+@SETTINGS
+@given(text=st.text(st.sampled_from(_JSON_CHARS), max_size=24) | _json.map(json.dumps) | _json.map(repr))
+def test_random_nested_json_texts(text: str) -> None:
+    value = _value({"attributes": {"j": ("ai.govbus.JsonValue", {"json": text})}})
+    (plain,) = renderer(2).render([(value, _HEADERS, *VERDICTS[0])])
+    if type(plain) is tuple:  # JSON the decode accepts natively: the built value is Python's
+        check_built(value, _HEADERS, 2)
+
+
 @SETTINGS
 @given(
     extra=st.lists(
@@ -259,29 +271,27 @@ def test_a_panic_while_building_falls_back_to_the_python_decode(batch: bool) -> 
     assert intake.native_event_failures == 1
 
 
-def _failing_decode(text: str) -> Any:
-    raise ValueError("a failing JSON decoder")
-
-
 def test_a_failure_while_building_falls_back_to_the_python_decode() -> None:
     from govbus import _native  # type: ignore[attr-defined]
 
+    # A builder that lacks one EventKind member fails (a Python exception) on events of that kind.
     builder = _native.EventBuilder(
         GovernanceEvent, list(FIELDS), ProducerInfo, CloudEventAttributes,
         [f.name for f in dataclasses.fields(CloudEventAttributes)], datetime, UTC,
-        {k.value: k for k in EventKind}, _failing_decode,
+        {k.value: k for k in EventKind if k is not EventKind.ANOMALY_DETECTED},
     )  # fmt: skip
-    nested = encode(GovernanceEvent(agent_id="a", attributes={"x": {"y": [1]}}), 2)
-    flat = encode(GovernanceEvent(agent_id="a", attributes={"x": 1}), 2)
+    failing = encode(GovernanceEvent(agent_id="a", kind=EventKind.ANOMALY_DETECTED, attributes={"x": {"y": [1]}}), 2)
+    other = encode(GovernanceEvent(agent_id="a", attributes={"x": 1}), 2)
     for batch in (False, True):
         intake = Intake(Decoder(), events=True)
         intake._events = builder
-        msgs = [FakeMessage(r.value, r.headers, offset=i) for i, r in enumerate((nested, flat))]
+        msgs = [FakeMessage(r.value, r.headers, offset=i) for i, r in enumerate((failing, other))]
         rows = intake.prepare(msgs) if batch else None
         works = [intake(m, 1, defer=True) if rows is None else intake.take(rows[i], 1) for i, m in enumerate(msgs)]
         intake.settle()
+        assert [w.failure for w in works] == [None, None]
         assert [w.record._event is not None for w in works] == [False, True]
-        same(works[0].record.event, from_record(nested.value, nested.headers, Decoder()).event)
+        same(works[0].record.event, from_record(failing.value, failing.headers, Decoder()).event)
     assert builder.failures == 2
 
 
@@ -292,10 +302,18 @@ def test_the_builder_refuses_a_model_it_does_not_know() -> None:
     kinds = {k.value: k for k in EventKind}
     with pytest.raises(ValueError, match="fields"):
         _native.EventBuilder(GovernanceEvent, [*FIELDS, "new_field"], ProducerInfo, CloudEventAttributes,
-                             attrs_fields, datetime, UTC, kinds, json.loads)  # fmt: skip
+                             attrs_fields, datetime, UTC, kinds)  # fmt: skip
     with pytest.raises(ValueError, match="fields"):
         _native.EventBuilder(GovernanceEvent, list(FIELDS), ProducerInfo, CloudEventAttributes,
-                             attrs_fields[:-1], datetime, UTC, kinds, json.loads)  # fmt: skip
+                             attrs_fields[:-1], datetime, UTC, kinds)  # fmt: skip
+
+    class WithNew(GovernanceEvent):
+        def __new__(cls, *args: Any, **kwargs: Any) -> WithNew:
+            return super().__new__(cls)
+
+    with pytest.raises(ValueError, match="cannot fill"):
+        _native.EventBuilder(WithNew, list(FIELDS), ProducerInfo, CloudEventAttributes, attrs_fields, datetime, UTC,
+                             kinds)  # fmt: skip
 
 
 # --- which sinks ask for events -------------------------------------------------------------------
