@@ -168,6 +168,7 @@ pub fn intake_batch<'py>(
     let mut checker = checker;
     let inner = checker.as_mut().map(|c| &mut c.inner);
     let code: &str = &verdict;
+    let keep = events.is_some(); // what the decode read is kept only to build events from it
     let outs: Vec<Option<(Option<Auth>, Rendered)>> = py.allow_threads(move || {
         let mut inner = inner;
         jobs.iter()
@@ -191,7 +192,11 @@ pub fn intake_batch<'py>(
                         if probe_hit(job.value) {
                             panic!("govbus._native panic probe");
                         }
-                        record::process_keep(job.value, &job.headers, &v, schemas)
+                        if keep {
+                            record::process_keep(job.value, &job.headers, &v, schemas)
+                        } else {
+                            (record::process(job.value, &job.headers, &v, schemas), None)
+                        }
                     })) {
                         Ok((o, d)) => Rendered::Outcome(o, d),
                         Err(_) => Rendered::Panic,

@@ -120,6 +120,7 @@ impl RecordRenderer {
     ) -> PyResult<Bound<'py, PyList>> {
         let inputs: Vec<Option<Input>> = records.iter().map(|item| extract(&item).ok()).collect();
         let schemas = &self.schemas;
+        let keep = events.is_some();
         let outs: Vec<Out> = py.allow_threads(|| {
             inputs
                 .iter()
@@ -133,7 +134,11 @@ impl RecordRenderer {
                             if probe_hit(&i.value) {
                                 panic!("govbus._native panic probe");
                             }
-                            record::process_keep(&i.value, &headers, &verdict, schemas)
+                            if keep {
+                                record::process_keep(&i.value, &headers, &verdict, schemas)
+                            } else {
+                                (record::process(&i.value, &headers, &verdict, schemas), None)
+                            }
                         })) {
                             Ok((o, d)) => Out::Outcome(o, d),
                             Err(_) => Out::Panic,

@@ -127,7 +127,7 @@ impl EventBuilder {
             attrs_type,
             datetime,
             utc,
-            int_type: object.py().import("builtins")?.getattr("int")?.unbind(),
+            int_type: py.import("builtins")?.getattr("int")?.unbind(),
             kinds,
             event_names: intern(&EVENT_FIELDS),
             attrs_names: intern(&ATTRS_FIELDS),
