@@ -189,16 +189,13 @@ def test_random_nested_json_texts(text: str) -> None:
         check_built(value, _HEADERS, 2)
 
 
+_HEADER_NAMES = ["ce_x", "ce_time", "ce_subject", "ce_dataschema", "content-type", "ce_source", "other",
+                 "ce_datacontenttype", "ce_specversion", "ce_type", "ce_", "traceparent"]  # fmt: skip
+_HEADER_VALUES = st.none() | st.text(max_size=5).map(lambda s: s.encode("utf-8", "surrogatepass"))
+
+
 @SETTINGS
-@given(
-    extra=st.lists(
-        st.tuples(
-            st.sampled_from(["ce_x", "ce_time", "ce_subject", "ce_dataschema", "content-type", "ce_source", "other"]),
-            st.none() | st.text(max_size=5).map(lambda s: s.encode("utf-8", "surrogatepass")),
-        ),
-        max_size=6,
-    )
-)
+@given(extra=st.lists(st.tuples(st.sampled_from(_HEADER_NAMES), _HEADER_VALUES), max_size=6))
 def test_cloudevents_attributes_with_extra_missing_and_repeated_headers(extra: list[tuple[str, bytes | None]]) -> None:
     rec = encode(GovernanceEvent(agent_id="a"), 2)
     headers = [h for h in rec.headers if h[0] not in ("ce_time", "content-type")] + extra
