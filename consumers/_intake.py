@@ -74,6 +74,7 @@ class Intake:
         self._renderer = native_renderer(decoder) if native else None
         # The sink reads the Python event: the native pass builds it (None: decoded lazily if read).
         self._events = native_event_builder() if events and self._renderer is not None else None
+        self._event_failures_logged = 0
         # Decodes the event of a NativeRecord when a sink asks for it (not counted twice as legacy).
         self._lazy_decoder = Decoder(decoder.reader.version, resolver=decoder.resolver)
         self._pending: list[tuple[Work, str, str, bool]] = []
@@ -252,6 +253,7 @@ class Intake:
             self._settle_verify()
         pending, self._pending = self._pending, []
         if not pending:
+            self._log_event_failures()
             return
         assert self._renderer is not None
         try:
@@ -293,6 +295,14 @@ class Intake:
                 self.native_disagreements += 1
                 log.warning("native decoder refused %s[%d]@%d (%s); the Python path accepted it",
                             work.topic, work.partition, work.offset, result)  # fmt: skip
+        self._log_event_failures()
+
+    def _log_event_failures(self) -> None:
+        failures = self.native_event_failures  # once per consumed batch, not per record
+        if failures != self._event_failures_logged:
+            log.warning("the compiled core could not build the event of %d record(s); it decodes on the Python "
+                        "path instead (a govbus bug: please report it)", failures - self._event_failures_logged)  # fmt: skip
+            self._event_failures_logged = failures
 
     def _settle_verify(self) -> None:
         pending, self._pending_verify = self._pending_verify, []

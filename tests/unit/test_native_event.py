@@ -253,7 +253,7 @@ def test_text_sinks_do_not_pay_for_events() -> None:
 
 
 @pytest.mark.parametrize("batch", [False, True], ids=["settle", "batch"])
-def test_a_panic_while_building_falls_back_to_the_python_decode(batch: bool) -> None:
+def test_a_panic_while_building_falls_back_to_the_python_decode(batch: bool, caplog: pytest.LogCaptureFixture) -> None:
     recs = [encode(GovernanceEvent(agent_id="a", event_id=f"e{i}", attributes={"i": i}), 2) for i in range(3)]
     native.set_event_panic_probe(recs[1].value)
     try:
@@ -266,6 +266,9 @@ def test_a_panic_while_building_falls_back_to_the_python_decode(batch: bool) -> 
     same(works[1].record.event, from_record(recs[1].value, recs[1].headers, Decoder()).event)
     same(works[1].record.attributes, from_record(recs[1].value, recs[1].headers, Decoder()).attributes)
     assert intake.native_event_failures == 1
+    warnings = [r.getMessage() for r in caplog.records if "could not build the event" in r.getMessage()]
+    assert warnings == ["the compiled core could not build the event of 1 record(s); it decodes on the Python path "
+                        "instead (a govbus bug: please report it)"]  # fmt: skip
 
 
 def test_a_failure_while_building_falls_back_to_the_python_decode() -> None:
