@@ -116,7 +116,7 @@ fn take<'py>(
 type Auth = (Vec<u8>, Vec<u8>, u64, u64, Option<Vec<u8>>);
 
 enum Rendered<'a> {
-    Outcome(Outcome, Option<Decoded<'a>>),
+    Outcome(Outcome, Option<Box<Decoded<'a>>>),
     Panic,
     NotTried,
 }

@@ -76,7 +76,7 @@ fn extract(item: &Bound<'_, PyAny>) -> PyResult<Input> {
 }
 
 enum Out<'a> {
-    Outcome(Outcome, Option<record::Decoded<'a>>),
+    Outcome(Outcome, Option<Box<record::Decoded<'a>>>),
     Panic,
 }
 

@@ -93,15 +93,16 @@ pub fn process(value: &[u8], headers: &[Header], verdict: &Verdict, schemas: &Sc
     process_keep(value, headers, verdict, schemas).0
 }
 
-/// `process`, and for a rendered line what the decode read.
+/// `process`, and for a rendered line what the decode read (boxed: a batch's outcomes stay small
+/// when nothing is kept).
 pub fn process_keep<'a>(
     value: &'a [u8],
     headers: &[Header<'a>],
     verdict: &Verdict,
     schemas: &Schemas,
-) -> (Outcome, Option<Decoded<'a>>) {
+) -> (Outcome, Option<Box<Decoded<'a>>>) {
     match decode_render(value, headers, verdict, schemas) {
-        Ok((line, id, legacy, decoded)) => (Outcome::Line(line, id, legacy), Some(decoded)),
+        Ok((line, id, legacy, decoded)) => (Outcome::Line(line, id, legacy), Some(Box::new(decoded))),
         Err(outcome) => (outcome, None),
     }
 }
