@@ -149,6 +149,8 @@ class _Timed:
     def __init__(self, inner: Any, *, per_event: bool = False) -> None:
         self.inner = inner
         self.per_event = per_event
+        # The runtime asks the sink it runs (this wrapper) whether write() reads record.event.
+        self.reads_events = per_event or getattr(inner, "reads_events", True)
         self.first: float | None = None
         self.first_batch = 0
         self.last = 0.0

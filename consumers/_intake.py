@@ -10,6 +10,10 @@ them in one native call that also renders each record's JSON Lines line (:class:
 A record the native code refuses is decoded again on the Python path, which words the reason;
 a record it cannot judge (Confluent framing) is decoded on the Python path only; a record it
 fails on (a panic) is dead-lettered with reason ``internal-error``.
+
+For a sink that reads ``record.event`` / ``record.attributes`` (``Intake(events=True)``: the
+sink's ``reads_events``), the same native pass also builds them (:func:`govbus._accel.event_builder`),
+so they are not decoded a second time in Python; one it could not build decodes lazily as before.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from typing import Any
 
 from confluent_kafka import TIMESTAMP_LOG_APPEND_TIME, TIMESTAMP_NOT_AVAILABLE
 
+from govbus._accel import event_builder as native_event_builder
 from govbus._accel import intake_batch as native_intake_batch
 from govbus._accel import intake_start as native_intake_start
 from govbus._accel import renderer_for as native_renderer
@@ -86,6 +91,7 @@ class Intake:
         replay_topic: str | None = None,
         native: bool = True,
         deliver_heartbeats: bool = True,
+        events: bool = False,
     ) -> None:
         self.decoder = decoder
         # False: producer heartbeats are acknowledged without delivery (unless they reveal a gap).
@@ -94,6 +100,9 @@ class Intake:
         self.max_record_bytes = max_record_bytes
         self.replay_topic = replay_topic
         self._renderer = native_renderer(decoder) if native else None
+        # The sink reads the Python event: the native pass builds it (None: decoded lazily if read).
+        self._events = native_event_builder() if events and self._renderer is not None else None
+        self._event_failures_logged = 0
         # Decodes the event of a NativeRecord when a sink asks for it (not counted twice as legacy).
         self._lazy_decoder = Decoder(decoder.reader.version, resolver=decoder.resolver)
         self._pending: list[tuple[Work, str, str, bool]] = []
@@ -111,6 +120,16 @@ class Intake:
     def native(self) -> bool:
         """Whether the compiled core decodes records here."""
         return self._renderer is not None
+
+    @property
+    def native_events(self) -> bool:
+        """Whether the compiled core builds the Python events of the records it decodes here."""
+        return self._events is not None
+
+    @property
+    def native_event_failures(self) -> int:
+        """Records whose event the compiled core could not build (decoded on the Python path instead)."""
+        return 0 if self._events is None else int(self._events.failures)
 
     def __call__(self, msg: Any, epoch: int, *, defer: bool = False) -> Work:
         """The :class:`Work` for ``msg``; with ``defer`` (and the compiled core) its decoding waits
@@ -139,7 +158,7 @@ class Intake:
         try:
             rows: list[Prepared | None] = batch(
                 self._renderer, checker, msgs, self.max_record_bytes, self.replay_topic,
-                "unverified" if nv is None else "valid",
+                "unverified" if nv is None else "valid", self._events,
             )  # fmt: skip
         except Exception:  # a fault of the binding itself: the per-record path judges the batch
             log.exception("native intake failed on a batch of %d records; judging them one by one", len(msgs))
@@ -151,7 +170,9 @@ class Intake:
         goes on: the accessors are read now, the rows come from :meth:`Started.rows`. None: prepare
         it at once instead (a small batch, or no native intake here)."""
         start = self._start
-        if start is None or len(msgs) < START_MIN_RECORDS:
+        # Events are built with the GIL from what the decode read (borrowed from the batch's
+        # bytes), so a sink that reads them has its batches prepared at once.
+        if start is None or len(msgs) < START_MIN_RECORDS or self._events is not None:
             return None
         nv = self._native_verify
         checker = None
@@ -193,12 +214,16 @@ class Intake:
         if type(rendered) is not tuple:  # a reason, "Python only" or a panic: settle() words it
             self._pending.append((work, verdict, "", False))
             return work
-        line, event_id, legacy = rendered
+        if len(rendered) == 3:
+            line, event_id, legacy = rendered
+            event = attrs = None
+        else:  # the event and attributes built in the same pass (None: not built)
+            line, event_id, legacy, event, attrs = rendered
         if legacy:
             self.decoder.legacy_fingerprints += 1
         record = work.record = NativeRecord.create(
             line, event_id, self._lazy_decoder, topic, partition, offset, timestamp_ms, key, value, headers,
-            verdict, "", False,
+            verdict, "", False, event, attrs,
         )  # fmt: skip
         if (
             not self.deliver_heartbeats
@@ -278,22 +303,27 @@ class Intake:
             self._settle_verify()
         pending, self._pending = self._pending, []
         if not pending:
+            self._log_event_failures()
             return
         assert self._renderer is not None
         try:
-            results = self._renderer.render([(w.value, w.headers, v, d, f) for w, v, d, f in pending])
+            results = self._renderer.render([(w.value, w.headers, v, d, f) for w, v, d, f in pending], self._events)
         except Exception:  # a fault of the binding itself: the Python path judges the whole batch
             log.exception("native decoder failed on a batch of %d records; decoding them in Python", len(pending))
             results = [None] * len(pending)
         decoder = self._lazy_decoder
         for (work, verdict, detail, flagged), result in zip(pending, results, strict=True):
             if type(result) is tuple:
-                line, event_id, legacy = result
+                if len(result) == 3:
+                    line, event_id, legacy = result
+                    event = attrs = None
+                else:
+                    line, event_id, legacy, event, attrs = result
                 if legacy:
                     self.decoder.legacy_fingerprints += 1
                 work.record = NativeRecord.create(
                     line, event_id, decoder, work.topic, work.partition, work.offset, work.timestamp_ms,
-                    work.key, work.value or b"", work.headers, verdict, detail, flagged,
+                    work.key, work.value or b"", work.headers, verdict, detail, flagged, event, attrs,
                 )  # fmt: skip
                 if (
                     not self.deliver_heartbeats
@@ -315,6 +345,14 @@ class Intake:
                 self.native_disagreements += 1
                 log.warning("native decoder refused %s[%d]@%d (%s); the Python path accepted it",
                             work.topic, work.partition, work.offset, result)  # fmt: skip
+        self._log_event_failures()
+
+    def _log_event_failures(self) -> None:
+        failures = self.native_event_failures  # once per consumed batch, not per record
+        if failures != self._event_failures_logged:
+            log.warning("the compiled core could not build the event of %d record(s); it decodes on the Python "
+                        "path instead (a govbus bug: please report it)", failures - self._event_failures_logged)  # fmt: skip
+            self._event_failures_logged = failures
 
     def _settle_verify(self) -> None:
         pending, self._pending_verify = self._pending_verify, []

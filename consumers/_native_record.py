@@ -1,5 +1,6 @@
-"""A delivered record decoded by the compiled core: its JSON Lines line is rendered already, and
-the Python event and CloudEvents attributes are built only if a sink asks for them."""
+"""A delivered record decoded by the compiled core: its JSON Lines line is rendered already; the
+Python event and CloudEvents attributes are built by the compiled core in the same pass for sinks
+that read them (``reads_events``), and otherwise decoded on the Python path only if asked for."""
 
 from __future__ import annotations
 
@@ -29,8 +30,9 @@ _new = object.__new__
 class NativeRecord(DeliveredRecord):
     """A :class:`DeliveredRecord` whose ``line`` is what ``_jsonl.encode_line`` would give.
 
-    ``event`` and ``attributes`` decode lazily on the Python path (with a decoder of the same
-    reader version), so text sinks never pay for them; ``event_id`` is known without either.
+    ``event`` and ``attributes`` are the compiled core's when it built them (``event``/``attrs``
+    given), else they decode lazily on the Python path (with a decoder of the same reader
+    version), so text sinks never pay for them; ``event_id`` is known without either.
     """
 
     __slots__ = ("_attrs", "_decoder", "_event", "event_id", "line")
@@ -56,6 +58,8 @@ class NativeRecord(DeliveredRecord):
         verdict: str,
         verdict_detail: str,
         flagged: bool,
+        event: GovernanceEvent | None = None,
+        attrs: CloudEventAttributes | None = None,
     ) -> NativeRecord:
         r = _new(cls)
         _set_topic(r, topic)
@@ -71,8 +75,8 @@ class NativeRecord(DeliveredRecord):
         _set_line(r, line)
         _set_event_id(r, event_id)
         _set_decoder(r, decoder)
-        _set_event(r, None)
-        _set_attrs(r, None)
+        _set_event(r, event)
+        _set_attrs(r, attrs)
         return r
 
     @property

@@ -119,6 +119,8 @@ class SinkRuntime:
             max_record_bytes=s.max_record_bytes,
             replay_topic=self.replay_topic,
             deliver_heartbeats=s.heartbeats == "deliver" or (s.heartbeats == "auto" and self.sink_class == "audit"),
+            # The compiled core builds record.event in the decoding pass for sinks that read it.
+            events=bool(getattr(sink, "reads_events", True)),
         )
         self._work = WorkQueue()
         self._reports: queue.SimpleQueue[Report] = queue.SimpleQueue()

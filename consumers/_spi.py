@@ -170,6 +170,12 @@ class Sink(Protocol):
       buffer…). Called before every offset commit, on partition revocation and at shutdown;
       raising skips that commit.
     - ``close()``: release resources; called once, after the last flush.
+
+    Optional attribute ``reads_events`` (default True when absent): whether ``write`` reads
+    ``record.event`` or ``record.attributes``. When True the compiled core builds them in the
+    same pass that decodes the record; a sink that writes only the rendered JSON line (through
+    ``_jsonl.encode_line``) or the raw bytes sets it False and never pays for them (they are then
+    still decoded, on the Python path, if read after all).
     """
 
     def open(self, context: SinkContext) -> None: ...
@@ -185,6 +191,8 @@ class SinkBase:
     """Defaults for the optional hooks; subclasses implement :meth:`write`."""
 
     context: SinkContext | None = None
+    # See Sink: False for a sink that never reads record.event / record.attributes.
+    reads_events: bool = True
 
     def open(self, context: SinkContext) -> None:
         self.context = context

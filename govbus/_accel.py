@@ -8,13 +8,15 @@ tests hold the compiled code to. ``govbus --version`` and one log line say which
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import logging
 import os
+from datetime import UTC, datetime
 from types import ModuleType
 from typing import Any
 
-from govbus._cloudevents import dataschema
+from govbus._cloudevents import CloudEventAttributes, dataschema
 from govbus._contract import (
     CONTENT_TYPE,
     Decoder,
@@ -25,7 +27,7 @@ from govbus._contract import (
     schema_versions,
 )
 from govbus.errors import ConfigError
-from govbus.event import EventKind, FrozenDict, FrozenList
+from govbus.event import FIELDS, EventKind, FrozenDict, FrozenList, GovernanceEvent, ProducerInfo
 
 __all__ = [
     "ENV",
@@ -33,6 +35,7 @@ __all__ = [
     "announce",
     "batch_encoder",
     "describe",
+    "event_builder",
     "intake_batch",
     "intake_start",
     "merkle_batch",
@@ -131,6 +134,29 @@ def _kind(symbol: str, steps: dict[str, tuple[str, Any]] | None) -> str:
     return _KIND_VALUES.get(symbol, EventKind.UNKNOWN.value)
 
 
+def event_builder() -> Any | None:
+    """A builder of the Python event and CloudEvents attributes of natively decoded records
+    (``govbus._native.EventBuilder``), for sinks that read them; None without the compiled core
+    (or when the event model has fields the compiled builder does not know: logged)."""
+    if not active():
+        return None
+    assert _MODULE is not None
+    try:
+        return _MODULE.EventBuilder(
+            GovernanceEvent,
+            list(FIELDS),
+            ProducerInfo,
+            CloudEventAttributes,
+            [f.name for f in dataclasses.fields(CloudEventAttributes)],
+            datetime,
+            UTC,
+            {k.value: k for k in EventKind},
+        )
+    except ValueError as exc:
+        log.info("govbus native core: events are built on the Python path (%s)", exc)
+        return None
+
+
 def signature_checker(cache_size: int) -> Any | None:
     """A native batch signature checker (``govbus._native.SignatureChecker``), or None without the core."""
     announce()
@@ -208,3 +234,9 @@ def set_panic_probe(value: bytes | None) -> None:
     """Tests only: make the compiled decoder panic on records whose value is ``value``."""
     if _MODULE is not None:
         _MODULE._set_panic_probe(value)
+
+
+def set_event_panic_probe(value: bytes | None) -> None:
+    """Tests only: make the compiled event builder panic on records whose value is ``value``."""
+    if _MODULE is not None:
+        _MODULE._set_event_panic_probe(value)

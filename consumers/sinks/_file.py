@@ -65,6 +65,8 @@ class FileSinkOptions(SinkOptions):
 
 
 class FileSink(SinkBase):
+    reads_events = False  # writes the rendered line only (dedup reads record.event_id)
+
     def __init__(self, options: FileSinkOptions | str | os.PathLike[str] | None = None, /, **raw: Any) -> None:
         # FileSink(path, ...) stays valid: a positional path is the ``path`` option.
         if options is not None and not isinstance(options, FileSinkOptions):

@@ -214,6 +214,8 @@ class HttpSink(SinkBase):
             )
         self._client: _Client | None = _Client(o.url, context, o.timeout_s)
         self._encode = self._hec_event if o.format == "splunk-hec" else self._cloudevent
+        # CloudEvents and ndjson send the rendered line; the HEC shape reads the event's fields.
+        self.reads_events = o.format == "splunk-hec"
 
     def __repr__(self) -> str:
         # The options repr masks secrets; the assembled headers are never shown.

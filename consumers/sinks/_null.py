@@ -23,6 +23,8 @@ class NullSinkOptions(SinkOptions):
 
 
 class NullSink(SinkBase):
+    reads_events = False
+
     def __init__(self, options: NullSinkOptions | None = None, /, **raw: Any) -> None:
         self.options = resolve_options(NullSinkOptions, options, raw)
         self.delay = self.options.delay_ms / 1000

@@ -20,6 +20,8 @@ class StdoutSinkOptions(SinkOptions):
 
 
 class StdoutSink(SinkBase):
+    reads_events = False  # writes the rendered line only
+
     def __init__(self, stream: BinaryIO | None = None, /, **raw: Any) -> None:
         # ``stream`` is for Python callers (tests, benchmarks); the runtime passes only options.
         self.options = parse_options(StdoutSinkOptions, raw)

@@ -15,9 +15,10 @@ use std::thread::JoinHandle;
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::pybacked::{PyBackedBytes, PyBackedStr};
-use pyo3::types::{PyBytes, PyList, PyTuple};
+use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
 
-use crate::record::{self, Header, Outcome, Schemas, Verdict};
+use crate::pyevent::{self, BatchCache, EventBuilder};
+use crate::record::{self, Decoded, Header, Outcome, Schemas, Verdict};
 use crate::verify::{Authentic, Checker};
 use crate::{lock, probe_hit, RecordRenderer, SignatureChecker};
 
@@ -170,13 +171,28 @@ fn take_all(
     (held, jobs)
 }
 
+/// What the decode read, per record, kept to build its Python event (`keep`; None otherwise).
+type Kept<'a> = Vec<Option<Box<Decoded<'a>>>>;
+
 /// The byte work (no Python objects touched): signature check, then decode + render of each
-/// authentic record (of every record without a checker).
-fn work(jobs: &[Option<Job>], schemas: &Schemas, mut checker: Option<&mut Checker>, code: &str) -> Answers {
+/// authentic record (of every record without a checker); with `keep`, what each decode read, for
+/// the sinks that read events.
+fn work<'a>(
+    jobs: &'a [Option<Job>],
+    schemas: &Schemas,
+    mut checker: Option<&mut Checker>,
+    code: &str,
+    keep: bool,
+) -> (Answers, Kept<'a>) {
     let mut text = Vec::with_capacity(jobs.len() * 512);
+    let mut kept: Kept<'a> = Vec::new();
+    if keep {
+        kept.resize_with(jobs.len(), || None);
+    }
     let outs = jobs
         .iter()
-        .map(|job| {
+        .enumerate()
+        .map(|(at, job)| {
             let job = job.as_ref()?;
             let headers: Vec<Header<'_>> = job.headers.iter().map(|(n, v)| (&**n, v.as_deref())).collect();
             let key = job.key.as_deref();
@@ -202,36 +218,51 @@ fn work(jobs: &[Option<Job>], schemas: &Schemas, mut checker: Option<&mut Checke
                     if probe_hit(&job.value) {
                         panic!("govbus._native panic probe");
                     }
-                    record::process(&job.value, &headers, &v, schemas)
-                })) {
-                    Ok(Outcome::Line(line, id, legacy)) => {
-                        let start = text.len();
-                        text.extend_from_slice(&line);
-                        let mid = text.len();
-                        text.extend_from_slice(id.as_bytes());
-                        Rendered::Line(start, mid, text.len(), legacy)
+                    if keep {
+                        record::process_keep(&job.value, &headers, &v, schemas)
+                    } else {
+                        (record::process(&job.value, &headers, &v, schemas), None)
                     }
-                    Ok(Outcome::Error(reason)) => Rendered::Error(reason),
-                    Ok(Outcome::Defer) => Rendered::Defer,
+                })) {
+                    Ok((outcome, decoded)) => {
+                        if let Some(slot) = kept.get_mut(at) {
+                            *slot = decoded;
+                        }
+                        match outcome {
+                            Outcome::Line(line, id, legacy) => {
+                                let start = text.len();
+                                text.extend_from_slice(&line);
+                                let mid = text.len();
+                                text.extend_from_slice(id.as_bytes());
+                                Rendered::Line(start, mid, text.len(), legacy)
+                            }
+                            Outcome::Error(reason) => Rendered::Error(reason),
+                            Outcome::Defer => Rendered::Defer,
+                        }
+                    }
                     Err(_) => Rendered::Panic,
                 }
             };
             Some((auth, rendered))
         })
         .collect();
-    Answers { text, outs }
+    (Answers { text, outs }, kept)
 }
 
-/// The rows `intake_batch` returns, from what `take_all` read and `work` answered.
-fn rows<'py>(
+/// The rows `intake_batch` returns, from what `take_all` read and `work` answered (with `events`,
+/// each rendered record's Python event and attributes built from what its decode kept).
+fn rows<'a, 'py>(
     py: Python<'py>,
     held: Vec<Option<Held>>,
     jobs: &[Option<Job>],
     answers: Answers,
+    kept: &Kept<'a>,
+    events: Option<(&EventBuilder, &Schemas)>,
 ) -> PyResult<Bound<'py, PyList>> {
     let result = PyList::empty(py);
     let text = &answers.text;
-    for ((t, job), out) in held.into_iter().zip(jobs).zip(answers.outs) {
+    let mut cache: BatchCache<'a, 'py> = BatchCache::default();
+    for (at, ((t, job), out)) in held.into_iter().zip(jobs).zip(answers.outs).enumerate() {
         let (Some(t), Some(job), Some((auth, rendered))) = (t, job, out) else {
             result.append(py.None())?;
             continue;
@@ -250,8 +281,15 @@ fn rows<'py>(
         };
         let rendered: PyObject = match rendered {
             Rendered::Line(start, mid, end, legacy) => {
-                let id = std::str::from_utf8(&text[mid..end]).unwrap_or_default();
-                (PyBytes::new(py, &text[start..mid]), id, legacy).into_pyobject(py)?.into_any().unbind()
+                let id = PyString::new(py, std::str::from_utf8(&text[mid..end]).unwrap_or_default());
+                let line = PyBytes::new(py, &text[start..mid]);
+                match (events, kept.get(at).and_then(|d| d.as_deref())) {
+                    (Some((builder, schemas)), Some(d)) => {
+                        let built = builder.try_build(py, &job.value, d, &id, schemas, &mut cache);
+                        pyevent::extend_row(py, (line.into_any(), id, legacy), built)?.into_any().unbind()
+                    }
+                    _ => (line, id, legacy).into_pyobject(py)?.into_any().unbind(),
+                }
             }
             Rendered::Error(reason) => reason.into_pyobject(py)?.into_any().unbind(),
             Rendered::Defer | Rendered::NotTried => py.None(),
@@ -282,9 +320,12 @@ fn rows<'py>(
 /// timestamp_ms, broker_time_ms, size, authentic, rendered)`. `authentic` is what
 /// `SignatureChecker.check` answers (None without a checker); `rendered` is what
 /// `RecordRenderer.render` answers for the verdict `verdict` (rendered only when there is no
-/// checker or the record is authentic; None otherwise).
+/// checker or the record is authentic; None otherwise). With `events` (a sink that reads the
+/// event), a rendered line comes with the record's Python event and CloudEvents attributes built
+/// from the same decode: `(line, event_id, legacy, event, attributes)` (None, None: not built).
 #[pyfunction]
-#[pyo3(signature = (renderer, checker, messages, max_record_bytes, replay_topic, verdict))]
+#[pyo3(signature = (renderer, checker, messages, max_record_bytes, replay_topic, verdict, events=None))]
+#[allow(clippy::too_many_arguments)]
 pub fn intake_batch<'py>(
     py: Python<'py>,
     renderer: PyRef<'py, RecordRenderer>,
@@ -293,16 +334,18 @@ pub fn intake_batch<'py>(
     max_record_bytes: usize,
     replay_topic: Option<PyBackedStr>,
     verdict: PyBackedStr,
+    events: Option<PyRef<'py, EventBuilder>>,
 ) -> PyResult<Bound<'py, PyList>> {
     let (held, jobs) = take_all(py, messages, max_record_bytes, replay_topic.as_deref());
     let schemas: &Schemas = &renderer.schemas;
     let shared = checker.as_ref().map(|c| &c.inner);
     let code: &str = &verdict;
-    let answers = py.allow_threads(|| {
+    let keep = events.is_some(); // what the decode read is kept only to build events from it
+    let (answers, kept) = py.allow_threads(|| {
         let mut guard = shared.map(|m| lock(m));
-        work(&jobs, schemas, guard.as_deref_mut(), code)
+        work(&jobs, schemas, guard.as_deref_mut(), code, keep)
     });
-    rows(py, held, &jobs, answers)
+    rows(py, held, &jobs, answers, &kept, events.as_deref().map(|b| (b, schemas)))
 }
 
 type Pass = (Vec<Option<Job>>, Answers);
@@ -343,7 +386,7 @@ impl PendingIntake {
                 }
             }
         }
-        rows(py, held, &jobs, answers)
+        rows(py, held, &jobs, answers, &Vec::new(), None)
     }
 }
 
@@ -357,7 +400,8 @@ impl Drop for PendingIntake {
     }
 }
 
-/// `intake_batch` in two steps: reads the accessors now, checks and renders on another thread.
+/// `intake_batch` in two steps: reads the accessors now, checks and renders on another thread
+/// (for sinks that do not read events: an event is built with the GIL, from what the decode kept).
 #[pyfunction]
 #[pyo3(signature = (renderer, checker, messages, max_record_bytes, replay_topic, verdict))]
 pub fn intake_start(
@@ -385,7 +429,7 @@ pub fn intake_start(
             let mut guard = shared.as_ref().map(|(m, _)| lock(m));
             let current = shared.as_ref().map(|(_, g)| g.load(Ordering::SeqCst));
             let answers = if current == generation {
-                work(&jobs, &schemas, guard.as_deref_mut(), &code)
+                work(&jobs, &schemas, guard.as_deref_mut(), &code, false).0
             } else {
                 drop(guard);
                 let outs = jobs.iter().map(|j| j.as_ref().map(|_| (None, Rendered::NotTried))).collect();

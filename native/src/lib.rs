@@ -11,6 +11,7 @@ pub mod fuzzing;
 pub mod intake;
 pub mod json;
 pub mod otlp;
+pub mod pyevent;
 pub mod record;
 pub mod sign;
 pub mod verify;
@@ -74,8 +75,8 @@ fn extract(item: &Bound<'_, PyAny>) -> PyResult<Input> {
     })
 }
 
-enum Out {
-    Outcome(Outcome),
+enum Out<'a> {
+    Outcome(Outcome, Option<Box<record::Decoded<'a>>>),
     Panic,
 }
 
@@ -109,15 +110,23 @@ impl RecordRenderer {
 
     /// One outcome per record `(value, headers, verdict, verdict_detail, flagged)`:
     /// `(line, event_id, legacy)`; a DecodeError reason (str); `"internal-error"` when the
-    /// native code failed on it; None when only the Python path can judge it.
-    fn render<'py>(&self, py: Python<'py>, records: &Bound<'py, PyList>) -> PyResult<Bound<'py, PyList>> {
+    /// native code failed on it; None when only the Python path can judge it. With `events`, a
+    /// line comes as `(line, event_id, legacy, event, attributes)` (None, None: not built).
+    #[pyo3(signature = (records, events=None))]
+    fn render<'py>(
+        &self,
+        py: Python<'py>,
+        records: &Bound<'py, PyList>,
+        events: Option<PyRef<'py, pyevent::EventBuilder>>,
+    ) -> PyResult<Bound<'py, PyList>> {
         let inputs: Vec<Option<Input>> = records.iter().map(|item| extract(&item).ok()).collect();
         let schemas = &self.schemas;
+        let keep = events.is_some();
         let outs: Vec<Out> = py.allow_threads(|| {
             inputs
                 .iter()
                 .map(|input| match input {
-                    None => Out::Outcome(Outcome::Defer),
+                    None => Out::Outcome(Outcome::Defer, None),
                     Some(i) => {
                         let headers: Vec<Header> =
                             i.headers.iter().map(|(n, v)| (&**n, v.as_ref().map(|b| &**b))).collect();
@@ -126,9 +135,13 @@ impl RecordRenderer {
                             if probe_hit(&i.value) {
                                 panic!("govbus._native panic probe");
                             }
-                            record::process(&i.value, &headers, &verdict, schemas)
+                            if keep {
+                                record::process_keep(&i.value, &headers, &verdict, schemas)
+                            } else {
+                                (record::process(&i.value, &headers, &verdict, schemas), None)
+                            }
                         })) {
-                            Ok(o) => Out::Outcome(o),
+                            Ok((o, d)) => Out::Outcome(o, d),
                             Err(_) => Out::Panic,
                         }
                     }
@@ -136,13 +149,22 @@ impl RecordRenderer {
                 .collect()
         });
         let result = PyList::empty(py);
-        for out in outs {
+        let mut cache = pyevent::BatchCache::default();
+        for (out, input) in outs.into_iter().zip(&inputs) {
             match out {
-                Out::Outcome(Outcome::Line(line, id, legacy)) => {
-                    result.append((PyBytes::new(py, &line), id, legacy))?;
+                Out::Outcome(Outcome::Line(line, id, legacy), decoded) => {
+                    let id = pyo3::types::PyString::new(py, &id);
+                    match (&events, decoded, input) {
+                        (Some(b), Some(d), Some(i)) => {
+                            let built = b.try_build(py, &i.value, &d, &id, schemas, &mut cache);
+                            let row = (PyBytes::new(py, &line).into_any(), id, legacy);
+                            result.append(pyevent::extend_row(py, row, built)?)?;
+                        }
+                        _ => result.append((PyBytes::new(py, &line), id, legacy))?,
+                    }
                 }
-                Out::Outcome(Outcome::Error(reason)) => result.append(reason)?,
-                Out::Outcome(Outcome::Defer) => result.append(py.None())?,
+                Out::Outcome(Outcome::Error(reason), _) => result.append(reason)?,
+                Out::Outcome(Outcome::Defer, _) => result.append(py.None())?,
                 Out::Panic => result.append("internal-error")?,
             }
         }
@@ -286,5 +308,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(intake::intake_start, m)?)?;
     m.add_class::<intake::PendingIntake>()?;
     encode::register(m)?;
+    pyevent::register(m)?;
     Ok(())
 }

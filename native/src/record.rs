@@ -78,14 +78,51 @@ fn jstr(s: &str) -> Vec<u8> {
 
 const KNOWN: [&str; 7] = ["specversion", "id", "source", "type", "time", "subject", "dataschema"];
 
+/// What the decode read, kept for building the Python event and its CloudEvents attributes
+/// (`pyevent.rs`) without decoding the record again.
+pub struct Decoded<'a> {
+    pub event: event::Event<'a>,
+    pub writer: usize,
+    /// The `ce_*` header values by attribute name (first place, last value), as `parse_headers` reads them.
+    pub ce: Vec<(&'a str, &'a str)>,
+    /// The last `content-type` header's value.
+    pub content_type: Option<&'a str>,
+}
+
 pub fn process(value: &[u8], headers: &[Header], verdict: &Verdict, schemas: &Schemas) -> Outcome {
+    process_keep(value, headers, verdict, schemas).0
+}
+
+/// `process`, and for a rendered line what the decode read (boxed: a batch's outcomes stay small
+/// when nothing is kept).
+pub fn process_keep<'a>(
+    value: &'a [u8],
+    headers: &[Header<'a>],
+    verdict: &Verdict,
+    schemas: &Schemas,
+) -> (Outcome, Option<Box<Decoded<'a>>>) {
+    match decode_render(value, headers, verdict, schemas) {
+        Ok((line, id, legacy, decoded)) => (Outcome::Line(line, id, legacy), Some(Box::new(decoded))),
+        Err(outcome) => (outcome, None),
+    }
+}
+
+type Rendered<'a> = (Vec<u8>, String, bool, Decoded<'a>);
+
+fn decode_render<'a>(
+    value: &'a [u8],
+    headers: &[Header<'a>],
+    verdict: &Verdict,
+    schemas: &Schemas,
+) -> Result<Rendered<'a>, Outcome> {
     // cloudevents.parse_headers: ce_* values by name (last value, first place), content-type.
     let mut values: Vec<(&str, &str)> = Vec::with_capacity(8);
     let mut vindex: HashMap<&str, usize> = HashMap::new();
+    let mut content_type: Option<&str> = None;
     for (name, raw) in headers {
         let Some(raw) = raw else { continue };
         if let Some(attr) = name.strip_prefix("ce_") {
-            let Ok(text) = std::str::from_utf8(raw) else { return Outcome::Error("bad-headers") };
+            let Ok(text) = std::str::from_utf8(raw) else { return Err(Outcome::Error("bad-headers")) };
             let at = if values.len() <= 16 {
                 values.iter().position(|(k, _)| *k == attr)
             } else {
@@ -102,8 +139,9 @@ pub fn process(value: &[u8], headers: &[Header], verdict: &Verdict, schemas: &Sc
                     }
                 }
             }
-        } else if *name == "content-type" && std::str::from_utf8(raw).is_err() {
-            return Outcome::Error("bad-headers");
+        } else if *name == "content-type" {
+            let Ok(text) = std::str::from_utf8(raw) else { return Err(Outcome::Error("bad-headers")) };
+            content_type = Some(text);
         }
     }
     let get = |k: &str| -> Option<&str> {
@@ -114,47 +152,47 @@ pub fn process(value: &[u8], headers: &[Header], verdict: &Verdict, schemas: &Sc
         }
     };
     let (Some(specversion), Some(id), Some(source), Some(ce_type)) = (get("specversion"), get("id"), get("source"), get("type")) else {
-        return Outcome::Error("bad-headers");
+        return Err(Outcome::Error("bad-headers"));
     };
     if specversion != "1.0" {
-        return Outcome::Error("bad-headers");
+        return Err(Outcome::Error("bad-headers"));
     }
 
     // contract.Decoder.decode_datum: framing, writer schema, body.
     if value.is_empty() {
-        return Outcome::Error("empty");
+        return Err(Outcome::Error("empty"));
     }
     if value.len() >= 2 && value[0] == 0xc3 && value[1] == 0x01 {
         // single-object
     } else if value[0] == 0x00 {
-        return Outcome::Defer; // Confluent framing: the writer schema comes from the registry
+        return Err(Outcome::Defer); // Confluent framing: the writer schema comes from the registry
     } else {
-        return Outcome::Error("unknown-framing");
+        return Err(Outcome::Error("unknown-framing"));
     }
     if value.len() < 10 {
-        return Outcome::Error("truncated");
+        return Err(Outcome::Error("truncated"));
     }
     let fp: [u8; 8] = value[2..10].try_into().expect("8 bytes");
     let (writer, legacy) = match schemas.by_fingerprint.get(&fp) {
         Some(&w) => (w, false),
         None => match schemas.by_legacy.get(&fp) {
             Some(&w) => (w, true),
-            None => return Outcome::Error("unknown-fingerprint"),
+            None => return Err(Outcome::Error("unknown-fingerprint")),
         },
     };
     let w = &schemas.writers[writer];
-    let Ok(e) = event::read(value, 10, w) else { return Outcome::Error("corrupt-body") };
+    let Ok(e) = event::read(value, 10, w) else { return Err(Outcome::Error("corrupt-body")) };
     if !event::valid(&e) {
-        return Outcome::Error("invalid-event");
+        return Err(Outcome::Error("invalid-event"));
     }
     let mut data = Vec::with_capacity(value.len() * 2 + 256);
     match event::render_data(&mut data, &e, w) {
         Ok(()) => {}
-        Err(JsonError::Invalid) => return Outcome::Error("invalid-event"),
-        Err(JsonError::Defer) => return Outcome::Defer,
+        Err(JsonError::Invalid) => return Err(Outcome::Error("invalid-event")),
+        Err(JsonError::Defer) => return Err(Outcome::Defer),
     }
     if id != e.event_id {
-        return Outcome::Error("bad-headers");
+        return Err(Outcome::Error("bad-headers"));
     }
 
     // _jsonl.cloudevent + encode_line.
@@ -203,5 +241,6 @@ pub fn process(value: &[u8], headers: &[Header], verdict: &Verdict, schemas: &Sc
         line.extend_from_slice(v);
     }
     line.extend_from_slice(b"}\n");
-    Outcome::Line(line, e.event_id.to_owned(), legacy)
+    let id = e.event_id.to_owned();
+    Ok((line, id, legacy, Decoded { event: e, writer, ce: values, content_type }))
 }

@@ -9,7 +9,6 @@ Work each path produces (failure reason and message, rendered line) must be iden
 from __future__ import annotations
 
 import io
-import os
 import re
 import struct
 from datetime import UTC, datetime, timedelta
@@ -17,30 +16,23 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _native_strategies import PRODUCERS, SETTINGS, VERDICTS, _json, _text, encode, events
 from _sinks import FakeMessage
 from fastavro import schemaless_writer
-from hypothesis import HealthCheck, assume, example, given, settings
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from govbus import _accel as native
-from govbus._contract import Decoder, Encoder, schema_version, to_datum
-from govbus._record import from_record, to_record
+from govbus._contract import Decoder, schema_version, to_datum
+from govbus._record import from_record
 from govbus.consumers._intake import Intake
 from govbus.consumers._native_record import NativeRecord
 from govbus.consumers._spi import DeliveredRecord
 from govbus.consumers.sinks._jsonl import encode_line
-from govbus.errors import DecodeError, InvalidEventError
+from govbus.errors import DecodeError
 from govbus.event import EventKind, GovernanceEvent, ProducerInfo
 
 pytestmark = pytest.mark.skipif(not native.active(), reason="the compiled core is not installed")
-
-SETTINGS = settings(
-    max_examples=int(os.environ.get("GOVBUS_TEST_NATIVE_EXAMPLES", "100")),
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
-PRODUCERS = [ProducerInfo("kernel", "i-1", "host", "govbus-python/0.2.0"), ProducerInfo("k\u00e9", "\n", "h\x01", "")]
-VERDICTS = [("unverified", "", False), ("valid", "", False), ("gap", "3 records missing before seq 9", True)]
 
 _RENDERERS: dict[int, Any] = {}
 
@@ -77,74 +69,6 @@ def compare(value: bytes, headers: Any, reader: int = 2, verdict: tuple[str, str
     assert got != "internal-error"
     assert want == ("error", got), f"native: {got}, Python: {want}"
     return "error"
-
-
-# --- valid events -------------------------------------------------------------------------------
-
-_text = st.text(st.characters(exclude_categories=["Cs"]), max_size=12)
-_field = st.text(st.characters(exclude_categories=["Cs"], exclude_characters="\x00"), max_size=12)
-_id = st.text(st.characters(exclude_categories=["Cs"], exclude_characters="\x00"), min_size=1, max_size=10)
-_opt_id = st.none() | _id
-_hex = st.sampled_from("0123456789abcdef")
-_int64 = st.integers(-(2**63), 2**63 - 1)
-_json_leaf = st.none() | st.booleans() | _int64 | st.floats(allow_nan=False, allow_infinity=False) | _text
-_json = st.recursive(
-    _json_leaf, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_text, inner, max_size=3), max_leaves=8
-)
-_attr = (
-    st.none()
-    | st.booleans()
-    | _int64
-    | st.floats()
-    | _text
-    | st.binary(max_size=12)
-    | st.lists(_json, max_size=3)
-    | st.dictionaries(_text, _json, max_size=3)
-)
-_time = st.datetimes(min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30), timezones=st.just(UTC)) | st.just(
-    datetime(1970, 1, 1, tzinfo=UTC)
-)
-
-
-@st.composite
-def events(draw: st.DrawFn) -> GovernanceEvent:
-    def hexid(n: int) -> str | None:
-        if not draw(st.booleans()):
-            return None
-        v = "".join(draw(st.lists(_hex, min_size=n, max_size=n)))
-        assume(v != "0" * n)
-        return v
-
-    return GovernanceEvent(
-        agent_id=draw(_id),
-        kind=draw(st.sampled_from(list(EventKind))),
-        severity=draw(_id),
-        action=draw(_field),
-        decision=draw(_field),
-        reason=draw(_field),
-        event_id=draw(_id),
-        occurred_at=draw(_time),
-        agent_did=draw(_opt_id),
-        session_id=draw(_opt_id),
-        resource=draw(_opt_id),
-        policy_name=draw(_opt_id),
-        latency_ms=draw(st.floats(min_value=0, allow_nan=False, allow_infinity=False)),
-        trace_id=hexid(32),
-        span_id=hexid(16),
-        parent_span_id=hexid(16),
-        attributes=draw(st.dictionaries(_text, _attr, max_size=20)),
-        schema_version=draw(_id),
-        tenant_id=draw(_opt_id),
-        policy_version=draw(_opt_id),
-        risk_score=draw(st.none() | st.floats(min_value=0, max_value=1)),
-    )
-
-
-def encode(event: GovernanceEvent, writer: int, producer: ProducerInfo = PRODUCERS[0]) -> Any:
-    try:
-        return to_record(event, producer, Encoder(writer))
-    except InvalidEventError:
-        assume(False)  # a v1 writer cannot carry this event
 
 
 @SETTINGS
