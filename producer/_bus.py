@@ -51,6 +51,7 @@ from govbus.event import (
 )
 from govbus.producer import _tracing
 from govbus.producer._batch import (
+    BATCH,
     EMPTY_CONTEXT,
     BatchEncoder,
     BatchHook,
@@ -120,6 +121,16 @@ def producer_config(settings: GovbusSettings) -> dict[str, Any]:
     """The librdkafka configuration of the bus's producer: connection and security settings
     (``GOVBUS_KAFKA__*``, TLS/SASL passed through) plus the producer's (``GOVBUS_PRODUCER__*``)."""
     return {**settings.kafka.librdkafka(), **settings.producer.librdkafka_producer()}
+
+
+def _fused_signer(hook: BatchHook | None) -> Any:
+    """The Signer of govbus's own SigningHook (exactly that class: a subclass may do more), when
+    the compiled core can sign its batches in the same call that encodes them (docs/native.md)."""
+    if hook is None:
+        return None
+    from govbus.producer._signing import SigningHook
+
+    return hook.signer if type(hook) is SigningHook and hook.fusable(BATCH) else None
 
 
 class Bus:
@@ -210,6 +221,8 @@ class Bus:
             producer_info=self.producer_info,
             tracing=tracing,
             bootstrap=settings.kafka.bootstrap_servers,
+            signer=_fused_signer(batch_hook),
+            seen=self._heartbeats.seen if self._heartbeats is not None else None,
         )
         self._queue: deque[Any] = sender.queue  # the hand-off queue: emit() appends, the sender takes
         self._poller = Poller(
