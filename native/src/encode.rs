@@ -697,13 +697,14 @@ impl BatchEncoder {
             let (Some(r), Some(f)) = (r, f) else {
                 unreachable!("every event was encoded")
             };
-            let headers = c.headers(py, &r, f)?;
-            headers.append(&kid_h)?;
-            headers.append(&alg_h)?;
-            headers.append(&stream_h)?;
-            headers.append((&seq_name, PyBytes::new(py, &seq)))?;
-            headers.append((&proof_name, PyBytes::new(py, &proof)))?;
-            headers.append(&sig)?;
+            let mut headers = c.headers(py, &r, f, 6)?;
+            headers.push(kid_h.clone());
+            headers.push(alg_h.clone());
+            headers.push(stream_h.clone());
+            headers.push((&seq_name, PyBytes::new(py, &seq)).into_pyobject(py)?.into_any());
+            headers.push((&proof_name, PyBytes::new(py, &proof)).into_pyobject(py)?.into_any());
+            headers.push(sig.clone().into_any());
+            let headers = PyList::new(py, headers)?;
             let args: [Bound<'py, PyAny>; 9] = [
                 (first_seq + i as u64).into_pyobject(py)?.into_any(),
                 PyBytes::new(py, &r.key).into_any(),
@@ -731,20 +732,30 @@ struct Constants<'py> {
 }
 
 impl<'py> Constants<'py> {
-    /// The CloudEvents header list of one encoded record (`govbus._cloudevents.headers_for`).
-    fn headers(&self, py: Python<'py>, r: &Encoded, f: &PyFields) -> PyResult<Bound<'py, PyList>> {
+    /// The CloudEvents headers of one encoded record (`govbus._cloudevents.headers_for`), in a
+    /// vector with room for `more` (the list is then made at its final size: no regrowth).
+    fn headers(
+        &self,
+        py: Python<'py>,
+        r: &Encoded,
+        f: &PyFields,
+        more: usize,
+    ) -> PyResult<Vec<Bound<'py, PyAny>>> {
         let names = &self.names;
-        let headers = PyList::empty(py);
-        headers.append(&self.spec)?;
-        headers.append((&names[1], PyBytes::new(py, &r.id)))?;
-        headers.append((&names[2], PyBytes::new(py, &r.source)))?;
-        headers.append(&self.ce_types[f.kind])?;
-        headers.append((&names[4], PyBytes::new(py, &r.time)))?;
-        headers.append((&names[5], PyBytes::new(py, f.agent_id.as_bytes())))?;
-        headers.append(&self.content)?;
-        headers.append(&self.schema)?;
+        let pair = |name: &Bound<'py, PyString>, value: &[u8]| -> PyResult<Bound<'py, PyAny>> {
+            Ok((name, PyBytes::new(py, value)).into_pyobject(py)?.into_any())
+        };
+        let mut headers = Vec::with_capacity(9 + more);
+        headers.push(self.spec.clone().into_any());
+        headers.push(pair(&names[1], &r.id)?);
+        headers.push(pair(&names[2], &r.source)?);
+        headers.push(self.ce_types[f.kind].clone().into_any());
+        headers.push(pair(&names[4], &r.time)?);
+        headers.push(pair(&names[5], f.agent_id.as_bytes())?);
+        headers.push(self.content.clone().into_any());
+        headers.push(self.schema.clone().into_any());
         if let Some(s) = &r.session {
-            headers.append((&names[8], PyBytes::new(py, s)))?;
+            headers.push(pair(&names[8], s)?);
         }
         Ok(headers)
     }
@@ -799,7 +810,7 @@ impl BatchEncoder {
                 result.append(py.None())?;
                 continue;
             };
-            let headers = c.headers(py, &r, f)?;
+            let headers = PyList::new(py, c.headers(py, &r, f, 0)?)?;
             result.append((
                 PyBytes::new(py, &r.key),
                 PyBytes::new(py, &r.value),
