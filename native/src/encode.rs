@@ -701,8 +701,8 @@ impl BatchEncoder {
             headers.push(kid_h.clone());
             headers.push(alg_h.clone());
             headers.push(stream_h.clone());
-            headers.push((&seq_name, PyBytes::new(py, &seq)).into_pyobject(py)?.into_any());
-            headers.push((&proof_name, PyBytes::new(py, &proof)).into_pyobject(py)?.into_any());
+            headers.push(untracked((&seq_name, PyBytes::new(py, &seq)).into_pyobject(py)?));
+            headers.push(untracked((&proof_name, PyBytes::new(py, &proof)).into_pyobject(py)?));
             headers.push(sig.clone().into_any());
             let headers = PyList::new(py, headers)?;
             let args: [Bound<'py, PyAny>; 9] = [
@@ -720,6 +720,16 @@ impl BatchEncoder {
         }
         Ok((result, Some(after)))
     }
+}
+
+/// A (str, bytes) header pair the cyclic GC need not watch: CPython's collector untracks such
+/// tuples itself (`_PyTuple_MaybeUntrack`: only atoms inside, no cycle possible), but only when it
+/// next walks them; the records' headers stay in flight for milliseconds, thousands at a time.
+fn untracked<'py>(pair: Bound<'py, PyTuple>) -> Bound<'py, PyAny> {
+    // SAFETY: `pair` is a live tuple of a str and a bytes object, which hold no references; an
+    // untracked tuple is freed as any other (tuple dealloc untracks only what is tracked).
+    unsafe { pyo3::ffi::PyObject_GC_UnTrack(pair.as_ptr().cast()) };
+    pair.into_any()
 }
 
 /// The header constants of one call (interned names, the tuples every record shares).
@@ -743,7 +753,7 @@ impl<'py> Constants<'py> {
     ) -> PyResult<Vec<Bound<'py, PyAny>>> {
         let names = &self.names;
         let pair = |name: &Bound<'py, PyString>, value: &[u8]| -> PyResult<Bound<'py, PyAny>> {
-            Ok((name, PyBytes::new(py, value)).into_pyobject(py)?.into_any())
+            Ok(untracked((name, PyBytes::new(py, value)).into_pyobject(py)?))
         };
         let mut headers = Vec::with_capacity(9 + more);
         headers.push(self.spec.clone().into_any());
