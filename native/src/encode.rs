@@ -9,6 +9,7 @@
 //! the Python path, which also words any refusal; the differential tests hold the two to the same
 //! bytes.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
@@ -732,13 +733,16 @@ fn untracked<'py>(pair: Bound<'py, PyTuple>) -> Bound<'py, PyAny> {
     pair.into_any()
 }
 
-/// The header constants of one call (interned names, the tuples every record shares).
+/// The header constants of one call (interned names, the tuples every record shares), and the
+/// pairs its records share per agent or session (`ce_source`, `ce_subject`, `ce_sessionid`): one
+/// immutable tuple each instead of one per record.
 struct Constants<'py> {
     names: Vec<Bound<'py, PyString>>,
     spec: Bound<'py, PyTuple>,
     content: Bound<'py, PyTuple>,
     schema: Bound<'py, PyTuple>,
     ce_types: Vec<Bound<'py, PyTuple>>,
+    shared: RefCell<[HashMap<Vec<u8>, Bound<'py, PyAny>>; 3]>,
 }
 
 impl<'py> Constants<'py> {
@@ -755,17 +759,26 @@ impl<'py> Constants<'py> {
         let pair = |name: &Bound<'py, PyString>, value: &[u8]| -> PyResult<Bound<'py, PyAny>> {
             Ok(untracked((name, PyBytes::new(py, value)).into_pyobject(py)?))
         };
+        let mut shared = self.shared.borrow_mut();
+        let mut same = |slot: usize, name: usize, value: &[u8]| -> PyResult<Bound<'py, PyAny>> {
+            if let Some(t) = shared[slot].get(value) {
+                return Ok(t.clone());
+            }
+            let t = pair(&names[name], value)?;
+            shared[slot].insert(value.to_vec(), t.clone());
+            Ok(t)
+        };
         let mut headers = Vec::with_capacity(9 + more);
         headers.push(self.spec.clone().into_any());
         headers.push(pair(&names[1], &r.id)?);
-        headers.push(pair(&names[2], &r.source)?);
+        headers.push(same(0, 2, &r.source)?);
         headers.push(self.ce_types[f.kind].clone().into_any());
         headers.push(pair(&names[4], &r.time)?);
-        headers.push(pair(&names[5], f.agent_id.as_bytes())?);
+        headers.push(same(1, 5, f.agent_id.as_bytes())?);
         headers.push(self.content.clone().into_any());
         headers.push(self.schema.clone().into_any());
         if let Some(s) = &r.session {
-            headers.push(pair(&names[8], s)?);
+            headers.push(same(2, 8, s)?);
         }
         Ok(headers)
     }
@@ -803,7 +816,14 @@ impl BatchEncoder {
             .iter()
             .map(|(_, _, t)| (names[3].clone(), PyBytes::new(py, t)).into_pyobject(py))
             .collect::<Result<_, _>>()?;
-        Ok(Constants { names, spec, content, schema, ce_types })
+        Ok(Constants {
+            names,
+            spec,
+            content,
+            schema,
+            ce_types,
+            shared: RefCell::new(Default::default()),
+        })
     }
 
     /// `encode`'s result: per event `(key, value, headers)` or None.
