@@ -400,7 +400,7 @@ class Sender:
                 self.next_seq += 1
                 continue
             record = records[0]
-            payload = pack_record(record.key, record.value, record._base)
+            payload = pack_record(record.key, record.value, unsigned_headers(record))
             with spool.lock:
                 try:
                     spool.write(TYPE_RECORD, payload, seq=seq)
@@ -554,7 +554,7 @@ class Sender:
                 seq = self.next_seq
                 for record in self.encoder.encode([event], [captured], seq, keep=True, unencodable=self._unencodable):
                     end_span(record, "spooled")
-                    entries.append((seq, TYPE_RECORD, pack_record(record.key, record.value, record._base)))
+                    entries.append((seq, TYPE_RECORD, pack_record(record.key, record.value, unsigned_headers(record))))
                 self.next_seq += 1
         else:
             self.queue.clear()  # journaled: already in the spool

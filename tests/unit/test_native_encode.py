@@ -418,7 +418,13 @@ def test_encode_and_sign_in_one_call_is_the_two_step_path(
 
     fused_signer, got_bad = signer(), _Unencodable()
     got, signed = compiled.encode_signed(
-        batch, [EMPTY_CONTEXT] * len(batch), 7, keep=True, unencodable=got_bad, partitions=partitions, signer=fused_signer
+        batch,
+        [EMPTY_CONTEXT] * len(batch),
+        7,
+        keep=True,
+        unencodable=got_bad,
+        partitions=partitions,
+        signer=fused_signer,
     )
     # Signed in the same call exactly when the compiled writer takes every event itself.
     assert signed == all(expected_native(e, writer) for e in batch)
@@ -440,13 +446,14 @@ def test_encode_and_sign_in_one_call_is_the_two_step_path(
 def test_a_full_signed_micro_batch_verifies() -> None:
     from govbus.signing import KeyEntry, Keyring, VerdictCode, Verifier
 
-    python, compiled = encoders(2)
+    _python, compiled = encoders(2)
     batch = list(sample_events(256, agents=16))
     fused_signer = Signer(KEY, stream_id=STREAM)
     records, signed = compiled.encode_signed(
         batch, [EMPTY_CONTEXT] * 256, 0, keep=False, unencodable=_report, partitions=3, signer=fused_signer
     )
-    assert signed and len(records) == 256
+    assert signed
+    assert len(records) == 256
     assert all(r._keep is False and r._publication is None for r in records)
     ring = Keyring()
     ring.add(KeyEntry(KEY.kid, KEY.public_bytes))
@@ -455,12 +462,12 @@ def test_a_full_signed_micro_batch_verifies() -> None:
         verdict = verifier.verify(r.value, r.key, r.headers, r.partition)
         assert verdict.code is VerdictCode.VALID, verdict
     assert sum(fused_signer.next_sequences().values()) == 256
-    assert SIGNATURE_HEADERS == len(canonical.SIGNATURE_HEADERS)
+    assert len(canonical.SIGNATURE_HEADERS) == SIGNATURE_HEADERS
     assert [name for name, _ in records[0].headers[-SIGNATURE_HEADERS:]] == list(canonical.SIGNATURE_HEADERS)
 
 
 def test_a_panic_in_the_signing_step_leaves_the_batch_to_the_hook() -> None:
-    python, compiled = encoders(2)
+    _python, compiled = encoders(2)
     batch = list(sample_events(40, agents=4))
     plain = compiled.encode(batch, [EMPTY_CONTEXT] * 40, 0, keep=True, unencodable=_report)
     fused_signer = Signer(KEY, stream_id=STREAM)
@@ -482,7 +489,7 @@ def test_a_panic_in_the_signing_step_leaves_the_batch_to_the_hook() -> None:
 
 
 def test_a_signature_that_fails_raises_and_consumes_nothing() -> None:
-    python, compiled = encoders(2)
+    _python, compiled = encoders(2)
     batch = list(sample_events(8, agents=2))
 
     class Broken(SigningKey):
@@ -498,13 +505,15 @@ def test_a_signature_that_fails_raises_and_consumes_nothing() -> None:
 
 
 def test_per_event_signing_is_left_to_the_hook() -> None:
-    python, compiled = encoders(2)
+    _python, compiled = encoders(2)
     batch = list(sample_events(8, agents=2))
     per_event = Signer(KEY, mode="per-event")
     records, signed = compiled.encode_signed(
         batch, [EMPTY_CONTEXT] * 8, 0, keep=True, unencodable=_report, partitions=3, signer=per_event
     )
-    assert not signed and len(records) == 8 and per_event.next_sequences() == {}
+    assert not signed
+    assert len(records) == 8
+    assert per_event.next_sequences() == {}
     assert not SigningHook(per_event).fusable(256)
     assert not SigningHook(Signer(KEY), 128).fusable(256)  # its trees are smaller than a batch
     assert SigningHook(Signer(KEY), 256).fusable(256)
