@@ -93,16 +93,23 @@ pub fn format_time(micros: i64) -> Option<String> {
         return None;
     }
     let secs = rest / 1_000_000;
-    Some(format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
-        y,
-        m,
-        d,
-        secs / 3600,
-        secs / 60 % 60,
-        secs % 60,
-        rest % 1_000_000
-    ))
+    // "YYYY-MM-DDTHH:MM:SS.ffffffZ" written digit by digit: `format!` cost more than the whole
+    // Avro value of an event.
+    let mut out = *b"0000-00-00T00:00:00.000000Z";
+    let mut put = |at: usize, width: usize, mut n: i64| {
+        for i in (at..at + width).rev() {
+            out[i] = b'0' + (n % 10) as u8;
+            n /= 10;
+        }
+    };
+    put(0, 4, y);
+    put(5, 2, m);
+    put(8, 2, d);
+    put(11, 2, secs / 3600);
+    put(14, 2, secs / 60 % 60);
+    put(17, 2, secs % 60);
+    put(20, 6, rest % 1_000_000);
+    Some(String::from_utf8_lossy(&out).into_owned())
 }
 
 /// `urllib.parse.quote(text, safe='')`: everything but ASCII letters, digits and `_.-~` as %XX.
