@@ -79,8 +79,9 @@ def _read(bootstrap: str, topic: str, *, partitions: int, count: int) -> list[ob
     return got
 
 
+@pytest.mark.parametrize("durability", ["memory", "disk"])
 def test_spooled_replay_and_direct_batches_share_one_unbroken_signed_stream(
-    kafka_bootstrap: str, tmp_path: Path
+    kafka_bootstrap: str, tmp_path: Path, durability: str
 ) -> None:
     """Records spooled while the topic is missing are replayed and signed by the signing hook;
     later batches are encoded and signed in one native call (docs/native.md): a verifier sees
@@ -97,7 +98,7 @@ def test_spooled_replay_and_direct_batches_share_one_unbroken_signed_stream(
     settings = load_settings(
         kafka={"bootstrap_servers": kafka_bootstrap},
         topic=topic,
-        producer={"spool_dir": str(tmp_path / "spool"), "heartbeat_interval_ms": 3_600_000},
+        producer={"spool_dir": str(tmp_path / "spool"), "heartbeat_interval_ms": 3_600_000, "durability": durability},
         signing={"private_key_path": str(write_private_key(key, tmp_path / f"{key.kid}.pem"))},
     )
     events = list(sample_events(1000, agents=8))
