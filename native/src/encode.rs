@@ -11,6 +11,7 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use pyo3::prelude::*;
@@ -749,7 +750,26 @@ struct Constants<'py> {
     content: Bound<'py, PyTuple>,
     schema: Bound<'py, PyTuple>,
     ce_types: Vec<Bound<'py, PyTuple>>,
-    shared: RefCell<[HashMap<Vec<u8>, Bound<'py, PyAny>>; 3]>,
+    shared: RefCell<[HashMap<Vec<u8>, Bound<'py, PyAny>, BuildHasherDefault<Fnv>>; 3]>,
+}
+
+/// FNV-1a for the shared-pair maps: their keys are short ids from one batch, hashed a few times per
+/// record; SipHash's resistance to chosen collisions buys nothing within a call of 256 records.
+#[derive(Default)]
+struct Fnv(u64);
+
+impl Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        let mut h = if self.0 == 0 { 0xcbf2_9ce4_8422_2325 } else { self.0 };
+        for &b in bytes {
+            h = (h ^ b as u64).wrapping_mul(0x0100_0000_01b3);
+        }
+        self.0 = h;
+    }
 }
 
 impl<'py> Constants<'py> {
