@@ -4,7 +4,8 @@ State machine (:class:`SenderState`):
 
 * ``DIRECT``: events taken from the hand-off queue are encoded (the batch step,
   :class:`~govbus.producer._batch.BatchEncoder`), partitioned, given to the batch hook and
-  produced. No metadata yet (after a short grace), an outage that lasts, an ACL refusal, a topic
+  produced (with govbus's own signing hook and the compiled core, encode, partition and sign are
+  one native call: ``NativeBatchEncoder.encode_signed``). No metadata yet (after a short grace), an outage that lasts, an ACL refusal, a topic
   gone or librdkafka's queue full -> ``SPOOLING``.
 * ``SPOOLING``: memory mode writes queued events to the spool (encoded, unsigned); both modes
   replay the spool from the first unsent seq while the broker takes records. When the replay
