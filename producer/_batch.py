@@ -9,7 +9,7 @@ owns nothing else: no queue, no spool, no Kafka client.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from confluent_kafka import KafkaError
 
@@ -17,6 +17,13 @@ from govbus._contract import Encoder
 from govbus._record import KeyBy, record_key, to_record
 from govbus.event import GovernanceEvent, ProducerInfo
 from govbus.producer import _tracing
+
+if TYPE_CHECKING:  # the signing package (and its crypto) is imported only when signing is on
+    from govbus.signing import Signer
+
+# How many signature headers the fused encode + sign step appends to a record's CloudEvents
+# headers (govbus.signing._canonical.SIGNATURE_HEADERS, checked by the tests).
+SIGNATURE_HEADERS = 6
 
 BATCH = 256  # events per sender step; the sender yields the GIL between steps
 # What encoding an accepted event can raise: the writer schema cannot carry it (InvalidEventError
@@ -60,13 +67,17 @@ class OutgoingRecord:
         keep: bool,
         publication: _tracing.Publication | None,
         report: Report,
+        partition: int = -1,
+        signed: bool = False,
     ) -> None:
         self.seq = seq
-        self.partition = -1
+        self.partition = partition
         self.key = key
         self.value = value
         self.headers = headers
-        self._base = headers  # unsigned headers: what a rescue writes to the spool
+        # Unsigned headers: what a rescue writes to the spool. None: ``headers`` came signed from
+        # the fused encode + sign step and end with the signature headers (see unsigned_headers).
+        self._base: list[tuple[str, bytes]] | None = None if signed else headers
         self._keep = keep  # True: exists only in memory (not in the spool)
         self._publication = publication
         self._report = report
@@ -224,6 +235,67 @@ class NativeBatchEncoder(EventBatchEncoder):
         if not tail or self.tracing.tracer() is not None:  # spans are made on the Python path
             return super().encode(events, contexts, first_seq, keep=keep, unencodable=unencodable, producer=producer)
         outs = self.native.encode(list(events), list(contexts), tail)
+        return self._records(outs, events, contexts, first_seq, keep, unencodable, producer)
+
+    def encode_signed(
+        self,
+        events: Sequence[GovernanceEvent],
+        contexts: Sequence[_tracing.Captured],
+        first_seq: int,
+        *,
+        keep: bool,
+        unencodable: Unencodable,
+        partitions: int,
+        signer: Signer,
+    ) -> tuple[list[OutgoingRecord], bool]:
+        """:meth:`encode`, routing (murmur2 of the key among ``partitions``) and ``signer``'s
+        signature of the batch in one native call (``BatchEncoder.encode_signed``, the producer's
+        own signing hook, docs/native.md). Returns the records and True when they are partitioned
+        and signed; False: they are what :meth:`encode` returns, for the batch hook to sign (an
+        event the Python path encodes, per-event signing, a declined or panicking signing step)."""
+        producer = self.producer
+        tail = self.encoder._producers.get(producer)
+        if tail is None:
+            tail = self.encoder._producer_tail(producer)
+        if not tail or self.tracing.tracer() is not None:
+            return self.encode(events, contexts, first_seq, keep=keep, unencodable=unencodable), False
+        native, report = self.native, self.report
+        event_list, context_list = list(events), list(contexts)
+        done: list[Any] = []
+
+        def fused(
+            kid: bytes, stream: bytes, counters: dict[int, int], signed_at: int, fixed: Any, sign: Any
+        ) -> dict[int, int] | None:
+            rows, after = native.encode_signed(
+                event_list,
+                context_list,
+                tail,
+                partitions,
+                (kid, stream, counters, signed_at),
+                fixed,
+                sign,
+                (OutgoingRecord, first_seq, keep, report),
+            )
+            done.append(rows)
+            return after  # type: ignore[no-any-return]
+
+        if signer.sign_with(fused):
+            return done[0], True
+        if not done:  # the signer declined before the call (per-event mode)
+            return self.encode(events, contexts, first_seq, keep=keep, unencodable=unencodable), False
+        return self._records(done[0], events, contexts, first_seq, keep, unencodable, producer), False
+
+    def _records(
+        self,
+        outs: Sequence[Any],
+        events: Sequence[GovernanceEvent],
+        contexts: Sequence[_tracing.Captured],
+        first_seq: int,
+        keep: bool,
+        unencodable: Unencodable,
+        producer: ProducerInfo,
+    ) -> list[OutgoingRecord]:
+        """The native encoder's rows as records; the events it handed back, encoded in Python."""
         report = self.report
         batch: list[OutgoingRecord] = []
         append = batch.append
@@ -245,6 +317,13 @@ def end_span(record: OutgoingRecord, outcome: str) -> None:
     if publication is not None:
         publication.end(outcome, record.partition if record.partition >= 0 else None)
         record._publication = None
+
+
+def unsigned_headers(record: OutgoingRecord) -> list[tuple[str, bytes]]:
+    """The record's headers without its signature: what the spool keeps (replayed records are
+    signed again, with new sequence numbers, when they are produced)."""
+    base = record._base
+    return record.headers[:-SIGNATURE_HEADERS] if base is None else base
 
 
 def record_size(record: OutgoingRecord) -> int:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import gc
 import logging
 import socket
 import time
@@ -51,6 +52,7 @@ from govbus.event import (
 )
 from govbus.producer import _tracing
 from govbus.producer._batch import (
+    BATCH,
     EMPTY_CONTEXT,
     BatchEncoder,
     BatchHook,
@@ -122,6 +124,27 @@ def producer_config(settings: GovbusSettings) -> dict[str, Any]:
     return {**settings.kafka.librdkafka(), **settings.producer.librdkafka_producer()}
 
 
+def _raise_gc_threshold(gen0: int) -> None:
+    """GOVBUS_PRODUCER__GC_GEN0_THRESHOLD: each record in flight keeps a few containers alive (its
+    ``OutgoingRecord``, its headers, the hand-off tuple) until acknowledged, so with CPython's
+    default threshold young collections run every few hundred records and re-walk them. Only ever
+    raised, never lowered (the process may have set a larger one)."""
+    current, gen1, gen2 = gc.get_threshold()
+    if gen0 > current:
+        gc.set_threshold(gen0, gen1, gen2)
+        log.info("govbus producer: cyclic GC gen-0 threshold %d -> %d", current, gen0)
+
+
+def _fused_signer(hook: BatchHook | None) -> Any:
+    """The Signer of govbus's own SigningHook (exactly that class: a subclass may do more), when
+    the compiled core can sign its batches in the same call that encodes them (docs/native.md)."""
+    if hook is None:
+        return None
+    from govbus.producer._signing import SigningHook
+
+    return hook.signer if type(hook) is SigningHook and hook.fusable(BATCH) else None
+
+
 class Bus:
     """Publishes governance events to Kafka without making the caller wait, and without losing them.
 
@@ -177,6 +200,8 @@ class Bus:
         )
         hook = self._heartbeats.hook if self._heartbeats is not None else batch_hook
         self._queue_max = options.queue_max_events
+        if options.gc_gen0_threshold:
+            _raise_gc_threshold(options.gc_gen0_threshold)
         # Set only when message.max.bytes was lowered below what any valid event needs: then emit()
         # checks each event's size bound against it (otherwise it provably fits: no cost).
         conf = producer_config(settings)
@@ -210,6 +235,8 @@ class Bus:
             producer_info=self.producer_info,
             tracing=tracing,
             bootstrap=settings.kafka.bootstrap_servers,
+            signer=_fused_signer(batch_hook),
+            seen=self._heartbeats.seen if self._heartbeats is not None else None,
         )
         self._queue: deque[Any] = sender.queue  # the hand-off queue: emit() appends, the sender takes
         self._poller = Poller(

@@ -51,9 +51,12 @@ class Heartbeats:
         inner = self._inner
         if inner is not None:
             inner(topic, records)
-        parts = self._partitions
-        for record in records:
-            parts.add(record.partition)
+        self.seen(records)
+
+    def seen(self, records: Sequence[OutgoingRecord]) -> None:
+        """The partitions of records about to be produced (also of batches the sender signed
+        itself, without the hook)."""
+        self._partitions.update({record.partition for record in records})
 
     def start(self) -> None:
         self._thread.start()

@@ -4,7 +4,8 @@ State machine (:class:`SenderState`):
 
 * ``DIRECT``: events taken from the hand-off queue are encoded (the batch step,
   :class:`~govbus.producer._batch.BatchEncoder`), partitioned, given to the batch hook and
-  produced. No metadata yet (after a short grace), an outage that lasts, an ACL refusal, a topic
+  produced (with govbus's own signing hook and the compiled core, encode, partition and sign are
+  one native call: ``NativeBatchEncoder.encode_signed``). No metadata yet (after a short grace), an outage that lasts, an ACL refusal, a topic
   gone or librdkafka's queue full -> ``SPOOLING``.
 * ``SPOOLING``: memory mode writes queued events to the spool (encoded, unsigned); both modes
   replay the spool from the first unsent seq while the broker takes records. When the replay
@@ -28,7 +29,16 @@ from confluent_kafka import KafkaError, KafkaException
 
 from govbus.event import GovernanceEvent, ProducerInfo
 from govbus.producer import _tracing
-from govbus.producer._batch import BATCH, BatchEncoder, BatchHook, OutgoingRecord, end_span
+from govbus.producer._batch import (
+    BATCH,
+    BatchEncoder,
+    BatchHook,
+    NativeBatchEncoder,
+    OutgoingRecord,
+    Unencodable,
+    end_span,
+    unsigned_headers,
+)
 from govbus.producer._errors import SpoolError
 from govbus.producer._spool import (
     TYPE_EVENT,
@@ -43,8 +53,11 @@ from govbus.producer._spool import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
     from govbus.producer._delivery import Delivery
     from govbus.producer._housekeeping import Metadata
+    from govbus.signing import Signer
 
 log = logging.getLogger("govbus.producer")
 
@@ -74,6 +87,8 @@ class Sender:
         producer_info: ProducerInfo,
         tracing: _tracing.Tracing,
         bootstrap: str,
+        signer: Signer | None = None,
+        seen: Callable[[Sequence[OutgoingRecord]], None] | None = None,
     ) -> None:
         self.disk = disk
         self._spool = spool
@@ -82,6 +97,12 @@ class Sender:
         self._metadata = metadata
         self.encoder = encoder
         self._hook = hook
+        # The hook is govbus's own SigningHook and the batch step is compiled: batches taken from
+        # the hand-off queue are encoded, routed and signed in one native call instead, and
+        # ``seen`` (the heartbeats) is shown what the hook would have seen. Spooled records are
+        # still signed by the hook, without being encoded again.
+        self._signer = signer if isinstance(encoder, NativeBatchEncoder) else None
+        self._seen = seen
         self._producer_info = producer_info
         self._tracing = tracing
         self._bootstrap = bootstrap
@@ -201,9 +222,14 @@ class Sender:
                 reason = "broker unreachable"
             self._enter_spooling(reason)
             return True
-        batch = self._take_disk() if self.disk else self._take_memory()
+        batch, signed = self._take_disk() if self.disk else self._take_memory()
         if batch:
-            self._hand_over(batch)
+            if signed:
+                if self._seen is not None:
+                    self._seen(batch)
+                self._produce(batch)
+            else:
+                self._hand_over(batch)
             return True
         if self.disk:
             with self._spool.lock:
@@ -213,7 +239,34 @@ class Sender:
                 return True
         return False
 
-    def _take_memory(self) -> list[OutgoingRecord]:
+    def _encode(
+        self,
+        events: list[GovernanceEvent],
+        contexts: list[_tracing.Captured],
+        first: int,
+        keep: bool,
+        unencodable: Unencodable,
+    ) -> tuple[list[OutgoingRecord], bool]:
+        """The batch step; True: the records are also routed and signed (the fused native step)."""
+        signer, partitioner = self._signer, self._metadata.partitioner
+        if signer is not None and partitioner is not None:
+            encoder: NativeBatchEncoder = self.encoder  # type: ignore[assignment]  # checked in __init__
+            try:
+                return encoder.encode_signed(
+                    events,
+                    contexts,
+                    first,
+                    keep=keep,
+                    unencodable=unencodable,
+                    partitions=partitioner.partitions,
+                    signer=signer,
+                )
+            except Exception:
+                # Signing raised (nothing consumed): the batch hook signs this batch, and says why.
+                log.debug("fused encode + sign failed; the batch hook signs the batch", exc_info=True)
+        return self.encoder.encode(events, contexts, first, keep=keep, unencodable=unencodable), False
+
+    def _take_memory(self) -> tuple[list[OutgoingRecord], bool]:
         popleft = self.queue.popleft
         events: list[GovernanceEvent] = []
         contexts: list[_tracing.Captured] = []
@@ -227,16 +280,16 @@ class Sender:
         seq = self.next_seq
         if not events:
             self._tracker.unsent = seq
-            return []
-        batch = self.encoder.encode(events, contexts, seq, keep=True, unencodable=self._unencodable)
+            return [], False
+        batch, signed = self._encode(events, contexts, seq, True, self._unencodable)
         self.next_seq = seq = seq + len(events)
         self._tracker.unsent = seq  # nothing below it waits in the spool
         if self.room_waiters and batch:
             with self.room:
                 self.room.notify_all()
-        return batch
+        return batch, signed
 
-    def _take_disk(self) -> list[OutgoingRecord]:
+    def _take_disk(self) -> tuple[list[OutgoingRecord], bool]:
         popleft = self.queue.popleft
         tracker = self._tracker
         taking = tracker.taking
@@ -260,19 +313,19 @@ class Sender:
             cursor += 1
         self.cursor = cursor
         tracker.unsent = cursor
-        batch = self._encode_journaled(events, contexts, first) if events else []
+        batch = self._encode_journaled(events, contexts, first) if events else ([], False)
         if overflowed:
             self._enter_spooling("hand-off queue overflowed")
         return batch
 
     def _encode_journaled(
         self, events: list[GovernanceEvent], contexts: list[_tracing.Captured], first: int
-    ) -> list[OutgoingRecord]:
+    ) -> tuple[list[OutgoingRecord], bool]:
         def unencodable(event: GovernanceEvent, seq: int, exc: Exception) -> None:
             self._unencodable(event, seq, exc)
             self._tracker.resolve(seq)
 
-        return self.encoder.encode(events, contexts, first, keep=False, unencodable=unencodable)
+        return self._encode(events, contexts, first, False, unencodable)
 
     # -- SPOOLING --------------------------------------------------------------------------------
 
@@ -348,7 +401,7 @@ class Sender:
                 self.next_seq += 1
                 continue
             record = records[0]
-            payload = pack_record(record.key, record.value, record._base)
+            payload = pack_record(record.key, record.value, unsigned_headers(record))
             with spool.lock:
                 try:
                     spool.write(TYPE_RECORD, payload, seq=seq)
@@ -426,7 +479,7 @@ class Sender:
             return
         for record in batch:
             record.partition = partitioner(record.key)
-            record.headers = list(record._base)  # the hook may extend it; the spool keeps _base
+            record.headers = list(unsigned_headers(record))  # the hook may extend it; the spool keeps _base
         try:
             hook(self.topic, batch)
         except Exception as exc:
@@ -489,7 +542,7 @@ class Sender:
         delivery = self._delivery
         kept = [*delivery.rescue, *self.waiting, *(record for record, _ in delivery.size_refused)]
         entries = [
-            (record.seq, TYPE_RECORD, pack_record(record.key, record.value, record._base))
+            (record.seq, TYPE_RECORD, pack_record(record.key, record.value, unsigned_headers(record)))
             for record in kept
             if record._keep
         ]
@@ -502,7 +555,7 @@ class Sender:
                 seq = self.next_seq
                 for record in self.encoder.encode([event], [captured], seq, keep=True, unencodable=self._unencodable):
                     end_span(record, "spooled")
-                    entries.append((seq, TYPE_RECORD, pack_record(record.key, record.value, record._base)))
+                    entries.append((seq, TYPE_RECORD, pack_record(record.key, record.value, unsigned_headers(record))))
                 self.next_seq += 1
         else:
             self.queue.clear()  # journaled: already in the spool

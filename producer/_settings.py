@@ -76,6 +76,11 @@ class ProducerSettings(BaseModel):
     # How long close() waits for outstanding deliveries before spooling what is left.
     close_timeout_ms: int = Field(default=10_000, ge=0)
 
+    # The process's cyclic GC: young collections wait for at least this many new container objects
+    # (CPython's default 700; the sink CLI uses 50 000). 0 leaves the process's collector alone:
+    # thresholds are per process, so raising them is the kernel owner's choice (docs/native.md).
+    gc_gen0_threshold: int = Field(default=0, ge=0, le=10_000_000)
+
     # Any other librdkafka producer property (GOVBUS_PRODUCER__LIBRDKAFKA='{"socket.nagle.disable": true}').
     librdkafka: dict[str, str | int | float | bool] = Field(default_factory=dict)
 

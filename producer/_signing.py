@@ -30,6 +30,11 @@ class SigningHook:
         # The compiled core numbers, hashes and builds each batch's tree (docs/native.md).
         self._native = govbus._accel.record_signer()
 
+    def fusable(self, batch: int) -> bool:
+        """Whether the sender may sign batches of up to ``batch`` records itself, in the compiled
+        call that encodes them, exactly as this hook would (one tree per batch, batch mode)."""
+        return self._native is not None and self.signer.mode == "batch" and self._chunk >= batch
+
     @classmethod
     def from_settings(cls, settings: SigningSettings) -> SigningHook:
         return cls(Signer.from_settings(settings), settings.batch_max_records)

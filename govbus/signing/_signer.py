@@ -50,6 +50,13 @@ SignRecords = Callable[
     dict[int, int] | None,
 ]
 
+# Signer.sign_with's step: (kid, stream, next sequence per partition, signed_at_ms, the
+# kid/alg/stream headers, sign(root[, tree_size]) -> signature) -> the next sequences after, or None.
+SignStep = Callable[
+    [bytes, bytes, dict[int, int], int, tuple[tuple[str, bytes], ...], Callable[..., bytes]],
+    dict[int, int] | None,
+]
+
 _MAX_SEQUENCE = (1 << 64) - 1
 
 
@@ -209,16 +216,33 @@ class Signer:
         this signer signs the root; each record's ``headers`` becomes its headers plus the
         signature headers. Batch mode only. False (nothing consumed, nothing changed) when
         ``sign_records`` declines the batch: :meth:`sign_batch` then says what is wrong with it."""
-        if self._mode != "batch" or not records or len(records) > MAX_TREE_SIZE:
+        if not records or len(records) > MAX_TREE_SIZE:
+            return False
+        return self.sign_with(
+            lambda kid, stream, counters, signed_at, fixed, sign: sign_records(
+                kid, stream, counters, records, signed_at, fixed, sign
+            ),
+            len(records),
+        )
+
+    def sign_with(self, step: SignStep, size: int | None = None) -> bool:
+        """One batch signed by ``step`` (the compiled core's): under this signer's lock, ``step(kid,
+        stream, next sequence per partition, signed_at_ms, the kid/alg/stream headers, sign)``
+        numbers, hashes and builds the tree of its records and calls ``sign(root)`` once, for this
+        signer to sign the batch message of the root (the tree size: ``size``, or the number of
+        records the tree was built for); it returns the next sequences after, or None when it
+        declined (nothing consumed). Batch mode only: False without calling ``step`` otherwise."""
+        if self._mode != "batch":
             return False
         with self._lock:
             signed_at = self._clock()
-            kid, size, key = self._kid, len(records), self._key
+            kid, key = self._kid, self._key
 
-            def sign(root: bytes) -> bytes:
-                return key.sign(batch_message(kid=kid, signed_at_ms=signed_at, tree_size=size, root=root))
+            def sign(root: bytes, tree_size: int | None = size) -> bytes:
+                assert tree_size is not None
+                return key.sign(batch_message(kid=kid, signed_at_ms=signed_at, tree_size=tree_size, root=root))
 
-            after = sign_records(kid, self._stream, self._next, records, signed_at, self._fixed, sign)
+            after = step(kid, self._stream, self._next, signed_at, self._fixed, sign)
             if after is None:
                 return False
             self._next = after

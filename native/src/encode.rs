@@ -9,11 +9,17 @@
 //! the Python path, which also words any refusal; the differential tests hold the two to the same
 //! bytes.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedStr;
 use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple, PyType};
+
+use crate::partition::partition_for;
+use crate::sign::{merkle, ToSign};
 
 // ---- Avro primitives (writer side) ----------------------------------------------------------------
 
@@ -88,16 +94,23 @@ pub fn format_time(micros: i64) -> Option<String> {
         return None;
     }
     let secs = rest / 1_000_000;
-    Some(format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
-        y,
-        m,
-        d,
-        secs / 3600,
-        secs / 60 % 60,
-        secs % 60,
-        rest % 1_000_000
-    ))
+    // "YYYY-MM-DDTHH:MM:SS.ffffffZ" written digit by digit: `format!` cost more than the whole
+    // Avro value of an event.
+    let mut out = *b"0000-00-00T00:00:00.000000Z";
+    let mut put = |at: usize, width: usize, mut n: i64| {
+        for i in (at..at + width).rev() {
+            out[i] = b'0' + (n % 10) as u8;
+            n /= 10;
+        }
+    };
+    put(0, 4, y);
+    put(5, 2, m);
+    put(8, 2, d);
+    put(11, 2, secs / 3600);
+    put(14, 2, secs / 60 % 60);
+    put(17, 2, secs % 60);
+    put(20, 6, rest % 1_000_000);
+    Some(String::from_utf8_lossy(&out).into_owned())
 }
 
 /// `urllib.parse.quote(text, safe='')`: everything but ASCII letters, digits and `_.-~` as %XX.
@@ -598,6 +611,214 @@ impl BatchEncoder {
         contexts: &Bound<'py, PyList>,
         tail: &[u8],
     ) -> PyResult<Bound<'py, PyList>> {
+        let fields = self.fields(py, events, contexts)?;
+        let plan = &self.plan;
+        let encoded: Vec<Option<Encoded>> =
+            unlocked(py, fields.len(), || encode_all(plan, &fields, tail));
+        self.rows(py, encoded, &fields)
+    }
+
+    /// The batch step and the signing step in one call, for the producer's own signing hook
+    /// (docs/native.md "Producer batch encode and sign"): encodes the events as `encode` does,
+    /// routes each record (`partition_for` of its key among `partitions`), numbers, hashes and
+    /// builds the Merkle tree as `sign_records` does (from `counters`, the signer's next sequence
+    /// per partition), has `sign(root, tree size)` sign the batch, and makes each record
+    /// `make(seq, key, value, headers, keep, None, report, partition, True)` with its CloudEvents
+    /// and signature headers in one list (`first_seq` numbers them). Returns `(records, counters
+    /// after)`; when any event needs the Python path (or the signing step declines or panics)
+    /// nothing is signed and it returns `(what encode returns, None)`.
+    #[allow(clippy::too_many_arguments)]
+    fn encode_signed<'py>(
+        &self,
+        py: Python<'py>,
+        events: &Bound<'py, PyList>,
+        contexts: &Bound<'py, PyList>,
+        tail: &[u8],
+        partitions: u32,
+        signing: (Vec<u8>, Vec<u8>, HashMap<u32, u64>, u64),
+        fixed: (Bound<'py, PyAny>, Bound<'py, PyAny>, Bound<'py, PyAny>),
+        sign: Bound<'py, PyAny>,
+        make: (Bound<'py, PyAny>, u64, bool, Bound<'py, PyAny>),
+    ) -> PyResult<(Bound<'py, PyList>, Option<HashMap<u32, u64>>)> {
+        let (kid, stream, counters, signed_at) = signing;
+        let fields = self.fields(py, events, contexts)?;
+        let plan = &self.plan;
+        let plain = fields.is_empty() || partitions == 0 || fields.len() > 1 << 16;
+        let (encoded, signed) = unlocked(py, fields.len(), || {
+            let encoded = encode_all(plan, &fields, tail);
+            if plain || encoded.iter().any(Option::is_none) {
+                return (encoded, None);
+            }
+            let mut counters = counters;
+            let signed = catch_unwind(AssertUnwindSafe(|| {
+                let records: Vec<ToSign<'_>> = encoded
+                    .iter()
+                    .zip(&fields)
+                    .map(|(r, f)| {
+                        let (r, f) = (r.as_ref()?, f.as_ref()?);
+                        if crate::probe_hit(&r.value) {
+                            panic!("govbus._native panic probe");
+                        }
+                        Some(ToSign {
+                            value: &r.value,
+                            key: Some(&r.key),
+                            ce: [
+                                Some(&r.id),
+                                Some(&plan.kinds[f.kind].2),
+                                Some(&r.source),
+                                Some(&r.time),
+                            ],
+                            partition: partition_for(&r.key, partitions),
+                        })
+                    })
+                    .collect::<Option<_>>()?;
+                let (root, out) = merkle(&kid, &stream, &mut counters, &records, signed_at)?;
+                let parts: Vec<u32> = records.iter().map(|r| r.partition).collect();
+                Some((root, out, parts))
+            }))
+            .ok()
+            .flatten();
+            (encoded, signed.map(|s| (s, counters)))
+        });
+        let Some(((root, out, parts), after)) = signed else {
+            return Ok((self.rows(py, encoded, &fields)?, None));
+        };
+        let sig = (
+            PyString::intern(py, "govbus_sig"),
+            sign.call1((PyBytes::new(py, &root), parts.len()))?,
+        )
+            .into_pyobject(py)?;
+        let seq_name = PyString::intern(py, "govbus_sig_seq");
+        let proof_name = PyString::intern(py, "govbus_sig_proof");
+        let (kid_h, alg_h, stream_h) = fixed;
+        let (cls, first_seq, keep, report) = make;
+        let c = self.constants(py)?;
+        let (none, keep) = (py.None(), PyBool::new(py, keep).to_owned());
+        let signed = PyBool::new(py, true).to_owned();
+        let result = PyList::empty(py);
+        for (i, (((r, f), (seq, proof)), partition)) in encoded
+            .into_iter()
+            .zip(&fields)
+            .zip(out)
+            .zip(parts)
+            .enumerate()
+        {
+            let (Some(r), Some(f)) = (r, f) else {
+                unreachable!("every event was encoded")
+            };
+            let mut headers = c.headers(py, &r, f, 6)?;
+            headers.push(kid_h.clone());
+            headers.push(alg_h.clone());
+            headers.push(stream_h.clone());
+            headers.push(untracked((&seq_name, PyBytes::new(py, &seq)).into_pyobject(py)?));
+            headers.push(untracked((&proof_name, PyBytes::new(py, &proof)).into_pyobject(py)?));
+            headers.push(sig.clone().into_any());
+            let headers = PyList::new(py, headers)?;
+            let args: [Bound<'py, PyAny>; 9] = [
+                (first_seq + i as u64).into_pyobject(py)?.into_any(),
+                PyBytes::new(py, &r.key).into_any(),
+                PyBytes::new(py, &r.value).into_any(),
+                headers.into_any(),
+                keep.clone().into_any(),
+                none.bind(py).clone(),
+                report.clone(),
+                partition.into_pyobject(py)?.into_any(),
+                signed.clone().into_any(),
+            ];
+            result.append(cls.call1(PyTuple::new(py, args)?)?)?;
+        }
+        Ok((result, Some(after)))
+    }
+}
+
+/// A (str, bytes) header pair the cyclic GC need not watch: CPython's collector untracks such
+/// tuples itself (`_PyTuple_MaybeUntrack`: only atoms inside, no cycle possible), but only when it
+/// next walks them; the records' headers stay in flight for milliseconds, thousands at a time.
+fn untracked<'py>(pair: Bound<'py, PyTuple>) -> Bound<'py, PyAny> {
+    // SAFETY: `pair` is a live tuple of a str and a bytes object, which hold no references; an
+    // untracked tuple is freed as any other (tuple dealloc untracks only what is tracked).
+    unsafe { pyo3::ffi::PyObject_GC_UnTrack(pair.as_ptr().cast()) };
+    pair.into_any()
+}
+
+/// The header constants of one call (interned names, the tuples every record shares), and the
+/// pairs its records share per agent or session (`ce_source`, `ce_subject`, `ce_sessionid`): one
+/// immutable tuple each instead of one per record.
+struct Constants<'py> {
+    names: Vec<Bound<'py, PyString>>,
+    spec: Bound<'py, PyTuple>,
+    content: Bound<'py, PyTuple>,
+    schema: Bound<'py, PyTuple>,
+    ce_types: Vec<Bound<'py, PyTuple>>,
+    shared: RefCell<[HashMap<Vec<u8>, Bound<'py, PyAny>, BuildHasherDefault<Fnv>>; 3]>,
+}
+
+/// FNV-1a for the shared-pair maps: their keys are short ids from one batch, hashed a few times per
+/// record; SipHash's resistance to chosen collisions buys nothing within a call of 256 records.
+#[derive(Default)]
+struct Fnv(u64);
+
+impl Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        let mut h = if self.0 == 0 { 0xcbf2_9ce4_8422_2325 } else { self.0 };
+        for &b in bytes {
+            h = (h ^ b as u64).wrapping_mul(0x0100_0000_01b3);
+        }
+        self.0 = h;
+    }
+}
+
+impl<'py> Constants<'py> {
+    /// The CloudEvents headers of one encoded record (`govbus._cloudevents.headers_for`), in a
+    /// vector with room for `more` (the list is then made at its final size: no regrowth).
+    fn headers(
+        &self,
+        py: Python<'py>,
+        r: &Encoded,
+        f: &PyFields,
+        more: usize,
+    ) -> PyResult<Vec<Bound<'py, PyAny>>> {
+        let names = &self.names;
+        let pair = |name: &Bound<'py, PyString>, value: &[u8]| -> PyResult<Bound<'py, PyAny>> {
+            Ok(untracked((name, PyBytes::new(py, value)).into_pyobject(py)?))
+        };
+        let mut shared = self.shared.borrow_mut();
+        let mut same = |slot: usize, name: usize, value: &[u8]| -> PyResult<Bound<'py, PyAny>> {
+            if let Some(t) = shared[slot].get(value) {
+                return Ok(t.clone());
+            }
+            let t = pair(&names[name], value)?;
+            shared[slot].insert(value.to_vec(), t.clone());
+            Ok(t)
+        };
+        let mut headers = Vec::with_capacity(9 + more);
+        headers.push(self.spec.clone().into_any());
+        headers.push(pair(&names[1], &r.id)?);
+        headers.push(same(0, 2, &r.source)?);
+        headers.push(self.ce_types[f.kind].clone().into_any());
+        headers.push(pair(&names[4], &r.time)?);
+        headers.push(same(1, 5, f.agent_id.as_bytes())?);
+        headers.push(self.content.clone().into_any());
+        headers.push(self.schema.clone().into_any());
+        if let Some(s) = &r.session {
+            headers.push(same(2, 8, s)?);
+        }
+        Ok(headers)
+    }
+}
+
+impl BatchEncoder {
+    /// Each event's fields (GIL held); None for those the Python path encodes (a traced context).
+    fn fields(
+        &self,
+        py: Python<'_>,
+        events: &Bound<'_, PyList>,
+        contexts: &Bound<'_, PyList>,
+    ) -> PyResult<Vec<Option<PyFields>>> {
         let empty = self.empty_context.bind(py);
         let mut fields: Vec<Option<PyFields>> = Vec::with_capacity(events.len());
         for (e, c) in events.iter().zip(contexts.iter()) {
@@ -607,22 +828,14 @@ impl BatchEncoder {
                 None
             });
         }
+        Ok(fields)
+    }
+
+    fn constants<'py>(&self, py: Python<'py>) -> PyResult<Constants<'py>> {
         let plan = &self.plan;
-        let encoded: Vec<Option<Encoded>> = unlocked(py, fields.len(), || {
-            fields
-                .iter()
-                .map(|f| {
-                    let f = f.as_ref()?;
-                    catch_unwind(AssertUnwindSafe(|| encode_event(plan, f, tail)))
-                        .ok()
-                        .flatten()
-                })
-                .collect()
-        });
         let names: Vec<Bound<'py, PyString>> =
             NAMES.iter().map(|n| PyString::intern(py, n)).collect();
         let spec = (names[0].clone(), PyBytes::new(py, b"1.0")).into_pyobject(py)?;
-        let subject_of = |f: &PyFields| PyBytes::new(py, f.agent_id.as_bytes());
         let content = (names[6].clone(), PyBytes::new(py, &plan.content_type)).into_pyobject(py)?;
         let schema = (names[7].clone(), PyBytes::new(py, &plan.dataschema)).into_pyobject(py)?;
         let ce_types: Vec<Bound<'py, PyTuple>> = plan
@@ -630,24 +843,31 @@ impl BatchEncoder {
             .iter()
             .map(|(_, _, t)| (names[3].clone(), PyBytes::new(py, t)).into_pyobject(py))
             .collect::<Result<_, _>>()?;
+        Ok(Constants {
+            names,
+            spec,
+            content,
+            schema,
+            ce_types,
+            shared: RefCell::new(Default::default()),
+        })
+    }
+
+    /// `encode`'s result: per event `(key, value, headers)` or None.
+    fn rows<'py>(
+        &self,
+        py: Python<'py>,
+        encoded: Vec<Option<Encoded>>,
+        fields: &[Option<PyFields>],
+    ) -> PyResult<Bound<'py, PyList>> {
+        let c = self.constants(py)?;
         let result = PyList::empty(py);
         for (out, f) in encoded.into_iter().zip(fields.iter()) {
             let (Some(r), Some(f)) = (out, f) else {
                 result.append(py.None())?;
                 continue;
             };
-            let headers = PyList::empty(py);
-            headers.append(&spec)?;
-            headers.append((&names[1], PyBytes::new(py, &r.id)))?;
-            headers.append((&names[2], PyBytes::new(py, &r.source)))?;
-            headers.append(&ce_types[f.kind])?;
-            headers.append((&names[4], PyBytes::new(py, &r.time)))?;
-            headers.append((&names[5], subject_of(f)))?;
-            headers.append(&content)?;
-            headers.append(&schema)?;
-            if let Some(s) = &r.session {
-                headers.append((&names[8], PyBytes::new(py, s)))?;
-            }
+            let headers = PyList::new(py, c.headers(py, &r, f, 0)?)?;
             result.append((
                 PyBytes::new(py, &r.key),
                 PyBytes::new(py, &r.value),
@@ -658,11 +878,23 @@ impl BatchEncoder {
     }
 }
 
-/// Reads one record `(value, key, headers, partition)` to sign; None when the Python signer must
-/// judge it (it raises the reference's error).
+/// Encodes every extracted event (GIL released for a large batch); a panic is None for that event.
+fn encode_all(plan: &Plan, fields: &[Option<PyFields>], tail: &[u8]) -> Vec<Option<Encoded>> {
+    fields
+        .iter()
+        .map(|f| {
+            let f = f.as_ref()?;
+            catch_unwind(AssertUnwindSafe(|| encode_event(plan, f, tail)))
+                .ok()
+                .flatten()
+        })
+        .collect()
+}
+
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<BatchEncoder>()?;
     crate::sign::register(m)?;
+    crate::partition::register(m)?;
     Ok(())
 }
 

@@ -11,6 +11,7 @@ pub mod fuzzing;
 pub mod intake;
 pub mod json;
 pub mod otlp;
+pub mod partition;
 pub mod pyevent;
 pub mod record;
 pub mod sign;

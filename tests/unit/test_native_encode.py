@@ -6,6 +6,9 @@ seqs must be identical, and so must the events reported unencodable (with the sa
 Sign: the same records, partitions and stream go through ``govbus._native.merkle_batch`` and the
 reference ``Signer._hash`` + ``_merkle.build``; sequence headers, leaf hashes (through the root),
 Merkle roots and paths, and the signing hook's final headers must be identical.
+Encode + sign in one call (``BatchEncoder.encode_signed``, the sender's step when the hook is
+govbus's own): records, partitions, signature headers and the signer's sequence numbers must be
+those of the two-step path on the Python reference (encode, murmur2 routing, ``Signer.sign_batch``).
 """
 
 from __future__ import annotations
@@ -27,9 +30,18 @@ from govbus._contract import Encoder, schema_version
 from govbus._sample import sample_events
 from govbus.event import EventKind, GovernanceEvent, ProducerInfo
 from govbus.producer import Bus, _tracing
-from govbus.producer._batch import EMPTY_CONTEXT, EventBatchEncoder, NativeBatchEncoder, OutgoingRecord
+from govbus.producer._batch import (
+    EMPTY_CONTEXT,
+    SIGNATURE_HEADERS,
+    EventBatchEncoder,
+    NativeBatchEncoder,
+    OutgoingRecord,
+    unsigned_headers,
+)
+from govbus.producer._partition import Partitioner, partition_for
 from govbus.producer._signing import SigningHook, sign_input
 from govbus.signing import Signer, SigningKey
+from govbus.signing import _canonical as canonical
 from govbus.signing._canonical import PROOF_HEAD
 from govbus.signing._merkle import build
 
@@ -350,5 +362,208 @@ def test_the_bus_says_which_encoder_it_uses(
             if mode == "auto"
             else "govbus producer batch encode: Python (no: turned off (GOVBUS_NATIVE=off))"
         ]
+    finally:
+        bus.close(0.1)
+
+
+# --- encode + route + sign in one call (the producer's own signing hook) ------------------------
+
+
+def _reference_signed(
+    batch: Sequence[GovernanceEvent], python: EventBatchEncoder, partitions: int, signer: Signer
+) -> tuple[list[OutgoingRecord], list[tuple[str, int, str, str]], list[list[tuple[str, bytes]]]]:
+    """The two-step path on the Python reference: encode, partition (murmur2 in Python), and the
+    signing hook's pure-Python signer (``Signer.sign_batch``)."""
+    bad = _Unencodable()
+    records = python.encode(batch, [EMPTY_CONTEXT] * len(batch), 7, keep=True, unencodable=bad)
+    partitioner = Partitioner(partitions)
+    for r in records:
+        r.partition = partitioner(r.key)
+    bases = [list(r.headers) for r in records]
+    hook = SigningHook(signer, 512)
+    hook._native = None
+    if records:
+        hook("t", records)
+    return records, bad, bases
+
+
+def _signed_view(r: OutgoingRecord) -> tuple[int, bytes, bytes, list[tuple[str, bytes]], int]:
+    return r.seq, r.key, r.value, r.headers, r.partition
+
+
+@SETTINGS
+@given(
+    batch=st.lists(events(), min_size=1, max_size=12),
+    writer=st.sampled_from([1, 2]),
+    key_by=st.sampled_from(["agent_id", "session_id"]),
+    source=st.sampled_from([None, "urn:kernel:\u00e9"]),
+    partitions=st.integers(1, 7),
+    start=st.dictionaries(st.integers(0, 6), st.integers(0, 2**40), max_size=3),
+    confluent=st.booleans(),
+)
+def test_encode_and_sign_in_one_call_is_the_two_step_path(
+    batch: list[GovernanceEvent],
+    writer: int,
+    key_by: str,
+    source: str | None,
+    partitions: int,
+    start: dict[int, int],
+    confluent: bool,
+) -> None:
+    python, compiled = encoders(writer, key_by=key_by, source=source, schema_id=12345 if confluent else None)
+    signed_at = 1_764_000_000_123
+
+    def signer() -> Signer:
+        return Signer(KEY, stream_id=STREAM, next_sequences=start, clock_ms=lambda: signed_at)
+
+    fused_signer, got_bad = signer(), _Unencodable()
+    got, signed = compiled.encode_signed(
+        batch,
+        [EMPTY_CONTEXT] * len(batch),
+        7,
+        keep=True,
+        unencodable=got_bad,
+        partitions=partitions,
+        signer=fused_signer,
+    )
+    # Signed in the same call exactly when the compiled writer takes every event itself.
+    assert signed == all(expected_native(e, writer) for e in batch)
+    if signed:
+        want, want_bad, bases = _reference_signed(batch, python, partitions, reference := signer())
+        assert [_signed_view(r) for r in got] == [_signed_view(r) for r in want]
+        assert [unsigned_headers(r) for r in got] == bases  # what a rescue writes to the spool
+        assert fused_signer.next_sequences() == reference.next_sequences()
+        assert got_bad == want_bad == []
+    else:
+        # Nothing signed, nothing numbered: the batch hook signs what encode() returns.
+        schema_id = 12345 if confluent else None
+        want = compare(batch, writer, key_by=key_by, source=source, schema_id=schema_id)
+        assert [_plain(r) for r in got] == [_plain(r) for r in want]
+        assert all(r.partition == -1 and r._base is r.headers for r in got)
+        assert fused_signer.next_sequences() == start
+
+
+def test_a_full_signed_micro_batch_verifies() -> None:
+    from govbus.signing import KeyEntry, Keyring, VerdictCode, Verifier
+
+    _python, compiled = encoders(2)
+    batch = list(sample_events(256, agents=16))
+    fused_signer = Signer(KEY, stream_id=STREAM)
+    records, signed = compiled.encode_signed(
+        batch, [EMPTY_CONTEXT] * 256, 0, keep=False, unencodable=_report, partitions=3, signer=fused_signer
+    )
+    assert signed
+    assert len(records) == 256
+    assert all(r._keep is False and r._publication is None for r in records)
+    ring = Keyring()
+    ring.add(KeyEntry(KEY.kid, KEY.public_bytes))
+    verifier = Verifier(ring)
+    for r in records:
+        verdict = verifier.verify(r.value, r.key, r.headers, r.partition)
+        assert verdict.code is VerdictCode.VALID, verdict
+    assert sum(fused_signer.next_sequences().values()) == 256
+    assert len(canonical.SIGNATURE_HEADERS) == SIGNATURE_HEADERS
+    assert [name for name, _ in records[0].headers[-SIGNATURE_HEADERS:]] == list(canonical.SIGNATURE_HEADERS)
+
+
+def test_a_panic_in_the_signing_step_leaves_the_batch_to_the_hook() -> None:
+    _python, compiled = encoders(2)
+    batch = list(sample_events(40, agents=4))
+    plain = compiled.encode(batch, [EMPTY_CONTEXT] * 40, 0, keep=True, unencodable=_report)
+    fused_signer = Signer(KEY, stream_id=STREAM)
+    native.set_panic_probe(plain[17].value)
+    try:
+        records, signed = compiled.encode_signed(
+            batch, [EMPTY_CONTEXT] * 40, 0, keep=True, unencodable=_report, partitions=3, signer=fused_signer
+        )
+    finally:
+        native.set_panic_probe(None)
+    assert not signed
+    assert [_plain(r) for r in records] == [_plain(r) for r in plain]
+    assert fused_signer.next_sequences() == {}  # no sequence number consumed
+    # The hook then signs them, on the compiled signer, as before.
+    for r in records:
+        r.partition = Partitioner(3)(r.key)
+    SigningHook(fused_signer, 512)("t", records)
+    assert all(len(r.headers) == len(r._base) + SIGNATURE_HEADERS for r in records)  # type: ignore[arg-type]
+
+
+def test_a_signature_that_fails_raises_and_consumes_nothing() -> None:
+    _python, compiled = encoders(2)
+    batch = list(sample_events(8, agents=2))
+
+    class Broken(SigningKey):
+        def sign(self, message: bytes) -> bytes:
+            raise OSError("the key is gone")
+
+    fused_signer = Signer(Broken(KEY._private, KEY.kid), stream_id=STREAM)  # type: ignore[attr-defined]
+    with pytest.raises(OSError, match="the key is gone"):
+        compiled.encode_signed(
+            batch, [EMPTY_CONTEXT] * 8, 0, keep=True, unencodable=_report, partitions=3, signer=fused_signer
+        )
+    assert fused_signer.next_sequences() == {}
+
+
+def test_per_event_signing_is_left_to_the_hook() -> None:
+    _python, compiled = encoders(2)
+    batch = list(sample_events(8, agents=2))
+    per_event = Signer(KEY, mode="per-event")
+    records, signed = compiled.encode_signed(
+        batch, [EMPTY_CONTEXT] * 8, 0, keep=True, unencodable=_report, partitions=3, signer=per_event
+    )
+    assert not signed
+    assert len(records) == 8
+    assert per_event.next_sequences() == {}
+    assert not SigningHook(per_event).fusable(256)
+    assert not SigningHook(Signer(KEY), 128).fusable(256)  # its trees are smaller than a batch
+    assert SigningHook(Signer(KEY), 256).fusable(256)
+
+
+@SETTINGS
+@given(key=st.binary(max_size=40), partitions=st.integers(1, 1000))
+def test_routing_is_the_python_murmur2(key: bytes, partitions: int) -> None:
+    assert native._MODULE.partition_for(key, partitions) == partition_for(key, partitions)  # type: ignore[union-attr]
+
+
+class _SubclassedHook(SigningHook):
+    pass
+
+
+@pytest.mark.parametrize(
+    ("hook", "fused"),
+    [
+        ("settings", True),
+        ("instance", True),
+        ("subclass", False),
+        ("custom", False),
+        ("small-trees", False),
+        ("off", False),
+    ],
+)
+def test_the_bus_signs_in_the_encode_call_only_with_its_own_hook(
+    hook: str, fused: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from govbus.signing import write_private_key
+
+    if hook == "off":
+        monkeypatch.setenv("GOVBUS_NATIVE", "off")
+    pem = str(write_private_key(KEY, tmp_path / "k.pem"))
+    hooks: dict[str, Any] = {
+        "settings": None,
+        "off": None,
+        "instance": SigningHook(Signer(KEY)),
+        "subclass": _SubclassedHook(Signer(KEY)),
+        "custom": lambda topic, records: None,
+        "small-trees": SigningHook(Signer(KEY), 64),
+    }
+    bus = Bus(
+        topic="t",
+        kafka={"bootstrap_servers": closed_port()},
+        producer={"spool_dir": str(tmp_path / "spool")},
+        signing={"private_key_path": pem},
+        batch_hook=hooks[hook],
+    )
+    try:
+        assert (bus._sender._signer is not None) == fused
     finally:
         bus.close(0.1)

@@ -480,3 +480,29 @@ def test_a_librdkafka_refusal_names_the_variable_and_releases_the_spool(
     assert "no.such.prop" in error.value.message
     monkeypatch.delenv("GOVBUS_PRODUCER__LIBRDKAFKA")
     make_bus(tmp_path / "s")  # the spool's lock was released: a corrected Bus opens it
+
+
+@pytest.fixture
+def restored_gc() -> Iterator[None]:
+    import gc
+
+    threshold = gc.get_threshold()
+    try:
+        yield
+    finally:
+        gc.set_threshold(*threshold)
+
+
+@pytest.mark.usefixtures("restored_gc")
+def test_the_gc_threshold_is_raised_only_when_asked_and_never_lowered(
+    make_bus: Callable[..., Bus], tmp_path: Path
+) -> None:
+    import gc
+
+    gc.set_threshold(700, 10, 10)
+    make_bus(tmp_path / "a")
+    assert gc.get_threshold() == (700, 10, 10)  # default: the kernel's collector is left alone
+    make_bus(tmp_path / "b", gc_gen0_threshold=50_000)
+    assert gc.get_threshold() == (50_000, 10, 10)
+    make_bus(tmp_path / "c", gc_gen0_threshold=20_000)
+    assert gc.get_threshold() == (50_000, 10, 10)
