@@ -10,6 +10,7 @@ pub mod event;
 pub mod fuzzing;
 pub mod intake;
 pub mod json;
+pub mod ledger;
 pub mod otlp;
 pub mod record;
 pub mod sign;
@@ -259,5 +260,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(otlp::otlp_logs_request, m)?)?;
     m.add_function(wrap_pyfunction!(intake::intake_batch, m)?)?;
     encode::register(m)?;
+    ledger::register(m)?;
     Ok(())
 }
