@@ -157,7 +157,11 @@ def both(seq: int, prev: str, recs: list[DeliveredRecord]) -> tuple[bytes, str]:
 
 
 @SETTINGS
-@given(recs=st.lists(records(), min_size=1, max_size=4), seq=st.integers(0, 2**40), prev=st.sampled_from(["0" * 64, "ab" * 32]))
+@given(
+    recs=st.lists(records(), min_size=1, max_size=4),
+    seq=st.integers(0, 2**40),
+    prev=st.sampled_from(["0" * 64, "ab" * 32]),
+)
 def test_sealed_lines_equal_the_python_writer(recs: list[DeliveredRecord], seq: int, prev: str) -> None:
     lines, head = both(seq, prev, recs)
     # The chain: each line's prev is the line before's hash, and the head is the last hash.
@@ -173,9 +177,14 @@ def test_signed_sample_batch_and_odd_attribute_values() -> None:
     evs = [
         GovernanceEvent(
             agent_id="a",
-            attributes={"raw": b"\x00\xff", "nan": math.nan, "inf": -math.inf, "deep": {"x": [1.5, {"y": (1, "z", 1e300)}]}},
+            attributes={
+                "raw": b"\x00\xff",
+                "nan": math.nan,
+                "inf": -math.inf,
+                "deep": {"x": [1.5, {"y": (1, "z", 1e300)}]},
+            },
         ),
-        GovernanceEvent(agent_id="\u2028\"\\", reason="\x01\x1f\x7f", attributes={"ü": "\ud7ff\U0010ffff"}),
+        GovernanceEvent(agent_id='\u2028"\\', reason="\x01\x1f\x7f", attributes={"ü": "\ud7ff\U0010ffff"}),
     ]
     recs += delivered(evs=evs)
     both(0, _ledger.GENESIS, recs)
@@ -183,13 +192,13 @@ def test_signed_sample_batch_and_odd_attribute_values() -> None:
 
 def test_native_records_decode_lazily_and_seal_the_same() -> None:
     recs = delivered(5)
-    lazy = [
-        NativeRecord.create(
-            b"{}\n", r.event_id, Decoder(), r.topic, r.partition, r.offset, r.timestamp_ms, r.key, r.value,
+    decoder = Decoder()
+    lazy = []
+    for r in recs:
+        lazy.append(NativeRecord.create(
+            b"{}\n", r.event_id, decoder, r.topic, r.partition, r.offset, r.timestamp_ms, r.key, r.value,
             r.headers, r.verdict, r.verdict_detail, r.flagged,
-        )  # fmt: skip
-        for r in recs
-    ]
+        ))  # fmt: skip
     assert both(3, "ab" * 32, lazy) == _ledger.seal_events(3, "ab" * 32, recs)
 
 
@@ -235,7 +244,9 @@ def test_a_ledger_written_natively_is_the_python_ledger_and_verifies(tmp_path: P
     files = []
     for native_on in (True, False):
         path = tmp_path / f"{native_on}.jsonl"
-        writer = _ledger.LedgerWriter(path, checkpoint_key=key, checkpoint_every=7, clock=lambda: clock, native=native_on)
+        writer = _ledger.LedgerWriter(
+            path, checkpoint_key=key, checkpoint_every=7, clock=lambda: clock, native=native_on
+        )
         writer.open()
         conflicts = [writer.append(recs[i : i + 9]) for i in range(0, len(recs), 9)]
         writer.checkpoint()
@@ -246,4 +257,4 @@ def test_a_ledger_written_natively_is_the_python_ledger_and_verifies(tmp_path: P
     cp_keyring = Keyring([KeyEntry(key.kid, key.public_bytes)])
     report = _ledger.verify_ledger(tmp_path / "True.jsonl", keyring=keyring, checkpoint_keyring=cp_keyring)
     assert report.ok, report.problem
-    assert report.events == 30 and report.checkpoints == 5
+    assert (report.events, report.checkpoints) == (30, 5)
