@@ -12,6 +12,7 @@ pub mod intake;
 pub mod json;
 pub mod ledger;
 pub mod otlp;
+pub mod otlp_map;
 pub mod record;
 pub mod sign;
 pub mod verify;
@@ -261,5 +262,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(intake::intake_batch, m)?)?;
     encode::register(m)?;
     ledger::register(m)?;
+    otlp_map::register(m)?;
     Ok(())
 }

@@ -61,13 +61,6 @@ fn bytes_field(buf: &mut Vec<u8>, field: u32, data: &[u8]) {
     buf.extend_from_slice(data);
 }
 
-/// A nested message, written into a scratch buffer first for its length (always written: explicit presence).
-fn message_field(buf: &mut Vec<u8>, field: u32, write: impl FnOnce(&mut Vec<u8>)) {
-    let mut inner = Vec::new();
-    write(&mut inner);
-    bytes_field(buf, field, &inner);
-}
-
 // proto3 scalars without presence are left out when they hold their default.
 fn str_field(buf: &mut Vec<u8>, field: u32, s: &str) {
     if !s.is_empty() {
@@ -116,16 +109,50 @@ fn any_value(buf: &mut Vec<u8>, value: &Value) {
     }
 }
 
+fn varint_len(mut v: u64) -> usize {
+    let mut n = 1;
+    while v >= 0x80 {
+        v >>= 7;
+        n += 1;
+    }
+    n
+}
+
+/// The encoded length of an `AnyValue` (`any_value` writes it).
+fn any_value_len(value: &Value) -> usize {
+    let len_field = |n: usize| 1 + varint_len(n as u64) + n;
+    match value {
+        Value::Str(s) => len_field(s.len()),
+        Value::Bool(_) => 2,
+        Value::Int(i) => 1 + varint_len(*i as u64),
+        Value::Double(_) => 9,
+        Value::Bytes(b) => len_field(b.len()),
+    }
+}
+
+/// A `KeyValue` attribute, its length computed rather than written to a scratch buffer first
+/// (two nested messages per attribute: their allocations were most of the writer's time).
+fn key_value(buf: &mut Vec<u8>, field: u32, key: &str, value: &Value) {
+    let value_len = any_value_len(value);
+    let key_len = if key.is_empty() { 0 } else { 1 + varint_len(key.len() as u64) + key.len() };
+    tag(buf, field, LEN);
+    varint(buf, (key_len + 1 + varint_len(value_len as u64) + value_len) as u64);
+    str_field(buf, 1, key);
+    tag(buf, 2, LEN);
+    varint(buf, value_len as u64);
+    any_value(buf, value);
+}
+
 fn log_record(buf: &mut Vec<u8>, row: &Row, max_attributes: usize) {
     fixed64_field(buf, 1, row.time_unix_nano);
     varint_field(buf, 2, row.severity_number as u64);
     str_field(buf, 3, &row.severity_text);
-    message_field(buf, 5, |b| bytes_field(b, 1, row.body.as_bytes())); // AnyValue.string_value
+    // body: AnyValue{string_value}
+    tag(buf, 5, LEN);
+    varint(buf, (1 + varint_len(row.body.len() as u64) + row.body.len()) as u64);
+    bytes_field(buf, 1, row.body.as_bytes());
     for (key, value) in row.attributes.iter().take(max_attributes) {
-        message_field(buf, 6, |b| {
-            str_field(b, 1, key);
-            message_field(b, 2, |v| any_value(v, value));
-        });
+        key_value(buf, 6, key, value);
     }
     varint_field(
         buf,
@@ -153,18 +180,30 @@ pub fn request(
     rows: &[Row],
     max_attributes: usize,
 ) -> Vec<u8> {
-    let mut out = Vec::new();
-    message_field(&mut out, 1, |rl| {
-        bytes_field(rl, 1, resource);
-        message_field(rl, 2, |sl| {
-            bytes_field(sl, 1, scope);
-            for row in rows {
-                message_field(sl, 2, |lr| log_record(lr, row, max_attributes));
-            }
-            str_field(sl, 3, scope_schema_url);
-        });
-        str_field(rl, 3, resource_schema_url);
-    });
+    // The log records first (each through one reused scratch buffer for its length), then the
+    // two enclosing messages around them, their lengths known: no copy of the whole batch.
+    let mut records = Vec::with_capacity(rows.len() * 1536);
+    let mut scratch = Vec::with_capacity(4096);
+    for row in rows {
+        scratch.clear();
+        log_record(&mut scratch, row, max_attributes);
+        bytes_field(&mut records, 2, &scratch);
+    }
+    let len_field = |n: usize| 1 + varint_len(n as u64) + n;
+    let opt_str = |s: &str| if s.is_empty() { 0 } else { len_field(s.len()) };
+    let scope_logs = len_field(scope.len()) + records.len() + opt_str(scope_schema_url);
+    let resource_logs = len_field(resource.len()) + len_field(scope_logs) + opt_str(resource_schema_url);
+    let mut out = Vec::with_capacity(len_field(resource_logs));
+    tag(&mut out, 1, LEN);
+    varint(&mut out, resource_logs as u64);
+    bytes_field(&mut out, 1, resource);
+    tag(&mut out, 2, LEN);
+    varint(&mut out, scope_logs as u64);
+    bytes_field(&mut out, 1, scope);
+    out.extend_from_slice(&records);
+    str_field(&mut out, 3, scope_schema_url);
+    str_field(&mut out, 3, resource_schema_url);
+    debug_assert_eq!(out.len(), len_field(resource_logs));
     out
 }
 
