@@ -11,6 +11,7 @@
 //! run instead (it also raises whatever the reference raises). `tests/unit/test_ledger_native.py`
 //! holds the two to the same bytes.
 
+use std::borrow::Cow;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use base64::Engine;
@@ -24,16 +25,19 @@ use crate::json;
 
 const MAX_DEPTH: usize = 100;
 
+/// Text of a tree: the entry's own keys and constants are borrowed, the records' copied.
+pub type Text = Cow<'static, str>;
+
 /// A JSON value; objects keep their members unsorted (sorted when written).
 pub enum J {
     Null,
     Bool(bool),
     Int(i64),
     Float(f64), // finite
-    Str(String),
+    Str(Text),
     B64(String), // base64 text: never needs an escape
     Arr(Vec<J>),
-    Obj(Vec<(String, J)>),
+    Obj(Vec<(Text, J)>),
 }
 
 /// Appends `j` as canonical JSON: `json.dumps(sort_keys=True, separators=(",", ":"), ensure_ascii=False)`.
@@ -63,7 +67,7 @@ pub fn write(out: &mut Vec<u8>, j: &J) {
         J::Obj(members) => {
             // UTF-8 byte order is code-point order, which is how Python sorts str keys. The
             // entry's fixed objects are built in that order already: only check them.
-            let mut sorted: Vec<&(String, J)> = members.iter().collect();
+            let mut sorted: Vec<&(Text, J)> = members.iter().collect();
             if !sorted.windows(2).all(|w| w[0].0.as_bytes() < w[1].0.as_bytes()) {
                 sorted.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
             }
@@ -123,8 +127,8 @@ pub fn chain(entries: &mut [J], prev: &str) -> (Vec<u8>, String) {
     for entry in entries.iter_mut() {
         if let J::Obj(members) = entry {
             for (k, v) in members.iter_mut() {
-                if k == "prev" {
-                    *v = J::Str(std::mem::take(&mut head));
+                if k.as_ref() == "prev" {
+                    *v = J::Str(std::mem::take(&mut head).into());
                 }
             }
         }
@@ -154,11 +158,11 @@ struct Reader<'py> {
     format_time: Bound<'py, PyAny>,
 }
 
-fn text(o: &Bound<'_, PyAny>) -> PyResult<String> {
+fn text(o: &Bound<'_, PyAny>) -> PyResult<Text> {
     if o.is_exact_instance_of::<PyString>() {
         // A lone surrogate fails here, as it fails the reference's UTF-8 encode.
         let s = o.downcast_exact::<PyString>()?;
-        s.to_str().map(str::to_owned).map_err(|_| defer("a lone surrogate"))
+        s.to_str().map(|t| Cow::Owned(t.to_owned())).map_err(|_| defer("a lone surrogate"))
     } else {
         Err(defer("a text member that is not exactly a str"))
     }
@@ -253,47 +257,41 @@ impl<'py> Reader<'py> {
     /// `_ledger._event_data` (members pushed in sorted order, the v2 fields last).
     fn event_data(&self, py: Python<'py>, e: &Bound<'py, PyAny>) -> PyResult<J> {
         let get = |name: &Bound<'py, PyString>| e.getattr(name);
-        let mut data: Vec<(String, J)> = Vec::with_capacity(20);
-        let texts = |data: &mut Vec<(String, J)>, names: &[&Bound<'py, PyString>]| -> PyResult<()> {
-            for name in names {
-                data.push((name.to_str()?.to_owned(), opt_text(&get(name)?)?));
+        let mut data: Vec<(Text, J)> = Vec::with_capacity(20);
+        let texts = |data: &mut Vec<(Text, J)>, names: &[(&'static str, &Bound<'py, PyString>)]| -> PyResult<()> {
+            for (key, name) in names {
+                data.push((Cow::Borrowed(*key), opt_text(&get(name)?)?));
             }
             Ok(())
         };
-        texts(&mut data, &[intern!(py, "action"), intern!(py, "agent_did"), intern!(py, "agent_id")])?;
+        texts(&mut data, &[("action", intern!(py, "action")), ("agent_did", intern!(py, "agent_did")), ("agent_id", intern!(py, "agent_id"))])?;
         data.push(("attributes".into(), self.json_value(&get(intern!(py, "attributes"))?, 0)?));
-        texts(&mut data, &[intern!(py, "decision")])?;
+        texts(&mut data, &[("decision", intern!(py, "decision"))])?;
         let kind = get(intern!(py, "kind"))?.getattr(intern!(py, "value"))?;
         data.push(("kind".into(), J::Str(text(&kind)?)));
         data.push(("latency_ms".into(), self.json_value(&get(intern!(py, "latency_ms"))?, 0)?));
-        texts(&mut data, &[intern!(py, "parent_span_id"), intern!(py, "policy_name")])?;
+        texts(&mut data, &[("parent_span_id", intern!(py, "parent_span_id")), ("policy_name", intern!(py, "policy_name"))])?;
         let producer = get(intern!(py, "producer"))?;
         let producer = if producer.is_none() {
             J::Null
         } else {
             let mut p = Vec::with_capacity(4);
-            for name in [intern!(py, "host"), intern!(py, "instance_id"), intern!(py, "library"), intern!(py, "name")] {
-                p.push((name.to_str()?.to_owned(), opt_text(&producer.getattr(name)?)?));
+            for (key, name) in [
+                ("host", intern!(py, "host")),
+                ("instance_id", intern!(py, "instance_id")),
+                ("library", intern!(py, "library")),
+                ("name", intern!(py, "name")),
+            ] {
+                p.push((Cow::Borrowed(key), opt_text(&producer.getattr(name)?)?));
             }
             J::Obj(p)
         };
         data.push(("producer".into(), producer));
-        texts(
-            &mut data,
-            &[
-                intern!(py, "reason"),
-                intern!(py, "resource"),
-                intern!(py, "schema_version"),
-                intern!(py, "session_id"),
-                intern!(py, "severity"),
-                intern!(py, "span_id"),
-                intern!(py, "trace_id"),
-            ],
-        )?;
+        texts(&mut data, &[("reason", intern!(py, "reason")), ("resource", intern!(py, "resource")), ("schema_version", intern!(py, "schema_version")), ("session_id", intern!(py, "session_id")), ("severity", intern!(py, "severity")), ("span_id", intern!(py, "span_id")), ("trace_id", intern!(py, "trace_id"))])?;
         for name in &self.v2_fields {
             let value = get(name)?;
             if !value.is_none() {
-                data.push((name.to_str()?.to_owned(), self.json_value(&value, 0)?));
+                data.push((Cow::Owned(name.to_str()?.to_owned()), self.json_value(&value, 0)?));
             }
         }
         Ok(J::Obj(data))
@@ -302,7 +300,7 @@ impl<'py> Reader<'py> {
     /// `_ledger.event_fields` with `prev` left to `chain`.
     fn entry(&self, py: Python<'py>, seq: u64, record: &Bound<'py, PyAny>) -> PyResult<J> {
         let mut headers = Vec::new();
-        let mut sig: Vec<(String, J)> = Vec::new();
+        let mut sig: Vec<(Text, J)> = Vec::new();
         let mut traceparent: Option<Bound<'py, PyAny>> = None;
         let mut tracestate: Option<Bound<'py, PyAny>> = None;
         for pair in record.getattr(intern!(py, "headers"))?.try_iter()? {
@@ -319,7 +317,7 @@ impl<'py> Reader<'py> {
             } else if name == "tracestate" {
                 tracestate = Some(raw);
             }
-            if self.sig_headers.contains(&name) {
+            if self.sig_headers.iter().any(|h| h == name.as_ref()) {
                 set(&mut sig, name, value); // a repeated one: the last wins, as in a dict
             } else {
                 headers.push(J::Arr(vec![J::Str(name), value]));
@@ -360,8 +358,8 @@ impl<'py> Reader<'py> {
         traceparent: Option<Bound<'py, PyAny>>,
         tracestate: Option<Bound<'py, PyAny>>,
     ) -> PyResult<J> {
-        let mut out: Vec<(String, J)> = Vec::with_capacity(12);
-        out.push(("specversion".into(), J::Str(self.spec_version.clone())));
+        let mut out: Vec<(Text, J)> = Vec::with_capacity(12);
+        out.push(("specversion".into(), J::Str(self.spec_version.clone().into())));
         out.push(("id".into(), J::Str(text(&attributes.getattr(intern!(py, "id"))?)?)));
         out.push(("source".into(), J::Str(text(&attributes.getattr(intern!(py, "source"))?)?)));
         out.push(("type".into(), J::Str(text(&attributes.getattr(intern!(py, "type"))?)?)));
@@ -381,17 +379,17 @@ impl<'py> Reader<'py> {
         let extensions = extensions.downcast_exact::<PyDict>().map_err(|_| defer("extensions that are not a dict"))?;
         for (k, v) in extensions.iter() {
             let k = text(&k)?;
-            if !self.own_attributes.contains(&k) {
+            if !self.own_attributes.iter().any(|a| a == k.as_ref()) {
                 // ext's own keys are unique and never an own attribute: a plain push.
                 out.push((k, opt_text(&v)?));
             }
         }
         if let Some(tp) = utf8(traceparent.as_ref())? {
             if !tp.is_empty() {
-                set(&mut out, "traceparent".into(), J::Str(tp));
+                set(&mut out, "traceparent".into(), J::Str(tp.into()));
                 if let Some(ts) = utf8(tracestate.as_ref())? {
                     if !ts.is_empty() {
-                        set(&mut out, "tracestate".into(), J::Str(ts));
+                        set(&mut out, "tracestate".into(), J::Str(ts.into()));
                     }
                 }
             }
@@ -414,7 +412,7 @@ fn utf8(raw: Option<&Bound<'_, PyAny>>) -> PyResult<Option<String>> {
 }
 
 /// A dict's `d[key] = value`: replaces in place when present, else appends.
-fn set(members: &mut Vec<(String, J)>, key: String, value: J) {
+fn set(members: &mut Vec<(Text, J)>, key: Text, value: J) {
     match members.iter_mut().find(|(k, _)| *k == key) {
         Some(slot) => slot.1 = value,
         None => members.push((key, value)),

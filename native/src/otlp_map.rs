@@ -130,7 +130,7 @@ impl<'py> Ctx<'_, 'py> {
             return Ok(J::Bool(b.is_true()));
         }
         if o.is_exact_instance_of::<PyString>() {
-            return Ok(J::Str(text(o)?));
+            return Ok(J::Str(text(o)?.into()));
         }
         if o.is_exact_instance_of::<PyInt>() {
             return o.extract::<i64>().map(J::Int).map_err(|_| defer("an integer beyond 64 bits"));
@@ -144,7 +144,7 @@ impl<'py> Ctx<'_, 'py> {
             let d = o.downcast::<PyDict>()?;
             let mut members = Vec::with_capacity(d.len());
             for (k, v) in d.iter() {
-                members.push((text(&k)?, self.json(&v, depth + 1)?));
+                members.push((text(&k)?.into(), self.json(&v, depth + 1)?));
             }
             return Ok(J::Obj(members));
         }
