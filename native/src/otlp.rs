@@ -9,6 +9,7 @@
 //!
 //! Field numbers: opentelemetry-proto `collector/logs/v1`, `logs/v1`, `common/v1`.
 
+use std::borrow::Cow;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use pyo3::exceptions::{PyRuntimeError, PyTypeError};
@@ -25,7 +26,7 @@ pub enum Value {
 }
 
 /// One log record, as the sink maps an event.
-pub struct Row {
+pub struct Row<'a> {
     pub time_unix_nano: u64,
     pub observed_time_unix_nano: u64,
     pub trace_id: u128, // 0: none
@@ -35,7 +36,7 @@ pub struct Row {
     pub severity_text: String,
     pub body: String,
     pub event_name: String,
-    pub attributes: Vec<(String, Value)>,
+    pub attributes: Vec<(Cow<'a, str>, Value)>, // keys: the mapping's own, borrowed
 }
 
 const VARINT: u8 = 0;
@@ -143,7 +144,7 @@ fn key_value(buf: &mut Vec<u8>, field: u32, key: &str, value: &Value) {
     any_value(buf, value);
 }
 
-fn log_record(buf: &mut Vec<u8>, row: &Row, max_attributes: usize) {
+fn log_record(buf: &mut Vec<u8>, row: &Row<'_>, max_attributes: usize) {
     fixed64_field(buf, 1, row.time_unix_nano);
     varint_field(buf, 2, row.severity_number as u64);
     str_field(buf, 3, &row.severity_text);
@@ -177,7 +178,7 @@ pub fn request(
     resource_schema_url: &str,
     scope: &[u8],
     scope_schema_url: &str,
-    rows: &[Row],
+    rows: &[Row<'_>],
     max_attributes: usize,
 ) -> Vec<u8> {
     // The log records first (each through one reused scratch buffer for its length), then the
@@ -227,13 +228,13 @@ fn extract_value(v: &Bound<'_, PyAny>) -> PyResult<Value> {
     }
 }
 
-fn extract_row(item: &Bound<'_, PyAny>) -> PyResult<Row> {
+fn extract_row(item: &Bound<'_, PyAny>) -> PyResult<Row<'static>> {
     let t = item.downcast::<PyTuple>()?;
     let attrs = t.get_item(9)?;
     let attrs = attrs.downcast::<PyDict>()?;
     let mut attributes = Vec::with_capacity(attrs.len());
     for (k, v) in attrs.iter() {
-        attributes.push((k.extract::<String>()?, extract_value(&v)?));
+        attributes.push((Cow::Owned(k.extract::<String>()?), extract_value(&v)?));
     }
     Ok(Row {
         time_unix_nano: t.get_item(0)?.extract()?,

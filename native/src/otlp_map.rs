@@ -10,6 +10,7 @@
 //! deeper than 100 — raises TypeError, and the sink maps that batch on the Python path.
 //! `tests/unit/test_sink_otlp_native.py` holds the two to the same bytes.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
@@ -117,7 +118,7 @@ struct Ctx<'a, 'py> {
     now_ns: u64,
 }
 
-impl<'py> Ctx<'_, 'py> {
+impl<'a, 'py> Ctx<'a, 'py> {
     /// `json.dumps(value, ensure_ascii=False, sort_keys=True, separators=(",", ":"))` as a tree.
     fn json(&self, o: &Bound<'py, PyAny>, depth: usize) -> PyResult<J> {
         if depth > MAX_DEPTH {
@@ -159,13 +160,14 @@ impl<'py> Ctx<'_, 'py> {
     }
 
     /// `_otlp._row` of one record.
-    fn row(&mut self, py: Python<'py>, record: &Bound<'py, PyAny>) -> PyResult<Row> {
+    fn row(&mut self, py: Python<'py>, record: &Bound<'py, PyAny>) -> PyResult<Row<'a>> {
+        let m: &'a OtlpMapper = self.m;
         let e = record.getattr(intern!(py, "event"))?;
         let a = record.getattr(intern!(py, "attributes"))?;
-        let mut attrs: Vec<(String, Value)> = Vec::with_capacity(40);
-        let put = |attrs: &mut Vec<(String, Value)>, key: &str, v: &Bound<'py, PyAny>| -> PyResult<()> {
+        let mut attrs: Vec<(Cow<'a, str>, Value)> = Vec::with_capacity(40);
+        let put = |attrs: &mut Vec<(Cow<'a, str>, Value)>, key: &'a str, v: &Bound<'py, PyAny>| -> PyResult<()> {
             match scalar(v)? {
-                Some(v) => attrs.push((key.to_owned(), v)),
+                Some(v) => attrs.push((Cow::Borrowed(key), v)),
                 None => return Err(defer("an attribute value of another type")),
             }
             Ok(())
@@ -179,7 +181,7 @@ impl<'py> Ctx<'_, 'py> {
         if !subject.is_none() {
             put(&mut attrs, "cloudevents.event_subject", &subject)?;
         }
-        for (name, key) in &self.m.event_attributes {
+        for (name, key) in &m.event_attributes {
             let v = e.getattr(name.bind(py))?;
             if !v.is_none() {
                 put(&mut attrs, key, &v)?;
@@ -205,7 +207,7 @@ impl<'py> Ctx<'_, 'py> {
         }
         let producer = e.getattr(intern!(py, "producer"))?;
         if !producer.is_none() {
-            for (name, key) in &self.m.producer_attributes {
+            for (name, key) in &m.producer_attributes {
                 put(&mut attrs, key, &producer.getattr(name.bind(py))?)?;
             }
         }
@@ -224,7 +226,7 @@ impl<'py> Ctx<'_, 'py> {
                     Value::Str(String::from_utf8(out).map_err(|_| defer("JSON text"))?)
                 }
             };
-            attrs.push((key, value));
+            attrs.push((Cow::Owned(key), value));
         }
 
         // time: int(occurred_at.timestamp()) * 10**9 + microsecond * 1000 (`_otlp._ns`)
