@@ -7,7 +7,9 @@ verifier in any language checks them without reproducing this writer's JSON form
 Every entry's ``prev`` is the previous entry's ``hash``; ``seq`` counts entries from 0.
 
 This module holds the format, the writer (:class:`LedgerWriter`) and the verifier
-(:func:`verify_ledger`); the sink and the CLI are thin layers over them.
+(:func:`verify_ledger`); the sink and the CLI are thin layers over them. The writer seals its
+event entries with the compiled core (``LedgerSealer``, docs/native.md) when it is in use;
+:func:`seal_events` here is the reference it writes byte for byte, and its fallback.
 """
 
 from __future__ import annotations

@@ -1,8 +1,10 @@
 """The OTLP logs sink: every governance event becomes one OpenTelemetry log record.
 
-OTLP/HTTP (the default): each batch becomes one ``ExportLogsServiceRequest``, encoded directly
-with opentelemetry-proto's generated classes (``_otlp_request``; no SDK ``LogRecord`` per event),
-POSTed once; the batch is acknowledged only on a 2xx answer. The resource and scope are the
+OTLP/HTTP (the default): each batch becomes one ``ExportLogsServiceRequest`` (no SDK ``LogRecord``
+per event), POSTed once; the batch is acknowledged only on a 2xx answer. With the compiled core in
+use the whole batch is mapped and encoded in one native call (``OtlpMapper``, docs/native.md);
+the mapping below (``_row``, ``log_attributes``) with ``_otlp_request``'s encoder is the reference
+it is held to, and the path a batch it declines takes. The resource and scope are the
 SDK's own (``Resource.create``: ``OTEL_RESOURCE_ATTRIBUTES``, ``telemetry.sdk.*``).
 
 gRPC: records go through opentelemetry-sdk's ``LoggerProvider`` into a processor that only
@@ -380,7 +382,7 @@ def request_encoder(resource: Resource, options: OtlpSinkOptions) -> RequestEnco
 def native_mapper(encoder: RequestEncoder) -> Callable[[list[Any], int], bytes] | None:
     """The compiled core's mapping of this module's tables (see :meth:`RequestEncoder.native_mapper`)."""
     return encoder.native_mapper(
-        [(name, key) for name, key in _EVENT_ATTRIBUTES],
+        list(_EVENT_ATTRIBUTES),
         list(_PRODUCER_ATTRIBUTES),
         ATTRIBUTE_PREFIX,
         _severity_number,
