@@ -305,12 +305,8 @@ impl<'py> Reader<'py> {
         let mut tracestate: Option<Bound<'py, PyAny>> = None;
         for pair in record.getattr(intern!(py, "headers"))?.try_iter()? {
             let pair = pair?;
-            let pair = pair.downcast_exact::<PyTuple>().map_err(|_| defer("a header that is not a tuple"))?;
-            if pair.len() != 2 {
-                return Err(defer("a header that is not a pair"));
-            }
-            let name = text(&pair.get_item(0)?)?;
-            let raw = pair.get_item(1)?;
+            let (name, raw) = header_pair(&pair)?;
+            let name = text(&name)?;
             let value = opt_b64(&raw)?;
             if name == "traceparent" {
                 traceparent = Some(raw);
@@ -397,6 +393,21 @@ impl<'py> Reader<'py> {
         out.push(("data".into(), self.event_data(py, event)?));
         Ok(J::Obj(out))
     }
+}
+
+/// A header `(name, value)`: an exact tuple or list of two, as confluent-kafka and the sinks'
+/// tests hand them over (anything else is left to the Python path, which unpacks any iterable).
+pub fn header_pair<'py>(pair: &Bound<'py, PyAny>) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyAny>)> {
+    if let Ok(t) = pair.downcast_exact::<PyTuple>() {
+        if t.len() == 2 {
+            return Ok((t.get_item(0)?, t.get_item(1)?));
+        }
+    } else if let Ok(l) = pair.downcast_exact::<PyList>() {
+        if l.len() == 2 {
+            return Ok((l.get_item(0)?, l.get_item(1)?));
+        }
+    }
+    Err(defer("a header that is not a pair"))
 }
 
 /// `_ledger._text`: the header's UTF-8 text, None when absent or not UTF-8.

@@ -19,7 +19,7 @@ use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple, PyType};
 
-use crate::ledger::{write as write_json, J};
+use crate::ledger::{header_pair, write as write_json, J};
 use crate::otlp::{request, Row, Value};
 
 const MAX_DEPTH: usize = 100;
@@ -253,14 +253,10 @@ impl<'a, 'py> Ctx<'a, 'py> {
         let mut raw_tp: Option<Bound<'py, PyAny>> = None;
         for pair in record.getattr(intern!(py, "headers"))?.try_iter()? {
             let pair = pair?;
-            let pair = pair.downcast_exact::<PyTuple>().map_err(|_| defer("a header that is not a tuple"))?;
-            if pair.len() != 2 {
-                return Err(defer("a header that is not a pair"));
-            }
-            let name = pair.get_item(0)?;
+            let (name, value) = header_pair(&pair)?;
             if let Ok(n) = name.downcast::<PyString>() {
                 if n.to_str().is_ok_and(|n| n == "traceparent") {
-                    raw_tp = Some(pair.get_item(1)?);
+                    raw_tp = Some(value);
                 }
             }
         }

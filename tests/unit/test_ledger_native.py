@@ -81,6 +81,11 @@ def test_signed_sample_batch_and_odd_attribute_values() -> None:
     both(0, _ledger.GENESIS, recs)
 
 
+def test_headers_as_lists_seal_the_same() -> None:
+    recs = [dataclasses.replace(r, headers=[list(h) for h in r.headers]) for r in delivered(3)]
+    both(0, _ledger.GENESIS, recs)
+
+
 def test_native_records_decode_lazily_and_seal_the_same() -> None:
     recs = delivered(5)
     decoder = Decoder()
@@ -96,7 +101,7 @@ def test_native_records_decode_lazily_and_seal_the_same() -> None:
 @pytest.mark.parametrize(
     "change",
     [
-        {"headers": (["ce_id", b"x"],)},  # a header that is not a tuple
+        {"headers": (("ce_id", b"x", b"y"),)},  # a header that is not a pair
         {"headers": (("ce_id", bytearray(b"x")),)},  # bytes-like, not bytes
         {"topic": "lone \ud800 surrogate"},
         {"offset": 2**70},

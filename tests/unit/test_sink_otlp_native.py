@@ -104,7 +104,7 @@ def test_signed_batches_and_odd_values_are_mapped_natively(sink: OtlpSink) -> No
     "change",
     [
         {"partition": True},  # str(True): only the Python path words it so
-        {"headers": (["traceparent", b"00-x"],)},  # a header that is not a tuple
+        {"headers": (("traceparent", b"00-x", b""),)},  # a header that is not a pair
         {"timestamp_ms": -1},  # a negative observed time: the reference refuses it
         {"topic": "lone \ud800 surrogate"},
     ],
@@ -120,6 +120,14 @@ def test_what_the_mapper_declines_the_sink_encodes_as_the_reference(sink: OtlpSi
     else:
         with pytest.raises(want):
             sink._encode(sink._encoder, recs, NOW)
+
+
+def test_headers_as_lists_map_the_same(sink: OtlpSink) -> None:
+    tp = f"00-{'ab' * 16}-{'cd' * 8}-01"
+    recs = [dataclasses.replace(r, headers=[list(h) for h in r.headers]) for r in delivered(3, traceparent=tp)]
+    got = mapped(sink, recs)
+    assert got is not None
+    assert got == reference(sink, recs)
 
 
 def test_no_mapper_without_the_core(monkeypatch: pytest.MonkeyPatch) -> None:
