@@ -154,3 +154,14 @@ def test_a_ledger_written_natively_is_the_python_ledger_and_verifies(tmp_path: P
     report = _ledger.verify_ledger(tmp_path / "True.jsonl", keyring=keyring, checkpoint_keyring=cp_keyring)
     assert report.ok, report.problem
     assert (report.events, report.checkpoints) == (30, 5)
+
+
+def test_no_sealer_without_the_core(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(native, "active", lambda: False)
+    assert _ledger.native_sealer() is None
+    writer = _ledger.LedgerWriter(tmp_path / "l.jsonl", fsync=False)
+    writer.open()
+    recs = delivered(3)
+    writer.append(recs)
+    writer.close()
+    assert (tmp_path / "l.jsonl").read_bytes() == _ledger.seal_events(0, _ledger.GENESIS, recs)[0]
