@@ -7,7 +7,9 @@ verifier in any language checks them without reproducing this writer's JSON form
 Every entry's ``prev`` is the previous entry's ``hash``; ``seq`` counts entries from 0.
 
 This module holds the format, the writer (:class:`LedgerWriter`) and the verifier
-(:func:`verify_ledger`); the sink and the CLI are thin layers over them.
+(:func:`verify_ledger`); the sink and the CLI are thin layers over them. The writer seals its
+event entries with the compiled core (``LedgerSealer``, docs/native.md) when it is in use;
+:func:`seal_events` here is the reference it writes byte for byte, and its fallback.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import collections
 import dataclasses
 import fcntl
 import hashlib
+import importlib
 import json
 import logging
 import math
@@ -32,13 +35,14 @@ from typing import Any
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from govbus import _accel as native_core
 from govbus._cloudevents import SPEC_VERSION, TRACEPARENT, TRACESTATE, CloudEventAttributes, format_time
 from govbus._contract import Decoder
 from govbus._record import from_record
 from govbus.consumers._errors import SinkError
 from govbus.consumers._spi import DeliveredRecord
 from govbus.errors import DecodeError
-from govbus.event import V2_FIELDS, GovernanceEvent
+from govbus.event import V2_FIELDS, FrozenDict, FrozenList, GovernanceEvent
 from govbus.signing import SIGNATURE_HEADERS, Keyring, SigningKey, VerdictCode, Verifier
 from govbus.signing._keyring import parse_time
 
@@ -51,8 +55,10 @@ __all__ = [
     "Problem",
     "VerifyReport",
     "checkpoint_message",
+    "native_sealer",
     "render_event",
     "seal",
+    "seal_events",
     "unseal",
     "verify_ledger",
 ]
@@ -160,6 +166,34 @@ def event_fields(seq: int, prev: str, record: DeliveredRecord) -> dict[str, Any]
         "verdict": record.verdict,
         "verdict_detail": record.verdict_detail,
     }
+
+
+def seal_events(seq: int, prev: str, records: Sequence[DeliveredRecord]) -> tuple[bytes, str]:
+    """The event entries of ``records`` numbered from ``seq`` and chained from ``prev``: the lines
+    joined, and the new head. The reference the compiled core's ``LedgerSealer`` is held to."""
+    lines = []
+    for i, record in enumerate(records):
+        line, prev = seal(event_fields(seq + i, prev, record))
+        lines.append(line)
+    return b"".join(lines), prev
+
+
+def native_sealer() -> Any | None:
+    """The compiled core's ``seal_events`` (``govbus._native.LedgerSealer``), or None when the core
+    is not in use (not installed, ``GOVBUS_NATIVE=off``) or predates it."""
+    if not native_core.active():
+        return None
+    cls = getattr(importlib.import_module("govbus._native"), "LedgerSealer", None)
+    if cls is None:
+        return None
+    return cls(
+        (FrozenDict, FrozenList),
+        sorted(_SIG_HEADERS),
+        sorted(_OWN_ATTRIBUTES),
+        list(V2_FIELDS),
+        SPEC_VERSION,
+        format_time,
+    ).seal_events
 
 
 def checkpoint_message(fields: Mapping[str, Any]) -> bytes:
@@ -304,6 +338,7 @@ class LedgerWriter:
         dedup_window: int = 100_000,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         monotonic: Callable[[], float] = time.monotonic,
+        native: bool = True,
     ) -> None:
         self.path = Path(path)
         self._key = checkpoint_key
@@ -322,6 +357,7 @@ class LedgerWriter:
         self._seen: collections.OrderedDict[str, bytes] = collections.OrderedDict()
         self._dirty = False
         self._failed = False
+        self._native = native_sealer() if native else None
 
     # -- open / recover --------------------------------------------------------------------
     def open(self) -> None:
@@ -410,6 +446,8 @@ class LedgerWriter:
         lines: list[bytes] = []
         seq, prev, since = self.next_seq, self.head, self.since_checkpoint
         checkpointed = False
+        run: list[DeliveredRecord] = []  # event entries not sealed yet, numbered from run_seq
+        run_seq = seq
         for i, record in enumerate(records):
             event_id = record.event.event_id
             digest = _value_digest(record.value)
@@ -420,17 +458,23 @@ class LedgerWriter:
                         f"audit: event id {event_id!r} is already in the ledger with different content; not appended"
                     )
                 continue
-            line, prev = seal(event_fields(seq, prev, record))
-            lines.append(line)
+            run.append(record)
             added[event_id] = digest
             seq += 1
             since += 1
             if self._key is not None and since >= self._every:
+                chunk, prev = self._seal_events(run_seq, prev, run)
+                lines.append(chunk)
+                run = []
                 line, prev = seal(checkpoint_fields(seq, prev, self._key, self._clock()))
                 lines.append(line)
                 seq += 1
+                run_seq = seq
                 since = 0
                 checkpointed = True
+        if run:
+            chunk, prev = self._seal_events(run_seq, prev, run)
+            lines.append(chunk)
         if lines:
             self._write(b"".join(lines))
             if checkpointed:
@@ -441,6 +485,15 @@ class LedgerWriter:
             while len(self._seen) > self._window:
                 self._seen.popitem(last=False)
         return conflicts
+
+    def _seal_events(self, seq: int, prev: str, records: list[DeliveredRecord]) -> tuple[bytes, str]:
+        if self._native is not None:
+            try:
+                sealed: tuple[bytes, str] = self._native(seq, prev, records)
+                return sealed
+            except Exception as exc:  # a value it leaves to the reference (which raises if it must)
+                _log.debug("audit ledger: native sealing declined a run (%s); using the Python writer", exc)
+        return seal_events(seq, prev, records)
 
     def checkpoint_due(self) -> bool:
         return (

@@ -1,8 +1,10 @@
 """The OTLP logs sink: every governance event becomes one OpenTelemetry log record.
 
-OTLP/HTTP (the default): each batch becomes one ``ExportLogsServiceRequest``, encoded directly
-with opentelemetry-proto's generated classes (``_otlp_request``; no SDK ``LogRecord`` per event),
-POSTed once; the batch is acknowledged only on a 2xx answer. The resource and scope are the
+OTLP/HTTP (the default): each batch becomes one ``ExportLogsServiceRequest`` (no SDK ``LogRecord``
+per event), POSTed once; the batch is acknowledged only on a 2xx answer. With the compiled core in
+use the whole batch is mapped and encoded in one native call (``OtlpMapper``, docs/native.md);
+the mapping below (``_row``, ``log_attributes``) with ``_otlp_request``'s encoder is the reference
+it is held to, and the path a batch it declines takes. The resource and scope are the
 SDK's own (``Resource.create``: ``OTEL_RESOURCE_ATTRIBUTES``, ``telemetry.sdk.*``).
 
 gRPC: records go through opentelemetry-sdk's ``LoggerProvider`` into a processor that only
@@ -26,7 +28,7 @@ import logging
 import re
 import time
 import zlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, cast
 
@@ -227,6 +229,7 @@ class OtlpSink(SinkBase):
         self._collector = _Collector()
         self._exporter: LogRecordExporter | None = None
         self._encoder: RequestEncoder | None = None
+        self._mapper: Callable[[list[Any], int], bytes] | None = None
         self._http: _HttpPost | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -250,6 +253,7 @@ class OtlpSink(SinkBase):
             # the records are encoded directly (see _otlp_request).
             self._http = _HttpPost(o)
             self._encoder = request_encoder(resource, o)
+            self._mapper = native_mapper(self._encoder)
         self._provider = provider
         self._logger = logger
         _log.info("otlp sink exporting to %s over %s", o.endpoint, o.protocol)
@@ -259,6 +263,7 @@ class OtlpSink(SinkBase):
             self._http.close()
             self._http = None
         self._encoder = None
+        self._mapper = None
         if self._exporter is not None:
             # The SDK's exporter base class leaves shutdown() unannotated.
             cast(Any, self._exporter).shutdown()
@@ -311,7 +316,7 @@ class OtlpSink(SinkBase):
             if self._exporter is not None:
                 return self._write_sdk(batch)
             raise SinkError("otlp sink: write() before open()")
-        body = encoder.encode(_rows(batch))
+        body = self._encode(encoder, batch, time.time_ns())
         started = time.monotonic()
         status, retry_after, error = http.post(body)
         if status is not None and 200 <= status < 300:
@@ -322,6 +327,16 @@ class OtlpSink(SinkBase):
         if retry_after is not None and status in (429, 503):
             delay = parse_retry_after(retry_after, self.options.max_retry_after_s)
         return RetryLater(delay=delay, reason=reason)
+
+    def _encode(self, encoder: RequestEncoder, batch: Sequence[DeliveredRecord], now_ns: int) -> bytes:
+        """The serialized request: mapped and encoded in one native call when the compiled core is
+        in use, else (or for a batch it leaves to Python) rows mapped here and then encoded."""
+        if self._mapper is not None:
+            try:
+                return self._mapper(list(batch), now_ns)
+            except Exception as exc:  # a value it leaves to the reference (which raises if it must)
+                _log.debug("otlp sink: native mapping declined a batch (%s); mapping it in Python", exc)
+        return encoder.encode(_rows(batch, now_ns))
 
     def _request(self, batch: Sequence[DeliveredRecord]) -> ExportLogsServiceRequest:
         """The direct request for a batch (what ``write`` sends over OTLP/HTTP)."""
@@ -364,6 +379,20 @@ def request_encoder(resource: Resource, options: OtlpSinkOptions) -> RequestEnco
     )
 
 
+def native_mapper(encoder: RequestEncoder) -> Callable[[list[Any], int], bytes] | None:
+    """The compiled core's mapping of this module's tables (see :meth:`RequestEncoder.native_mapper`)."""
+    return encoder.native_mapper(
+        list(_EVENT_ATTRIBUTES),
+        list(_PRODUCER_ATTRIBUTES),
+        ATTRIBUTE_PREFIX,
+        _severity_number,
+    )
+
+
+def _severity_number(text: str) -> int:
+    return severity(text).otel
+
+
 def sdk_records(logger: Any, collector: _Collector, batch: Sequence[DeliveredRecord]) -> list[ReadableLogRecord]:
     """The batch as SDK log records, emitted through ``logger`` into ``collector`` (the gRPC path,
     and the reference the direct encoding is tested against)."""
@@ -377,8 +406,9 @@ def sdk_records(logger: Any, collector: _Collector, batch: Sequence[DeliveredRec
     return records
 
 
-def _rows(batch: Sequence[DeliveredRecord]) -> Iterator[Row]:
-    now = time.time_ns()  # the observed time of records without a Kafka timestamp, as the SDK does
+def _rows(batch: Sequence[DeliveredRecord], now_ns: int | None = None) -> Iterator[Row]:
+    # now: the observed time of records without a Kafka timestamp, as the SDK does
+    now = time.time_ns() if now_ns is None else now_ns
     return (_row(record, now) for record in batch)
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import importlib
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
@@ -28,6 +28,7 @@ from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord, ResourceLogs, ScopeL
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource as PbResource
 
 from govbus import _accel as native_core
+from govbus.event import FrozenDict, FrozenList
 
 __all__ = ["RequestEncoder", "key_values", "native_writer"]
 
@@ -131,6 +132,33 @@ class RequestEncoder:
                 ResourceLogs(resource=self._resource, scope_logs=[scope_logs], schema_url=self._resource_schema_url)
             ]
         )
+
+    def native_mapper(
+        self,
+        event_attributes: Sequence[tuple[str, str]],
+        producer_attributes: Sequence[tuple[str, str]],
+        prefix: str,
+        severity: Callable[[str], int],
+    ) -> Callable[[list[Any], int], bytes] | None:
+        """The compiled core's whole-batch mapping + encoding (``govbus._native.OtlpMapper``:
+        delivered records and the batch's observed time in, the serialized request out), for a
+        sink whose mapping is these tables; None when the core is not in use or predates it."""
+        if self._native is None:
+            return None
+        cls = getattr(importlib.import_module("govbus._native"), "OtlpMapper", None)
+        if cls is None:
+            return None
+        try:
+            mapper = cls(
+                self._resource_bytes, self._resource_schema_url, self._scope_bytes, self._scope_schema_url or "",
+                self._max, list(event_attributes), list(producer_attributes), prefix, severity,
+                (FrozenDict, FrozenList),
+            )  # fmt: skip
+        except ValueError as exc:  # tables it cannot map without looking keys up
+            _log.info("otlp request: no native mapping (%s)", exc)
+            return None
+        encode: Callable[[list[Any], int], bytes] = mapper.encode
+        return encode
 
     def encode(self, rows: Iterable[Row]) -> bytes:
         """The serialized request: the compiled core's writer when it is in use, else (or for a

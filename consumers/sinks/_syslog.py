@@ -21,6 +21,7 @@ one (at least once: the receiver may see duplicates). RELP would close that gap.
 from __future__ import annotations
 
 import errno
+import functools
 import logging
 import select
 import socket
@@ -210,6 +211,7 @@ class SyslogSink(SinkBase):
         self.options = resolve_options(SyslogSinkOptions, options, raw)
         self._conn: _Connection | None = None
         self._local_host = _printable(socket.gethostname(), 255)
+        self._format = _Formatter(self.options, self._local_host)
 
     def open(self, context: SinkContext) -> None:
         super().open(context)
@@ -225,8 +227,9 @@ class SyslogSink(SinkBase):
         if conn is None:
             raise SinkError("syslog sink: write() before open()")
         frames = []
+        fmt = self._format
         for record in batch:
-            msg = format_message(record, self.options, local_host=self._local_host)
+            msg = fmt(record)
             frames.append(b"%d %s" % (len(msg), msg))
         try:
             conn.send(b"".join(frames))
@@ -238,30 +241,49 @@ class SyslogSink(SinkBase):
 
 def format_message(record: DeliveredRecord, options: SyslogSinkOptions, *, local_host: str = "-") -> bytes:
     """One RFC 5424 message (without the octet-count frame)."""
-    event = record.event
-    pri = options.facility * 8 + severity(event.severity).syslog
-    host = options.hostname or (_printable(event.producer.host, 255) if event.producer else "") or local_host
-    timestamp = format_time(event.occurred_at)
-    msgid = _printable(event.kind.value, 32) or "-"
-    header = f"<{pri}>1 {timestamp} {host} {options.app_name} - {msgid} ".encode("ascii")
-    params = _params(record)
-    limit = options.max_message_bytes
-    sd = _structured_data(options.sd_id, params, options.max_value_chars)
-    # Keep the whole structured data if at all possible: it is what SIEMs parse.
-    for cap in (256, 64, 16):
-        if len(header) + len(sd) <= limit - 64:
-            break
-        sd = _structured_data(options.sd_id, params, min(cap, options.max_value_chars))
-    if options.message == "cloudevent":
-        raw = _jsonl.encode_line(record)[:-1]
-    else:
-        raw = (event.reason or f"{event.kind.value} {event.action} {event.decision}".strip()).encode("utf-8")
-    body = raw if raw.isascii() else _BOM + raw
-    room = limit - len(header) - len(sd) - 1
-    if len(body) > room:
-        # Cut on a character boundary: a split UTF-8 sequence would make the whole MSG invalid.
-        body = body[: max(room, 0)].decode("utf-8", "ignore").encode("utf-8")
-    return header + sd + (b" " + body if body else b"")
+    return _Formatter(options, local_host)(record)
+
+
+class _Formatter:
+    """:func:`format_message` for one sink: the options read once, not once per record."""
+
+    __slots__ = ("_app", "_cap", "_cloudevent", "_facility8", "_hostname", "_limit", "_local_host", "_sd_id")
+
+    def __init__(self, options: SyslogSinkOptions, local_host: str) -> None:
+        self._facility8 = options.facility * 8
+        self._hostname = options.hostname
+        self._app = options.app_name
+        self._sd_id = options.sd_id
+        self._cap = options.max_value_chars
+        self._limit = options.max_message_bytes
+        self._cloudevent = options.message == "cloudevent"
+        self._local_host = local_host
+
+    def __call__(self, record: DeliveredRecord) -> bytes:
+        event = record.event
+        pri = self._facility8 + severity(event.severity).syslog
+        host = self._hostname or (_printable(event.producer.host, 255) if event.producer else "") or self._local_host
+        timestamp = format_time(event.occurred_at)
+        msgid = _printable(event.kind.value, 32) or "-"
+        header = f"<{pri}>1 {timestamp} {host} {self._app} - {msgid} ".encode("ascii")
+        params = _params(record)
+        limit = self._limit
+        sd = _structured_data(self._sd_id, params, self._cap)
+        # Keep the whole structured data if at all possible: it is what SIEMs parse.
+        for cap in (256, 64, 16):
+            if len(header) + len(sd) <= limit - 64:
+                break
+            sd = _structured_data(self._sd_id, params, min(cap, self._cap))
+        if self._cloudevent:
+            raw = _jsonl.encode_line(record)[:-1]
+        else:
+            raw = (event.reason or f"{event.kind.value} {event.action} {event.decision}".strip()).encode("utf-8")
+        body = raw if raw.isascii() else _BOM + raw
+        room = limit - len(header) - len(sd) - 1
+        if len(body) > room:
+            # Cut on a character boundary: a split UTF-8 sequence would make the whole MSG invalid.
+            body = body[: max(room, 0)].decode("utf-8", "ignore").encode("utf-8")
+        return header + sd + (b" " + body if body else b"")
 
 
 def _params(record: DeliveredRecord) -> list[tuple[str, str]]:
@@ -299,11 +321,14 @@ def _structured_data(sd_id: str, params: list[tuple[str, str]], cap: int) -> byt
 def _escape(value: str) -> str:
     # RFC 5424 §6.3.3: '"', '\' and ']' are escaped with a backslash. Control characters are
     # not forbidden but break line-oriented receivers, so they become spaces.
+    if value.isprintable() and '"' not in value and "\\" not in value and "]" not in value:
+        return value  # the common case: nothing to escape
     out = value.replace("\\", "\\\\").replace('"', '\\"').replace("]", "\\]")
     if not out.isprintable():
         out = "".join(ch if ch.isprintable() else " " for ch in out)
     return out
 
 
+@functools.lru_cache(maxsize=4096)  # hosts and kinds: a few distinct values, one per record
 def _printable(text: str, limit: int) -> str:
     return "".join(c if 33 <= ord(c) <= 126 else "_" for c in text)[:limit]

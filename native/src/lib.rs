@@ -10,7 +10,9 @@ pub mod event;
 pub mod fuzzing;
 pub mod intake;
 pub mod json;
+pub mod ledger;
 pub mod otlp;
+pub mod otlp_map;
 pub mod partition;
 pub mod pyevent;
 pub mod record;
@@ -310,5 +312,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<intake::PendingIntake>()?;
     encode::register(m)?;
     pyevent::register(m)?;
+    ledger::register(m)?;
+    otlp_map::register(m)?;
     Ok(())
 }

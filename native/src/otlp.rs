@@ -9,6 +9,7 @@
 //!
 //! Field numbers: opentelemetry-proto `collector/logs/v1`, `logs/v1`, `common/v1`.
 
+use std::borrow::Cow;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use pyo3::exceptions::{PyRuntimeError, PyTypeError};
@@ -25,7 +26,7 @@ pub enum Value {
 }
 
 /// One log record, as the sink maps an event.
-pub struct Row {
+pub struct Row<'a> {
     pub time_unix_nano: u64,
     pub observed_time_unix_nano: u64,
     pub trace_id: u128, // 0: none
@@ -35,7 +36,7 @@ pub struct Row {
     pub severity_text: String,
     pub body: String,
     pub event_name: String,
-    pub attributes: Vec<(String, Value)>,
+    pub attributes: Vec<(Cow<'a, str>, Value)>, // keys: the mapping's own, borrowed
 }
 
 const VARINT: u8 = 0;
@@ -59,13 +60,6 @@ fn bytes_field(buf: &mut Vec<u8>, field: u32, data: &[u8]) {
     tag(buf, field, LEN);
     varint(buf, data.len() as u64);
     buf.extend_from_slice(data);
-}
-
-/// A nested message, written into a scratch buffer first for its length (always written: explicit presence).
-fn message_field(buf: &mut Vec<u8>, field: u32, write: impl FnOnce(&mut Vec<u8>)) {
-    let mut inner = Vec::new();
-    write(&mut inner);
-    bytes_field(buf, field, &inner);
 }
 
 // proto3 scalars without presence are left out when they hold their default.
@@ -116,16 +110,50 @@ fn any_value(buf: &mut Vec<u8>, value: &Value) {
     }
 }
 
-fn log_record(buf: &mut Vec<u8>, row: &Row, max_attributes: usize) {
+fn varint_len(mut v: u64) -> usize {
+    let mut n = 1;
+    while v >= 0x80 {
+        v >>= 7;
+        n += 1;
+    }
+    n
+}
+
+/// The encoded length of an `AnyValue` (`any_value` writes it).
+fn any_value_len(value: &Value) -> usize {
+    let len_field = |n: usize| 1 + varint_len(n as u64) + n;
+    match value {
+        Value::Str(s) => len_field(s.len()),
+        Value::Bool(_) => 2,
+        Value::Int(i) => 1 + varint_len(*i as u64),
+        Value::Double(_) => 9,
+        Value::Bytes(b) => len_field(b.len()),
+    }
+}
+
+/// A `KeyValue` attribute, its length computed rather than written to a scratch buffer first
+/// (two nested messages per attribute: their allocations were most of the writer's time).
+fn key_value(buf: &mut Vec<u8>, field: u32, key: &str, value: &Value) {
+    let value_len = any_value_len(value);
+    let key_len = if key.is_empty() { 0 } else { 1 + varint_len(key.len() as u64) + key.len() };
+    tag(buf, field, LEN);
+    varint(buf, (key_len + 1 + varint_len(value_len as u64) + value_len) as u64);
+    str_field(buf, 1, key);
+    tag(buf, 2, LEN);
+    varint(buf, value_len as u64);
+    any_value(buf, value);
+}
+
+fn log_record(buf: &mut Vec<u8>, row: &Row<'_>, max_attributes: usize) {
     fixed64_field(buf, 1, row.time_unix_nano);
     varint_field(buf, 2, row.severity_number as u64);
     str_field(buf, 3, &row.severity_text);
-    message_field(buf, 5, |b| bytes_field(b, 1, row.body.as_bytes())); // AnyValue.string_value
+    // body: AnyValue{string_value}
+    tag(buf, 5, LEN);
+    varint(buf, (1 + varint_len(row.body.len() as u64) + row.body.len()) as u64);
+    bytes_field(buf, 1, row.body.as_bytes());
     for (key, value) in row.attributes.iter().take(max_attributes) {
-        message_field(buf, 6, |b| {
-            str_field(b, 1, key);
-            message_field(b, 2, |v| any_value(v, value));
-        });
+        key_value(buf, 6, key, value);
     }
     varint_field(
         buf,
@@ -150,21 +178,33 @@ pub fn request(
     resource_schema_url: &str,
     scope: &[u8],
     scope_schema_url: &str,
-    rows: &[Row],
+    rows: &[Row<'_>],
     max_attributes: usize,
 ) -> Vec<u8> {
-    let mut out = Vec::new();
-    message_field(&mut out, 1, |rl| {
-        bytes_field(rl, 1, resource);
-        message_field(rl, 2, |sl| {
-            bytes_field(sl, 1, scope);
-            for row in rows {
-                message_field(sl, 2, |lr| log_record(lr, row, max_attributes));
-            }
-            str_field(sl, 3, scope_schema_url);
-        });
-        str_field(rl, 3, resource_schema_url);
-    });
+    // The log records first (each through one reused scratch buffer for its length), then the
+    // two enclosing messages around them, their lengths known: no copy of the whole batch.
+    let mut records = Vec::with_capacity(rows.len() * 1536);
+    let mut scratch = Vec::with_capacity(4096);
+    for row in rows {
+        scratch.clear();
+        log_record(&mut scratch, row, max_attributes);
+        bytes_field(&mut records, 2, &scratch);
+    }
+    let len_field = |n: usize| 1 + varint_len(n as u64) + n;
+    let opt_str = |s: &str| if s.is_empty() { 0 } else { len_field(s.len()) };
+    let scope_logs = len_field(scope.len()) + records.len() + opt_str(scope_schema_url);
+    let resource_logs = len_field(resource.len()) + len_field(scope_logs) + opt_str(resource_schema_url);
+    let mut out = Vec::with_capacity(len_field(resource_logs));
+    tag(&mut out, 1, LEN);
+    varint(&mut out, resource_logs as u64);
+    bytes_field(&mut out, 1, resource);
+    tag(&mut out, 2, LEN);
+    varint(&mut out, scope_logs as u64);
+    bytes_field(&mut out, 1, scope);
+    out.extend_from_slice(&records);
+    str_field(&mut out, 3, scope_schema_url);
+    str_field(&mut out, 3, resource_schema_url);
+    debug_assert_eq!(out.len(), len_field(resource_logs));
     out
 }
 
@@ -188,13 +228,13 @@ fn extract_value(v: &Bound<'_, PyAny>) -> PyResult<Value> {
     }
 }
 
-fn extract_row(item: &Bound<'_, PyAny>) -> PyResult<Row> {
+fn extract_row(item: &Bound<'_, PyAny>) -> PyResult<Row<'static>> {
     let t = item.downcast::<PyTuple>()?;
     let attrs = t.get_item(9)?;
     let attrs = attrs.downcast::<PyDict>()?;
     let mut attributes = Vec::with_capacity(attrs.len());
     for (k, v) in attrs.iter() {
-        attributes.push((k.extract::<String>()?, extract_value(&v)?));
+        attributes.push((Cow::Owned(k.extract::<String>()?), extract_value(&v)?));
     }
     Ok(Row {
         time_unix_nano: t.get_item(0)?.extract()?,
