@@ -19,9 +19,9 @@ from govbus._settings import GovbusSettings
 from govbus.consumers._health import HealthServer, HealthStatus
 from govbus.errors import ConfigError
 from govbus.event import GovernanceEvent
+from govbus.gate._groups import GroupProbe
 from govbus.producer._settings import default_spool_dir
 from govbus.watch._alerts import ALERT_KINDS, AlertBook
-from govbus.watch._groups import list_sink_groups, observe_groups
 from govbus.watch._settings import WatchSettings
 from govbus.watch._watchdog import Watchdog
 
@@ -74,6 +74,10 @@ class WatchRunner:
         )
         self._stop = threading.Event()
         self._admin = new_admin({**self._conf, "logger": log})
+        # The group questions (list, describe, offsets: coordinator requests) are asked from a child
+        # process, as the gate asks them: librdkafka aborts the whole process when a coordinator's
+        # connection drops mid-request (confluentinc/librdkafka#4605; govbus/gate/_groups.py).
+        self._groups = GroupProbe(self._conf)
         self._last_loop = time.monotonic()
         self.health: HealthServer | None = None
         self.started = threading.Event()
@@ -175,6 +179,7 @@ class WatchRunner:
                     self._read_groups()
         finally:
             consumer.close()
+            self._groups.close()
             if self.health is not None:
                 self.health.stop()
             if self._bus is not None:
@@ -198,10 +203,9 @@ class WatchRunner:
     def _read_groups(self) -> None:
         timeout = 5.0
         try:
-            meta = self._admin.list_topics(topic=self.topic, timeout=timeout)
-            parts = meta.topics[self.topic].partitions
-            groups = list_sink_groups(self._admin, timeout, self.w.group_prefix)
-            views = observe_groups(self._admin, self.topic, parts, groups, timeout)
+            meta = self._admin.list_topics(topic=self.topic, timeout=timeout)  # metadata: any broker answers
+            parts = sorted(meta.topics[self.topic].partitions)
+            views = self._groups.observe(self.topic, parts, self.w.group_prefix, timeout)
         except Exception as exc:  # the cluster's view is unknown this round: judge nothing
             log.warning("watchdog: cannot read the sink groups: %s", exc)
             return
