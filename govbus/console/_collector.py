@@ -23,11 +23,12 @@ from confluent_kafka.admin import AdminClient, OffsetSpec
 
 from govbus._settings import GovbusSettings
 from govbus.console._classes import sink_class
+from govbus.console._lagprobe import LagProbe
 from govbus.console._scrape import SinkHealth, scrape
 from govbus.console._settings import ConsoleSettings
 from govbus.console._tail import RawRecord, TailReader
 from govbus.consumers._dlq import DeadLetter
-from govbus.consumers._lag import SINK_GROUP_PREFIX, GroupLag, sink_lag
+from govbus.consumers._lag import SINK_GROUP_PREFIX, GroupLag
 
 __all__ = ["AuditView", "Collector", "EventRow", "GateView", "KeptDeadLetter", "Sample", "SinkView", "Snapshot"]
 
@@ -162,6 +163,8 @@ class Collector:
         self.conf = settings.kafka.librdkafka()
         admin_conf: dict[str, Any] = {**self.conf, "logger": log}
         self._admin = AdminClient(admin_conf)
+        # Sink groups' lag from a child process (librdkafka#4605: see _lagprobe).
+        self._lag = LagProbe(self.conf)
         self._decoder: Any = None
         self._tail = TailReader(
             self.conf, keep={self.topic: self.console.events_kept}, transform={self.topic: self._event_row}
@@ -191,6 +194,7 @@ class Collector:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(self.console.timeout_s * 6 + 5)
+        self._lag.close()
         self._tail.close()
         self._pool.shutdown(wait=False, cancel_futures=True)
 
@@ -239,7 +243,7 @@ class Collector:
             partitions = tuple(sorted((p, lo, hi) for (t, p), (lo, hi) in watermarks.items() if t == self.topic))
             if not partitions:
                 broker_error = f"topic {self.topic} does not exist"
-            groups = sink_lag(self.conf, timeout=timeout)
+            groups = self._lag.lag(timeout)
             names = sorted({g.sink for g in groups} | set(self.console.sink_health_urls))
             dlq_topics = {n: sink_settings.dlq_topic(self.topic, n) for n in names}
             present = [t for t in dlq_topics.values() if t in md.topics]

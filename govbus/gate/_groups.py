@@ -23,6 +23,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import IO, Any
 
 from confluent_kafka import KafkaError, KafkaException
@@ -41,11 +42,16 @@ class GroupProbeError(Exception):
 
 
 class GroupProbe:
-    """A long-lived child answering group questions; restarted after it dies."""
+    """A long-lived child answering group questions; restarted after it dies.
 
-    def __init__(self, kafka_conf: dict[str, Any]) -> None:
+    ``server``: the module whose ``_serve()`` the child runs (this one's answers the gate's and the
+    watchdog's questions; another component asks its own through a subclass, see
+    ``govbus/console/_lagprobe.py``, with :func:`serve_requests` doing the protocol)."""
+
+    def __init__(self, kafka_conf: dict[str, Any], *, server: str = __name__) -> None:
         # Callables (logger, callbacks) cannot cross a pipe, and the child sets its own.
         self._conf = {k: v for k, v in kafka_conf.items() if isinstance(v, str | int | float | bool)}
+        self._server = server
         self._proc: subprocess.Popen[bytes] | None = None
         self._lock = threading.Lock()
         self.restarts = 0  # children replaced after they died or hung
@@ -113,7 +119,7 @@ class GroupProbe:
         if self._proc is not None and self._proc.poll() is None:
             return self._proc
         self._proc = subprocess.Popen(
-            [sys.executable, "-c", "from govbus.gate._groups import _serve; _serve()"],
+            [sys.executable, "-c", f"from {self._server} import _serve; _serve()"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             close_fds=True,
@@ -201,14 +207,12 @@ def _serve() -> None:  # pragma: no cover - runs in the child process; covered b
     from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
     from confluent_kafka.admin import AdminClient
 
-    conf = json.loads(sys.stdin.buffer.readline())
+    conf = read_conf()
     admin = AdminClient({**conf, "log_level": 0})
     # librdkafka keeps asking a coordinator that went away (a stopped broker) until it returns:
     # a client that timed out or lost its transport is replaced, so the next question looks the
     # coordinator up afresh (measured: sink checks failed for the whole of a broker's restart).
     stale = ("_TIMED_OUT", "_TRANSPORT", "_ALL_BROKERS_DOWN")
-    sys.stdout.buffer.write(b'{"ready": true}\n')
-    sys.stdout.buffer.flush()
 
     def describe(group: str, timeout: float) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
@@ -235,28 +239,49 @@ def _serve() -> None:  # pragma: no cover - runs in the child process; covered b
         views = observe_groups(admin, topic, partitions, list_sink_groups(admin, timeout, prefix), timeout)
         return {"views": [_view_to_json(v) for v in views.values()]}
 
+    def handle(request: dict[str, Any]) -> dict[str, Any]:
+        if request["op"] == "describe":
+            return describe(request["group"], float(request["timeout"]))
+        if request["op"] == "observe":
+            return observe(request["topic"], list(request["partitions"]), request["prefix"], float(request["timeout"]))
+        return committed(request["group"], request["topic"], list(request["partitions"]), float(request["timeout"]))
+
+    def failed(exc: Exception) -> None:
+        nonlocal admin
+        err = exc.args[0] if isinstance(exc, KafkaException) and exc.args else None
+        if isinstance(exc, TimeoutError) or (isinstance(err, KafkaError) and err.name() in stale):
+            admin = AdminClient({**conf, "log_level": 0})
+
+    serve_requests(handle, failed)
+
+
+def read_conf() -> dict[str, Any]:  # pragma: no cover - runs in the child process
+    """The child's first line: the librdkafka configuration (through the pipe: no secret in argv)."""
+    conf: dict[str, Any] = json.loads(sys.stdin.buffer.readline())
+    return conf
+
+
+def serve_requests(
+    handle: Callable[[dict[str, Any]], dict[str, Any]], failed: Callable[[Exception], None] | None = None
+) -> None:  # pragma: no cover - runs in the child process; covered by the gate's and the console's tests
+    """The child's side of the protocol: says it is ready, then answers each JSON request line with
+    ``handle(request)``'s JSON line; an exception becomes an answer (a Kafka error keeps its code)
+    and is handed to ``failed`` (to replace a client gone stale)."""
     out = sys.stdout.buffer
+    out.write(b'{"ready": true}\n')
+    out.flush()
     for line in sys.stdin.buffer:
         request = json.loads(line)
         try:
-            if request["op"] == "describe":
-                answer = describe(request["group"], float(request["timeout"]))
-            elif request["op"] == "observe":
-                answer = observe(
-                    request["topic"], list(request["partitions"]), request["prefix"], float(request["timeout"])
-                )
-            else:
-                answer = committed(
-                    request["group"], request["topic"], list(request["partitions"]), float(request["timeout"])
-                )
+            answer = handle(request)
         except Exception as exc:
             err = exc.args[0] if isinstance(exc, KafkaException) and exc.args else None
             text = err.str() if isinstance(err, KafkaError) else str(exc)
-            text = text or f"no answer within {request['timeout']} s"
+            text = text or f"no answer within {request.get('timeout')} s"
             answer = {"error": f"{type(exc).__name__}: {text}"}
             if isinstance(err, KafkaError):
                 answer = {"code": err.code(), "message": text}
-            if isinstance(exc, TimeoutError) or (isinstance(err, KafkaError) and err.name() in stale):
-                admin = AdminClient({**conf, "log_level": 0})
+            if failed is not None:
+                failed(exc)
         out.write(json.dumps(answer).encode() + b"\n")
         out.flush()
