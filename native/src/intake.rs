@@ -251,7 +251,8 @@ fn work<'a>(
 }
 
 /// The rows `intake_batch` returns, from what `take_all` read and `work` answered (with `events`,
-/// each rendered record's Python event and attributes built from what its decode kept).
+/// each rendered record's Python event and attributes built from what its decode kept; with
+/// `works`, each rendered record's `Work` and `NativeRecord` of that verdict code).
 fn rows<'a, 'py>(
     py: Python<'py>,
     held: Vec<Option<Held>>,
@@ -356,6 +357,9 @@ fn rows<'a, 'py>(
 /// checker or the record is authentic; None otherwise). With `events` (a sink that reads the
 /// event), a rendered line comes with the record's Python event and CloudEvents attributes built
 /// from the same decode: `(line, event_id, legacy, event, attributes)` (None, None: not built).
+/// With `works` (a `WorkBuilder`), a rendered record's row is instead `(work, authentic,
+/// broker_time_ms, legacy)`: its `Work` (epoch 0) delivering its `NativeRecord` of verdict
+/// `verdict` (with `events`, the event and attributes in it; None when not built).
 #[pyfunction]
 #[pyo3(signature = (renderer, checker, messages, max_record_bytes, replay_topic, verdict, events=None, works=None))]
 #[allow(clippy::too_many_arguments)]
