@@ -27,6 +27,7 @@ from govbus._accel import event_builder as native_event_builder
 from govbus._accel import intake_batch as native_intake_batch
 from govbus._accel import intake_start as native_intake_start
 from govbus._accel import renderer_for as native_renderer
+from govbus._accel import work_builder as native_work_builder
 from govbus._contract import SINGLE_OBJECT_MAGIC, Decoder
 from govbus._heartbeat import HEARTBEAT_KEY_PREFIX, is_heartbeat
 from govbus._record import from_record
@@ -37,13 +38,15 @@ from govbus.consumers._pipeline import Failure, Work
 from govbus.consumers._spi import DeliveredRecord
 from govbus.consumers._verify import Verification
 from govbus.errors import DecodeError
-from govbus.signing._verdict import VALID
+from govbus.signing._verdict import VALID, Verdict
 
 __all__ = ["Intake", "Prepared", "Started"]
 
 # A consumed record as the native intake read it: (topic, partition, offset, key, value, headers,
 # timestamp_ms, broker time (LogAppendTime) or None, size, authentic (SignatureChecker.check's
 # answer) or None, rendered (RecordRenderer.render's answer for the verdict "valid"/"unverified")).
+# A record it rendered, when it builds the records (``works``): (its Work, delivering its
+# NativeRecord of that verdict, authentic or None, broker time or None, legacy fingerprint).
 Prepared = tuple[Any, ...]
 
 log = logging.getLogger("govbus.consumers.intake")
@@ -111,10 +114,15 @@ class Intake:
         self._pending_verify: list[tuple[Work, int, int | None]] = []
         # Records the compiled core refused but the Python path accepted (a bug to report).
         self.native_disagreements = 0
+        # Transient failures made so far (the consume loop holds their partitions; it looks for
+        # them in a batch only when this moved).
+        self.transient_failures = 0
         # The whole-batch intake (prepare/take), when every stage of this intake has a native path.
         whole = self._renderer is not None and (verification is None or self._native_verify is not None)
         self._batch = native_intake_batch() if whole else None
         self._start = native_intake_start() if whole else None
+        # Builds the Work + NativeRecord of each rendered record in the same call (None: take() does).
+        self._works = native_work_builder(Work, NativeRecord, self._lazy_decoder) if whole else None
 
     @property
     def native(self) -> bool:
@@ -158,7 +166,7 @@ class Intake:
         try:
             rows: list[Prepared | None] = batch(
                 self._renderer, checker, msgs, self.max_record_bytes, self.replay_topic,
-                "unverified" if nv is None else "valid", self._events,
+                "unverified" if nv is None else "valid", self._events, self._works,
             )  # fmt: skip
         except Exception:  # a fault of the binding itself: the per-record path judges the batch
             log.exception("native intake failed on a batch of %d records; judging them one by one", len(msgs))
@@ -182,7 +190,7 @@ class Intake:
         try:
             pending = start(
                 self._renderer, checker, msgs, self.max_record_bytes, self.replay_topic,
-                "unverified" if nv is None else "valid",
+                "unverified" if nv is None else "valid", self._works,
             )  # fmt: skip
         except Exception:
             log.exception("native intake could not start on a batch of %d records; preparing it at once", len(msgs))
@@ -193,6 +201,32 @@ class Intake:
         """The :class:`Work` for a row of :meth:`prepare` (records of a partition in offset order,
         interleaved with ``__call__`` for the others as they were consumed); rows whose outcome
         needs more than the native answer wait for :meth:`settle`, as deferred records do."""
+        if len(row) == 4:  # the compiled core built the Work and its record: the verdict's tail only
+            work: Work = row[0]
+            _, authentic, broker_time, legacy = row
+            work.epoch = epoch
+            nv = self._native_verify
+            if nv is not None:
+                if self._pending_verify:
+                    self._settle_verify()  # the sequence tracker sees each partition's records in order
+                v = nv.judge_one(work.value, work.key, work.headers, work.partition, broker_time, authentic)  # type: ignore[arg-type]
+                if v is not VALID:
+                    work.record = None  # rendered for "valid": not what this verdict delivers
+                    self._not_valid(work, v)
+                    return work
+            if legacy:
+                self.decoder.legacy_fingerprints += 1
+            key = work.key
+            if (
+                not self.deliver_heartbeats
+                and key is not None
+                and key.startswith(HEARTBEAT_KEY_PREFIX)  # only candidates pay for the event
+                and work.record is not None
+                and is_heartbeat(work.record.event)
+            ):
+                work.record = None
+                work.skip = "heartbeat"
+            return work
         topic, partition, offset, key, value, headers, timestamp_ms, broker_time, size, authentic, rendered = row
         work = Work(topic, partition, offset, epoch, size, key, value, headers, timestamp_ms)
         verdict = "unverified"
@@ -202,13 +236,7 @@ class Intake:
                 self._settle_verify()  # the sequence tracker sees each partition's records in order
             v = nv.judge_one(value, key, headers, partition, broker_time, authentic)
             if v is not VALID:
-                action, verdict, detail = _action(nv.verification.policy, v)
-                if action == "dead-letter":
-                    work.failure = Failure(f"verify:{verdict}", detail or verdict, verdict=verdict)
-                elif action == "skip":
-                    work.skip = f"verify:{verdict}"
-                else:  # rendered for "valid": render again with this verdict
-                    self._pending.append((work, verdict, detail, action == "flag"))
+                self._not_valid(work, v)
                 return work
             verdict = "valid"
         if type(rendered) is not tuple:  # a reason, "Python only" or a panic: settle() words it
@@ -234,6 +262,18 @@ class Intake:
             work.record = None
             work.skip = "heartbeat"
         return work
+
+    def _not_valid(self, work: Work, v: Verdict) -> None:
+        """What the policy does with a record the batch intake rendered as "valid" but whose
+        verdict (key status, sequence) is ``v``."""
+        assert self._native_verify is not None
+        action, verdict, detail = _action(self._native_verify.verification.policy, v)
+        if action == "dead-letter":
+            work.failure = Failure(f"verify:{verdict}", detail or verdict, verdict=verdict)
+        elif action == "skip":
+            work.skip = f"verify:{verdict}"
+        else:  # rendered for "valid": render again with this verdict
+            self._pending.append((work, verdict, detail, action == "flag"))
 
     def _judge(self, msg: Any, epoch: int) -> Work:
         topic: str = msg.topic()
@@ -375,6 +415,7 @@ class Intake:
         try:
             decoded = from_record(value, headers, self.decoder)
         except DecodeError as exc:
+            self.transient_failures += exc.transient
             work.failure = Failure(
                 f"decode:{exc.reason}",
                 exc.message,

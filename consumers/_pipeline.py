@@ -115,14 +115,15 @@ class WorkQueue:
     def __len__(self) -> int:
         return len(self._items)
 
-    def put_many(self, items: Sequence[Work]) -> None:
+    def put_many(self, items: Sequence[Work], size: int | None = None) -> None:
+        """Queues ``items``; ``size``: their total size, when the caller summed it already."""
         if not items:
             return
         with self._cond:
             if not self._items:
                 self._oldest = self._clock()
             self._items.extend(items)
-            self._bytes += sum(w.size for w in items)
+            self._bytes += sum(w.size for w in items) if size is None else size
             self._cond.notify()
 
     def post(self, control: object) -> None:

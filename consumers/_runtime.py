@@ -432,6 +432,83 @@ class SinkRuntime:
 
     def _take(self, msgs: list[Any], rows: list[Prepared | None] | None, skip: Collection[TP]) -> None:
         intake = self._intake
+        transient = intake.transient_failures
+        held: set[TP] | None = None
+        if rows is not None and None not in rows:
+            items, size = self._take_rows(msgs, rows, skip)
+        else:
+            items, held = self._take_each(msgs, rows, skip)
+            size = -1
+        intake.settle()
+        if intake.transient_failures != transient:
+            # Decoded in the batch (after the native verifier): hold those partitions the same way.
+            if held is None:
+                held = set(skip)
+            kept: list[Work] = []
+            for work in items:
+                tp = (work.topic, work.partition)
+                if tp in held:
+                    continue
+                if work.failure is not None and work.failure.transient and self._hold(work):
+                    held.add(tp)
+                    continue
+                kept.append(work)
+            if len(kept) != len(items):
+                items, size = kept, -1
+        if not items:
+            return
+        n = len(items)
+        if size < 0:
+            size = WorkQueue.total(items)[1]
+        if self._inflight_records == 0:
+            self._busy_since = time.monotonic()
+        self._inflight_records += n
+        self._inflight_bytes += size
+        self._work.put_many(items, size)
+        self.metrics.consumed.add(n, self.metrics.attrs())
+
+    def _take_rows(self, msgs: list[Any], rows: list[Prepared | None], skip: Collection[TP]) -> tuple[list[Work], int]:
+        """The common case: the native intake took every record of the batch. ``Intake.take``
+        makes no transient failure (only the decode in ``settle`` does), so nothing is held here;
+        a partition's epoch is looked up once per run of its records. The Works and their size."""
+        take = self._intake.take
+        epoch_of = self._ownership.epoch
+        items: list[Work] = []
+        append = items.append
+        size = 0
+        topic: Any = None
+        partition = -1
+        epoch: int | None = None
+        for m, row in zip(msgs, rows, strict=True):
+            assert row is not None
+            if len(row) == 4:  # (Work built by the compiled core, ...)
+                w = row[0]
+                t, p = w.topic, w.partition
+            else:
+                t, p = row[0], row[1]
+            if p != partition or t != topic:
+                topic, partition = t, p
+                tp = (t, p)
+                # None: revoked (the new owner reads it) or rewound since the batch was consumed
+                epoch = None if tp in skip else epoch_of(tp)
+            if epoch is None:
+                continue
+            try:
+                work = take(row, epoch)
+            except Exception as exc:  # a bug in a stage must not wedge the partition: dead-letter it
+                work = self._internal(m, epoch, exc)
+            append(work)
+            size += work.size
+        if self._hold_streak and any(w.failure is None for w in items):
+            self._hold_streak = 0
+        return items, size
+
+    def _take_each(
+        self, msgs: list[Any], rows: list[Prepared | None] | None, skip: Collection[TP]
+    ) -> tuple[list[Work], set[TP]]:
+        """Record by record: some records (or the whole batch) go the per-record path. The Works,
+        and the partitions passed over."""
+        intake = self._intake
         epoch_of = self._ownership.epoch
         items: list[Work] = []
         # Partitions to pass over: behind a held record (re-read after it), or dropped since the
@@ -446,6 +523,8 @@ class SinkRuntime:
                     self._consume_error(err, m.topic())
                     continue
                 tp = (m.topic(), m.partition())
+            elif len(row) == 4:  # (Work built by the compiled core, ...)
+                tp = (row[0].topic, row[0].partition)
             else:
                 tp = (row[0], row[1])
             epoch = epoch_of(tp)
@@ -463,34 +542,16 @@ class SinkRuntime:
                     self._hold_streak = 0
                 items.append(work)
             except Exception as exc:  # a bug in a stage must not wedge the partition: dead-letter it
-                log.exception("sink %s: intake failed on %s[%d]@%d", self.name, m.topic(), m.partition(), m.offset())
-                value = m.value()
-                work = Work(m.topic(), m.partition(), m.offset(), epoch, len(value or b""), m.key(), value,
-                            m.headers() or [], None)  # fmt: skip
-                work.failure = Failure(f"internal:{type(exc).__name__}", str(exc), exception=type(exc).__qualname__)
-                items.append(work)
-        intake.settle()
-        if any(w.failure is not None and w.failure.transient for w in items):
-            # Decoded in the batch (after the native verifier): hold those partitions the same way.
-            kept: list[Work] = []
-            for work in items:
-                tp = (work.topic, work.partition)
-                if tp in held:
-                    continue
-                if work.failure is not None and work.failure.transient and self._hold(work):
-                    held.add(tp)
-                    continue
-                kept.append(work)
-            items = kept
-        if not items:
-            return
-        n, size = WorkQueue.total(items)
-        if self._inflight_records == 0:
-            self._busy_since = time.monotonic()
-        self._inflight_records += n
-        self._inflight_bytes += size
-        self._work.put_many(items)
-        self.metrics.consumed.add(n, self.metrics.attrs())
+                items.append(self._internal(m, epoch, exc))
+        return items, held
+
+    def _internal(self, m: Any, epoch: int, exc: Exception) -> Work:
+        log.exception("sink %s: intake failed on %s[%d]@%d", self.name, m.topic(), m.partition(), m.offset())
+        value = m.value()
+        work = Work(m.topic(), m.partition(), m.offset(), epoch, len(value or b""), m.key(), value,
+                    m.headers() or [], None)  # fmt: skip
+        work.failure = Failure(f"internal:{type(exc).__name__}", str(exc), exception=type(exc).__qualname__)
+        return work
 
     def _hold(self, work: Work) -> bool:
         """The schema registry cannot be reached: rewind the partition to this record and pause it

@@ -42,6 +42,7 @@ __all__ = [
     "record_signer",
     "renderer_for",
     "signature_checker",
+    "work_builder",
 ]
 
 log = logging.getLogger("govbus.native")
@@ -180,6 +181,21 @@ def intake_start() -> Any | None:
     if not active() or _MODULE is None:
         return None
     return _MODULE.intake_start
+
+
+def work_builder(work_type: type, record_type: type, decoder: Decoder) -> Any | None:
+    """A builder of the consume loop's ``Work`` and its ``NativeRecord`` in the batch intake
+    (``govbus._native.WorkBuilder``, handed to ``intake_batch``/``intake_start`` as ``works``);
+    None without the compiled core, or when the classes do not have the slots it fills (logged:
+    the intake then builds them in Python)."""
+    if not active():
+        return None
+    assert _MODULE is not None
+    try:
+        return _MODULE.WorkBuilder(work_type, record_type, decoder)
+    except ValueError as exc:
+        log.info("govbus native core: the intake builds its records on the Python path (%s)", exc)
+        return None
 
 
 def batch_encoder(encoder: Encoder, *, key_by_session: bool, source: str | None, empty_context: object) -> Any | None:

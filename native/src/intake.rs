@@ -15,11 +15,12 @@ use std::thread::JoinHandle;
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::pybacked::{PyBackedBytes, PyBackedStr};
-use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
+use pyo3::types::{PyBool, PyBytes, PyList, PyString, PyTuple};
 
 use crate::pyevent::{self, BatchCache, EventBuilder};
 use crate::record::{self, Decoded, Header, Outcome, Schemas, Verdict};
 use crate::verify::{Authentic, Checker};
+use crate::works::{Parts, WorkBuilder};
 use crate::{lock, probe_hit, RecordRenderer, SignatureChecker};
 
 const TIMESTAMP_NOT_AVAILABLE: i64 = 0;
@@ -250,7 +251,8 @@ fn work<'a>(
 }
 
 /// The rows `intake_batch` returns, from what `take_all` read and `work` answered (with `events`,
-/// each rendered record's Python event and attributes built from what its decode kept).
+/// each rendered record's Python event and attributes built from what its decode kept; with
+/// `works`, each rendered record's `Work` and `NativeRecord` of that verdict code).
 fn rows<'a, 'py>(
     py: Python<'py>,
     held: Vec<Option<Held>>,
@@ -258,8 +260,10 @@ fn rows<'a, 'py>(
     answers: Answers,
     kept: &Kept<'a>,
     events: Option<(&EventBuilder, &Schemas)>,
+    works: Option<(&WorkBuilder, &str)>,
 ) -> PyResult<Bound<'py, PyList>> {
     let result = PyList::empty(py);
+    let works = works.map(|(b, code)| (b, PyString::intern(py, code)));
     let text = &answers.text;
     let mut cache: BatchCache<'a, 'py> = BatchCache::default();
     for (at, ((t, job), out)) in held.into_iter().zip(jobs).zip(answers.outs).enumerate() {
@@ -280,6 +284,36 @@ fn rows<'a, 'py>(
             None => py.None(),
         };
         let rendered: PyObject = match rendered {
+            Rendered::Line(start, mid, end, legacy) if works.is_some() => {
+                // The record's Work and NativeRecord, built here: the row is (work, authentic,
+                // broker_time_ms, legacy).
+                let (builder, verdict) = works.as_ref().expect("checked by the guard");
+                let id = PyString::new(py, std::str::from_utf8(&text[mid..end]).unwrap_or_default());
+                let (event, attrs) = match (events, kept.get(at).and_then(|d| d.as_deref())) {
+                    (Some((eb, schemas)), Some(d)) => eb.try_build(py, &job.value, d, &id, schemas, &mut cache).unzip(),
+                    _ => (None, None),
+                };
+                let none = || py.None().into_bound(py);
+                let parts = Parts {
+                    topic: t.topic.into_bound(py),
+                    partition: t.partition.into_pyobject(py)?.into_any(),
+                    offset: t.offset.into_bound(py),
+                    size: t.size.into_pyobject(py)?.into_any(),
+                    key: t.key_obj.into_bound(py),
+                    value: t.value_obj.into_bound(py),
+                    headers: t.headers_obj.into_bound(py),
+                    timestamp_ms: t.timestamp_ms.into_pyobject(py)?.into_any(),
+                    line: PyBytes::new(py, &text[start..mid]).into_any(),
+                    event_id: id.into_any(),
+                    event: event.unwrap_or_else(none),
+                    attrs: attrs.unwrap_or_else(none),
+                };
+                let work = builder.build(py, parts, verdict)?;
+                let broker = t.broker_time_ms.into_pyobject(py)?.into_any();
+                let legacy = PyBool::new(py, legacy).to_owned().into_any();
+                result.append(PyTuple::new(py, [work, auth.into_bound(py), broker, legacy])?)?;
+                continue;
+            }
             Rendered::Line(start, mid, end, legacy) => {
                 let id = PyString::new(py, std::str::from_utf8(&text[mid..end]).unwrap_or_default());
                 let line = PyBytes::new(py, &text[start..mid]);
@@ -323,8 +357,11 @@ fn rows<'a, 'py>(
 /// checker or the record is authentic; None otherwise). With `events` (a sink that reads the
 /// event), a rendered line comes with the record's Python event and CloudEvents attributes built
 /// from the same decode: `(line, event_id, legacy, event, attributes)` (None, None: not built).
+/// With `works` (a `WorkBuilder`), a rendered record's row is instead `(work, authentic,
+/// broker_time_ms, legacy)`: its `Work` (epoch 0) delivering its `NativeRecord` of verdict
+/// `verdict` (with `events`, the event and attributes in it; None when not built).
 #[pyfunction]
-#[pyo3(signature = (renderer, checker, messages, max_record_bytes, replay_topic, verdict, events=None))]
+#[pyo3(signature = (renderer, checker, messages, max_record_bytes, replay_topic, verdict, events=None, works=None))]
 #[allow(clippy::too_many_arguments)]
 pub fn intake_batch<'py>(
     py: Python<'py>,
@@ -335,6 +372,7 @@ pub fn intake_batch<'py>(
     replay_topic: Option<PyBackedStr>,
     verdict: PyBackedStr,
     events: Option<PyRef<'py, EventBuilder>>,
+    works: Option<PyRef<'py, WorkBuilder>>,
 ) -> PyResult<Bound<'py, PyList>> {
     let (held, jobs) = take_all(py, messages, max_record_bytes, replay_topic.as_deref());
     let schemas: &Schemas = &renderer.schemas;
@@ -345,7 +383,7 @@ pub fn intake_batch<'py>(
         let mut guard = shared.map(|m| lock(m));
         work(&jobs, schemas, guard.as_deref_mut(), code, keep)
     });
-    rows(py, held, &jobs, answers, &kept, events.as_deref().map(|b| (b, schemas)))
+    rows(py, held, &jobs, answers, &kept, events.as_deref().map(|b| (b, schemas)), works.as_deref().map(|w| (w, code)))
 }
 
 type Pass = (Vec<Option<Job>>, Answers);
@@ -357,6 +395,8 @@ pub struct PendingIntake {
     pass: Option<JoinHandle<Pass>>,
     // The checker's key generation when the batch was started.
     keys: Option<(Arc<AtomicU64>, u64)>,
+    // Builds the rendered records' Work objects, of this verdict ("valid" / "unverified").
+    works: Option<(Py<WorkBuilder>, String)>,
 }
 
 #[pymethods]
@@ -386,7 +426,8 @@ impl PendingIntake {
                 }
             }
         }
-        rows(py, held, &jobs, answers, &Vec::new(), None)
+        let works = self.works.as_ref().map(|(b, code)| (b.get(), code.as_str()));
+        rows(py, held, &jobs, answers, &Vec::new(), None, works)
     }
 }
 
@@ -403,7 +444,8 @@ impl Drop for PendingIntake {
 /// `intake_batch` in two steps: reads the accessors now, checks and renders on another thread
 /// (for sinks that do not read events: an event is built with the GIL, from what the decode kept).
 #[pyfunction]
-#[pyo3(signature = (renderer, checker, messages, max_record_bytes, replay_topic, verdict))]
+#[pyo3(signature = (renderer, checker, messages, max_record_bytes, replay_topic, verdict, works=None))]
+#[allow(clippy::too_many_arguments)]
 pub fn intake_start(
     py: Python<'_>,
     renderer: PyRef<'_, RecordRenderer>,
@@ -412,6 +454,7 @@ pub fn intake_start(
     max_record_bytes: usize,
     replay_topic: Option<PyBackedStr>,
     verdict: PyBackedStr,
+    works: Option<Py<WorkBuilder>>,
 ) -> PyResult<PendingIntake> {
     let (held, jobs) = take_all(py, messages, max_record_bytes, replay_topic.as_deref());
     let schemas: Arc<Schemas> = Arc::clone(&renderer.schemas);
@@ -423,6 +466,7 @@ pub fn intake_start(
     let generation = shared.as_ref().map(|(_, g)| g.load(Ordering::SeqCst));
     let keys = shared.as_ref().zip(generation).map(|((_, g), at)| (Arc::clone(g), at));
     let code = verdict.to_string();
+    let works = works.map(|w| (w, code.clone()));
     let pass = std::thread::Builder::new()
         .name("govbus-intake".into())
         .spawn(move || {
@@ -438,5 +482,5 @@ pub fn intake_start(
             (jobs, answers)
         })
         .map_err(|e| pyo3::exceptions::PyRuntimeError::new_err(format!("cannot start the intake pass: {e}")))?;
-    Ok(PendingIntake { held: Some(held), pass: Some(pass), keys })
+    Ok(PendingIntake { held: Some(held), pass: Some(pass), keys, works })
 }

@@ -18,6 +18,7 @@ pub mod pyevent;
 pub mod record;
 pub mod sign;
 pub mod verify;
+pub mod works;
 
 use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -310,6 +311,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(intake::intake_batch, m)?)?;
     m.add_function(wrap_pyfunction!(intake::intake_start, m)?)?;
     m.add_class::<intake::PendingIntake>()?;
+    m.add_class::<works::WorkBuilder>()?;
     encode::register(m)?;
     pyevent::register(m)?;
     ledger::register(m)?;

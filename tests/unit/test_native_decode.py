@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from _native_strategies import PRODUCERS, SETTINGS, VERDICTS, _json, _text, encode, events
 from _sinks import FakeMessage
+from _slots import slots
 from fastavro import schemaless_writer
 from hypothesis import example, given
 from hypothesis import strategies as st
@@ -323,6 +324,43 @@ def _works(values: list[tuple[bytes | None, Any]], native_on: bool, *, batch: bo
         )
         for w in works
     ]
+
+
+def _built(msgs: list[FakeMessage], works: bool, reads_events: bool) -> list[Any]:
+    """Every slot of each Work (and its record) of the batch intake; ``works``: built by the
+    compiled core, else by ``Intake.take`` from the rows of the Python path."""
+    intake = Intake(Decoder(), native=True, events=reads_events)
+    assert intake._works is not None
+    if not works:
+        intake._works = None
+    rows = intake.prepare(msgs)
+    assert rows is not None
+    # built: every rendered record's row is its Work; else every row is the 11-field one
+    assert all(
+        r is None or (len(r) == 4 if works and type(r[-1]) is not str and r[-1] is not None else len(r) == 11)
+        for r in rows
+    )
+    out = [intake(m, 1, defer=True) if rows[i] is None else intake.take(rows[i], 1) for i, m in enumerate(msgs)]  # type: ignore[arg-type]
+    intake.settle()
+    return [slots(w, intake._lazy_decoder) for w in out] + [intake.decoder.legacy_fingerprints]
+
+
+@SETTINGS
+@given(events=st.lists(events(), min_size=1, max_size=5), data=st.data(), reads_events=st.booleans())
+def test_works_built_natively_equal_the_python_ones(
+    events: list[GovernanceEvent], data: st.DataObject, reads_events: bool
+) -> None:
+    values: list[tuple[bytes | None, Any]] = []
+    for e in events:
+        rec = encode(e, data.draw(st.sampled_from([1, 2])))
+        value = rec.value
+        if data.draw(st.booleans()):
+            value = value[: data.draw(st.integers(0, len(value)))]
+        values.append((value, rec.headers))
+    values.append((None, []))
+    values.append((b"\x00\x00\x00\x00\x01", values[0][1]))
+    msgs = [FakeMessage(v, h, offset=i) for i, (v, h) in enumerate(values)]  # their timestamps: now
+    assert _built(msgs, True, reads_events) == _built(msgs, False, reads_events)
 
 
 @SETTINGS

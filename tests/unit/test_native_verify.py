@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from _await import until
 from _sinks import FakeMessage, Rec, events, records, sign, signing_pair
+from _slots import slots
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -24,7 +25,10 @@ from govbus._contract import Decoder
 from govbus.consumers import VerdictPolicy, Verification
 from govbus.consumers import _intake as intake_module
 from govbus.consumers._intake import Intake
+from govbus.consumers._native_record import NativeRecord
 from govbus.consumers._native_verify import NativeVerify
+from govbus.consumers._pipeline import Failure, Work
+from govbus.consumers._spi import DeliveredRecord
 from govbus.consumers.sinks._jsonl import encode_line
 from govbus.signing import Keyring, Verifier
 
@@ -96,11 +100,18 @@ def _intake(native_on: bool, keyring: Keyring, cache: int = 1024) -> Intake:
 
 
 def _outcomes(
-    intake: Intake, msgs: list[FakeMessage], revoke_at: int | None = None, *, batch: bool = False, started: bool = False
+    intake: Intake,
+    msgs: list[FakeMessage],
+    revoke_at: int | None = None,
+    *,
+    batch: bool = False,
+    started: bool = False,
+    into: list[Any] | None = None,
 ) -> list[Any]:
     """Each record's outcome; ``batch``: through the one-call batch intake (prepare + take);
-    ``started``: through the intake started on its own thread (start + rows + take)."""
-    works = []
+    ``started``: through the intake started on its own thread (start + rows + take); ``into``
+    gets the Work objects themselves."""
+    works: list[Any] = [] if into is None else into
     chunk: list[FakeMessage] = []
 
     def flush() -> None:
@@ -169,6 +180,84 @@ def test_verdicts_identical_on_both_paths(picks: list[tuple[int, str]], cache: i
     assert started == want
 
 
+@settings(
+    max_examples=int(os.environ.get("GOVBUS_TEST_NATIVE_EXAMPLES", "60")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+@given(
+    picks=st.lists(st.tuples(st.integers(0, len(POOL) - 1), st.sampled_from(MUTATIONS)), min_size=1, max_size=40),
+    revoke_at=st.none() | st.integers(0, 39),
+    started=st.booleans(),
+)
+def test_works_built_natively_equal_the_python_ones(
+    picks: list[tuple[int, str]], revoke_at: int | None, started: bool
+) -> None:
+    msgs = []
+    for offset, (index, how) in enumerate(picks):
+        value, headers, key, partition = _mutate(POOL[index], how)
+        msgs.append(FakeMessage(value, headers, key=key, partition=partition, offset=offset))  # type: ignore[arg-type]
+    built: list[Any] = []
+    python: list[Any] = []
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(intake_module, "START_MIN_RECORDS", 1)  # every chunk is started on its own thread
+        native_intake = _intake(True, Keyring(list(KEYRING)))
+        assert native_intake._works is not None
+        python_intake = _intake(True, Keyring(list(KEYRING)))
+        python_intake._works = None  # take() builds them from the 11-field rows
+        _outcomes(native_intake, msgs, revoke_at, batch=not started, started=started, into=built)
+        _outcomes(python_intake, msgs, revoke_at, batch=not started, started=started, into=python)
+    assert [slots(w, native_intake._lazy_decoder) for w in built] == [
+        slots(w, python_intake._lazy_decoder) for w in python
+    ]
+    assert native_intake.decoder.legacy_fingerprints == python_intake.decoder.legacy_fingerprints
+
+
+class _WorkWithADict(Work):
+    """A Work whose instances have a ``__dict__``: not what the compiled builder fills."""
+
+
+def test_classes_without_the_expected_slots_are_built_in_python() -> None:
+    class OwnNew(Work):
+        __slots__ = ()
+
+        def __new__(cls, *args: Any) -> OwnNew:
+            return super().__new__(cls)
+
+    class NotASlot(NativeRecord):
+        __slots__ = ()
+        line = None  # type: ignore[assignment]
+
+    decoder = Decoder()
+    assert native.work_builder(Work, NativeRecord, decoder) is not None
+    for work_type, record_type in [(_WorkWithADict, NativeRecord), (OwnNew, NativeRecord), (Work, NotASlot),
+                                   (Failure, NativeRecord), (Work, DeliveredRecord)]:  # fmt: skip
+        assert native.work_builder(work_type, record_type, decoder) is None
+    msgs = _stream(12)
+    want = [slots(w) for w in _take_all(_intake(True, Keyring(list(KEYRING))), msgs)]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(intake_module, "Work", _WorkWithADict)
+        intake = _intake(True, Keyring(list(KEYRING)))
+        assert intake._works is None
+        rows = intake.prepare(msgs)
+        assert rows is not None
+        assert all(r is not None and len(r) == 11 for r in rows)  # the rows of the Python path
+        got = [slots(w) for w in _take_all(intake, msgs)]
+    assert [o for _, o in got] == [o for _, o in want]
+    assert {c for c, _ in got} == {"_WorkWithADict"}
+
+
+def _take_all(intake: Intake, msgs: list[FakeMessage]) -> list[Any]:
+    rows = intake.prepare(msgs)
+    assert rows is not None
+    works = [intake.take(row, 1) for row in rows if row is not None]
+    intake.settle()
+    for w in works:  # the intake's own decoder, named
+        if w.record is not None:
+            object.__setattr__(w.record, "_decoder", None)
+    return works
+
+
 def test_in_order_stream_is_all_valid_with_one_signature_check_per_batch() -> None:
     intake = _intake(True, Keyring(list(KEYRING)))
     msgs = [
@@ -187,7 +276,7 @@ def test_the_batch_intake_takes_a_signed_stream_in_one_call_per_batch() -> None:
     ]  # type: ignore[arg-type]
     rows = intake.prepare(msgs)
     assert rows is not None
-    assert all(row is not None for row in rows)
+    assert all(row is not None and len(row) == 4 for row in rows)  # the Work built natively
     works = [intake.take(row, 1) for row in rows if row is not None]
     assert not intake._pending  # nothing left for settle()
     assert not intake._pending_verify
@@ -213,14 +302,15 @@ def _stream(n: int) -> list[FakeMessage]:
 def test_a_started_batch_gives_the_rows_of_the_one_call_intake() -> None:
     msgs = _stream(36) * 2  # 72 records: above the size a batch is started from
     assert len(msgs) >= intake_module.START_MIN_RECORDS
-    begun = _intake(True, Keyring(list(KEYRING))).start(msgs)
+    a, b = _intake(True, Keyring(list(KEYRING))), _intake(True, Keyring(list(KEYRING)))
+    begun = a.start(msgs)
     assert begun is not None
     got = begun.rows()
-    want = _intake(True, Keyring(list(KEYRING))).prepare(msgs)
+    want = b.prepare(msgs)
     assert got is not None
     assert want is not None
-    assert got == want
-    assert all(row is not None and row[9] is not None for row in got)  # all authentic
+    assert [slots(r, a._lazy_decoder) for r in got] == [slots(r, b._lazy_decoder) for r in want]
+    assert all(row is not None and len(row) == 4 and row[1] is not None for row in got)  # all built, authentic
     with pytest.raises(RuntimeError, match="finished already"):
         begun._pending.finish()
 

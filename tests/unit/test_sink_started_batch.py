@@ -109,3 +109,27 @@ def test_records_behind_a_rewound_partition_are_not_taken_from_the_started_batch
     runtime._finish_started()
     taken = _queued(runtime)[len(_batch(0)) :]
     assert taken == [(m.partition(), m.offset()) for m in later if m.partition() == 1]
+
+
+@pytest.mark.parametrize("tombstone_at", [None, 5])
+def test_a_batch_is_taken_whole_with_its_sizes_counted_whether_or_not_a_record_goes_the_per_record_path(
+    tombstone_at: int | None,
+) -> None:
+    runtime = _runtime()
+    batch = _batch(0)
+    if tombstone_at is not None:  # no value: the native intake hands it to the per-record path
+        m = batch[tombstone_at]
+        batch[tombstone_at] = FakeMessage(
+            None, [], key=m.key(), topic=TOPIC, partition=m.partition(), offset=m.offset()
+        )
+    rows = runtime._intake.prepare(batch)
+    assert rows is not None
+    assert (None in rows) is (tombstone_at is not None)
+    runtime._take(batch, rows, ())
+    queued = list(runtime._work._items)
+    assert [(w.partition, w.offset) for w in queued] == [(m.partition(), m.offset()) for m in batch]
+    assert [w.epoch for w in queued] == [runtime._ownership.epoch((TOPIC, w.partition)) for w in queued]
+    assert runtime._inflight_records == len(batch)
+    assert runtime._inflight_bytes == runtime._work._bytes == sum(w.size for w in queued)
+    failed = [i for i, w in enumerate(queued) if w.record is None]
+    assert failed == ([] if tombstone_at is None else [tombstone_at])

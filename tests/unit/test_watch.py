@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from _sinks import FakeMessage, events, records, sign, signing_pair
 
+from govbus import _accel as native
 from govbus._contract import Decoder
 from govbus._dlqmark import MARK_PREFIX, DlqFailedMark, format_mark, parse_mark
 from govbus._heartbeat import heartbeat_event, is_heartbeat
@@ -131,6 +132,23 @@ def test_intake_skips_heartbeats_unless_told_to_deliver(deliver: bool, skipped: 
     _, ring, recs = _heartbeat_records(2)
     intake = Intake(Decoder(), verification=Verification(Verifier(ring), VerdictPolicy()), deliver_heartbeats=deliver)
     works = [intake(FakeMessage(r.value, r.headers, key=r.key, partition=0, offset=i), 1) for i, r in enumerate(recs)]
+    assert [w.record is not None for w in works[:2]] == [True, True]
+    assert (works[2].skip == "heartbeat") is skipped
+    assert (works[2].record is not None) is not skipped
+
+
+@pytest.mark.skipif(not native.active(), reason="the compiled core is not installed")
+@pytest.mark.parametrize(("deliver", "skipped"), [(False, True), (True, False)])
+def test_the_batch_intake_skips_heartbeats_unless_told_to_deliver(deliver: bool, skipped: bool) -> None:
+    _, ring, recs = _heartbeat_records(2)
+    intake = Intake(Decoder(), verification=Verification(Verifier(ring), VerdictPolicy()), deliver_heartbeats=deliver)
+    rows = intake.prepare(
+        [FakeMessage(r.value, r.headers, key=r.key, partition=0, offset=i) for i, r in enumerate(recs)]
+    )
+    assert rows is not None
+    assert all(row is not None and len(row) == 4 for row in rows)  # the Works built natively
+    works = [intake.take(row, 1) for row in rows if row is not None]
+    intake.settle()
     assert [w.record is not None for w in works[:2]] == [True, True]
     assert (works[2].skip == "heartbeat") is skipped
     assert (works[2].record is not None) is not skipped
