@@ -210,15 +210,6 @@ def batch_encoder(encoder: Encoder, *, key_by_session: bool, source: str | None,
     )
 
 
-def delivery_counter(report: Any, wake: Any) -> Any | None:
-    """The producer's delivery report counting memory-mode deliveries without a Python frame
-    (``govbus._native.DeliveryCounter(report, wake)``), or None without the compiled core."""
-    if not active():
-        return None
-    assert _MODULE is not None
-    return _MODULE.DeliveryCounter(report, wake)
-
-
 def merkle_batch() -> Any | None:
     """The native leaf hashes + Merkle tree of a batch to sign (``govbus._native.merkle_batch``),
     or None without the compiled core."""

@@ -270,6 +270,7 @@ class Bus:
     def _batch_encoder(self, tracing: _tracing.Tracing, delivery: Delivery) -> BatchEncoder:
         """The compiled batch encoder when the native core is in use (docs/native.md), else Python."""
         options = self._options
+        args = (self._encoder, self.producer_info, tracing, delivery.on_delivery)
         native = govbus._accel.batch_encoder(
             self._encoder,
             key_by_session=options.key_by == "session_id",
@@ -277,11 +278,7 @@ class Bus:
             empty_context=EMPTY_CONTEXT,
         )
         if native is not None:
-            counter = govbus._accel.delivery_counter(delivery.on_delivery, delivery.tracker.wake_waiters)
-            report = delivery.on_delivery if counter is None else delivery.use_counter(counter)
-            args = (self._encoder, self.producer_info, tracing, report)
             return NativeBatchEncoder(native, *args, key_by=options.key_by, source=options.source)
-        args = (self._encoder, self.producer_info, tracing, delivery.on_delivery)
         return EventBatchEncoder(*args, key_by=options.key_by, source=options.source)
 
     @classmethod

@@ -53,10 +53,7 @@ class DeliveryTracker:
         self._submitted = itertools.count()  # next() is atomic: emit() may run on many threads
         # Bound once: emit() calls it for every event.
         self.submitted_one: Callable[[], int] = self._submitted.__next__
-        self._delivered = 0  # sender thread (delivery reports) only
-        # The compiled delivery report (govbus._native.DeliveryCounter) counting the memory-mode
-        # deliveries it takes; None on the Python path.
-        self.counter: Any = None
+        self.delivered = 0  # sender thread (delivery reports) only
         self.failed = 0  # sender thread only
         self.spooled = 0  # the thread that writes the spool, under the spool lock
         self.rejected = 0  # under _lock
@@ -72,11 +69,6 @@ class DeliveryTracker:
         self.next_target: float = math.inf
 
     # -- counting -------------------------------------------------------------------------------
-
-    @property
-    def delivered(self) -> int:
-        counter = self.counter
-        return self._delivered if counter is None else self._delivered + counter.delivered
 
     @property
     def submitted(self) -> int:
@@ -135,7 +127,6 @@ class DeliveryTracker:
         with self._lock:
             self._waiters.append(entry)
             self.next_target = min(self.next_target, target)
-            self._arm()  # before the check below: a report counted after it wakes us
         try:
             if self.resolved() >= target:
                 return True
@@ -145,35 +136,17 @@ class DeliveryTracker:
             with self._lock:
                 self._waiters.remove(entry)
                 self.next_target = min((t for t, _ in self._waiters), default=math.inf)
-                self._arm()
 
     def wake_waiters(self) -> None:
         """After resolving records: release the flushes whose target is reached."""
         resolved = self.resolved()
         if resolved < self.next_target:
-            if self.counter is not None and self.next_target != math.inf:
-                with self._lock:
-                    self._arm()  # resolved moved outside the counter: its threshold too
             return
         with self._lock:
             for target, event in self._waiters:
                 if resolved >= target:
                     event.set()
             self.next_target = min((t for t, _ in self._waiters if t > resolved), default=math.inf)
-            self._arm()
-
-    def _arm(self) -> None:
-        """Under ``_lock``: the compiled counter calls :meth:`wake_waiters` when its own count
-        reaches what the lowest flush target still needs beyond the reports counted elsewhere
-        (``failed`` and ``_delivered`` change only before a call of wake_waiters, which re-arms)."""
-        counter = self.counter
-        if counter is None:
-            return
-        target = self.next_target
-        if target == math.inf:
-            counter.wake_at = 2**64 - 1
-        else:
-            counter.wake_at = max(0, int(target) - self._delivered - self.failed)
 
     def wake_all(self) -> None:
         with self._lock:
@@ -220,7 +193,7 @@ class Delivery:
         self._kafka = kafka
         self._spool = spool
         self.tracker = tracker
-        self._reachable: bool | None = None  # None: no answer yet
+        self.reachable: bool | None = None  # None: no answer yet
         self.down_since = 0.0
         self.probe_now = False  # the poller asks for metadata at once: is the broker back?
         self.last_contact: float | None = None
@@ -237,33 +210,11 @@ class Delivery:
 
     # -- delivery reports ------------------------------------------------------------------------
 
-    @property
-    def reachable(self) -> bool | None:
-        return self._reachable
-
-    @reachable.setter
-    def reachable(self, value: bool | None) -> None:
-        self._reachable = value
-        counter = self.tracker.counter
-        if counter is not None:
-            counter.fast = value is True  # a delivery after an outage is reported here (reachable)
-
-    def use_counter(self, counter: Any) -> Any:
-        """The compiled delivery report (``govbus._native.DeliveryCounter`` over
-        :meth:`on_delivery`) becomes the report of the batch encoder's records; returns it."""
-        tracker = self.tracker
-        with tracker._lock:
-            tracker.counter = counter
-            tracker._arm()
-        counter.fast = self._reachable is True
-        return counter
-
     def on_delivery(self, record: OutgoingRecord, err: KafkaError | None, msg: Any) -> None:
         tracker = self.tracker
         if err is None:
-            tracker._delivered += 1
-            if self._reachable is not True:
-                self.reachable = True
+            tracker.delivered += 1
+            self.reachable = True
             if not record._keep:
                 tracker.resolve(record.seq)
         else:
@@ -284,8 +235,8 @@ class Delivery:
                 self.size_refused.append((record, err))
                 return
             self.refused(record, err, msg.key(), msg.value(), msg.headers() or [])
-        if tracker.next_target != math.inf:
-            tracker.wake_waiters()  # wakes a reached flush, else re-arms the compiled counter
+        if tracker.delivered + tracker.failed >= tracker.next_target:
+            tracker.wake_waiters()
 
     def judge_size_refused(self) -> list[OutgoingRecord]:
         """Sender: the records refused only for the batch they shared (each fits the topic's limit

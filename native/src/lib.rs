@@ -5,7 +5,6 @@
 //! instead of failing the batch (or the process).
 
 pub mod avro;
-pub mod delivery;
 pub mod encode;
 pub mod event;
 pub mod fuzzing;
@@ -312,7 +311,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(intake::intake_start, m)?)?;
     m.add_class::<intake::PendingIntake>()?;
     encode::register(m)?;
-    delivery::register(m)?;
     pyevent::register(m)?;
     ledger::register(m)?;
     otlp_map::register(m)?;
