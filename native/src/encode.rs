@@ -193,7 +193,41 @@ pub fn encode_event<S: AsRef<[u8]>>(plan: &Plan, f: &Fields<S>, tail: &[u8]) -> 
     }
     let time = format_time(f.micros)?;
     let (_, kind_index, _) = plan.kinds.get(f.kind)?;
-    let mut v = Vec::with_capacity(256 + tail.len());
+    // The value's size, bounded from above (a string's length prefix takes at most 10 bytes):
+    // one allocation, where growing from a guess reallocated most values once or twice.
+    let text = |s: &S| b(s).len() + 10;
+    let opt = |s: &Option<S>| s.as_ref().map_or(1, |s| b(s).len() + 11);
+    let attrs: usize = f
+        .attributes
+        .iter()
+        .map(|(k, a)| {
+            text(k)
+                + 11
+                + match a {
+                    Attr::Str(s) => b(s).len(),
+                    Attr::Bytes(s) | Attr::Json(s) => s.len(),
+                    _ => 0,
+                }
+        })
+        .sum();
+    let size = plan.prefix.len()
+        + tail.len()
+        + 64
+        + text(&f.event_id)
+        + text(&f.severity)
+        + text(&f.agent_id)
+        + opt(&f.agent_did)
+        + opt(&f.session_id)
+        + text(&f.action)
+        + opt(&f.resource)
+        + text(&f.decision)
+        + text(&f.reason)
+        + opt(&f.policy_name)
+        + attrs
+        + text(&f.schema_version)
+        + opt(&f.tenant_id)
+        + opt(&f.policy_version);
+    let mut v = Vec::with_capacity(size);
     v.extend_from_slice(&plan.prefix);
     string(&mut v, b(&f.event_id));
     long(&mut v, f.micros);
@@ -462,7 +496,7 @@ fn attr_value(enc: &BatchEncoder, v: &Bound<'_, PyAny>) -> Option<Attr<PyBackedS
             .ok()
             .map(|x| Attr::Bytes(x.as_bytes().to_vec()))
     } else {
-        let mut out = Vec::new();
+        let mut out = Vec::with_capacity(64);
         json_value(enc, v, &mut out, 0)?;
         Some(Attr::Json(out))
     }
@@ -695,6 +729,8 @@ impl BatchEncoder {
         let c = self.constants(py)?;
         let (none, keep) = (py.None(), PyBool::new(py, keep).to_owned());
         let signed = PyBool::new(py, true).to_owned();
+        let slots = RecordSlots::of(&cls)?;
+        let zero = 0u32.into_pyobject(py)?.into_any();
         let result = PyList::empty(py);
         for (i, (((r, f), (seq, proof)), partition)) in encoded
             .into_iter()
@@ -714,20 +750,137 @@ impl BatchEncoder {
             headers.push(untracked((&proof_name, PyBytes::new(py, &proof)).into_pyobject(py)?));
             headers.push(sig.clone().into_any());
             let headers = PyList::new(py, headers)?;
-            let args: [Bound<'py, PyAny>; 9] = [
-                (first_seq + i as u64).into_pyobject(py)?.into_any(),
-                PyBytes::new(py, &r.key).into_any(),
-                PyBytes::new(py, &r.value).into_any(),
-                headers.into_any(),
-                keep.clone().into_any(),
-                none.bind(py).clone(),
-                report.clone(),
-                partition.into_pyobject(py)?.into_any(),
-                signed.clone().into_any(),
-            ];
-            result.append(cls.call1(PyTuple::new(py, args)?)?)?;
+            let seq = (first_seq + i as u64).into_pyobject(py)?.into_any();
+            let key = PyBytes::new(py, &r.key).into_any();
+            let value = PyBytes::new(py, &r.value).into_any();
+            let partition = partition.into_pyobject(py)?.into_any();
+            let record = match &slots {
+                // What OutgoingRecord.__init__ sets for a signed record, without its frame.
+                Some(slots) => slots.make(
+                    &cls,
+                    [
+                        &seq,
+                        &key,
+                        &value,
+                        headers.as_any(),
+                        keep.as_any(),
+                        none.bind(py),
+                        &report,
+                        &partition,
+                        none.bind(py),
+                        &zero,
+                    ],
+                )?,
+                None => cls.call1(PyTuple::new(
+                    py,
+                    [
+                        seq,
+                        key,
+                        value,
+                        headers.into_any(),
+                        keep.clone().into_any(),
+                        none.bind(py).clone(),
+                        report.clone(),
+                        partition,
+                        signed.clone().into_any(),
+                    ],
+                )?)?,
+            };
+            result.append(record)?;
         }
         Ok((result, Some(after)))
+    }
+}
+
+/// The slots `OutgoingRecord.__init__` sets, in the order `make` takes their values: a record is
+/// made by allocating the instance and setting each slot through its member descriptor (what
+/// `__init__`'s attribute stores do) rather than by calling the class (a tuple of arguments and a
+/// Python frame per record; docs/native.md).
+const RECORD_SLOTS: [&str; 10] = [
+    "seq",
+    "key",
+    "value",
+    "headers",
+    "_keep",
+    "_publication",
+    "_report",
+    "partition",
+    "_base",
+    "_size_retries",
+];
+
+struct RecordSlots<'py> {
+    setters: Vec<(Bound<'py, PyAny>, pyo3::ffi::descrsetfunc)>,
+}
+
+impl<'py> RecordSlots<'py> {
+    /// The member descriptors of `cls`'s slots; None (the class is called instead) unless the
+    /// class itself (not a base) defines `__init__` and `__slots__`, exactly RECORD_SLOTS, each a
+    /// plain member descriptor: OutgoingRecord, whose `__init__` sets just these.
+    fn of(cls: &Bound<'py, PyAny>) -> PyResult<Option<Self>> {
+        let py = cls.py();
+        if !cls.is_instance_of::<PyType>() {
+            return Ok(None);
+        }
+        let own = cls.getattr(pyo3::intern!(py, "__dict__"))?;
+        if !own.contains("__init__")? {
+            return Ok(None);
+        }
+        let Ok(declared) = own
+            .get_item("__slots__")
+            .and_then(|s| s.extract::<Vec<String>>())
+        else {
+            return Ok(None);
+        };
+        let mut wanted: Vec<&str> = RECORD_SLOTS.to_vec();
+        let mut declared: Vec<&str> = declared.iter().map(String::as_str).collect();
+        wanted.sort_unstable();
+        declared.sort_unstable();
+        if wanted != declared {
+            return Ok(None);
+        }
+        let mut setters = Vec::with_capacity(RECORD_SLOTS.len());
+        for name in RECORD_SLOTS {
+            let descr = cls.getattr(name)?;
+            let kind = descr.get_type();
+            if kind.name()?.to_str()? != "member_descriptor" {
+                return Ok(None);
+            }
+            // SAFETY: `kind` is a live type object; PyType_GetSlot accepts static types (3.10+).
+            let slot = unsafe {
+                pyo3::ffi::PyType_GetSlot(kind.as_ptr().cast(), pyo3::ffi::Py_tp_descr_set)
+            };
+            if slot.is_null() {
+                return Ok(None);
+            }
+            // SAFETY: the Py_tp_descr_set slot of a type is a descrsetfunc.
+            let set: pyo3::ffi::descrsetfunc = unsafe { std::mem::transmute(slot) };
+            setters.push((descr, set));
+        }
+        Ok(Some(RecordSlots { setters }))
+    }
+
+    fn make(
+        &self,
+        cls: &Bound<'py, PyAny>,
+        values: [&Bound<'py, PyAny>; 10],
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let py = cls.py();
+        // SAFETY: `cls` is a type (checked in `of`) whose instances are plain slotted objects.
+        let record = unsafe {
+            Bound::from_owned_ptr_or_err(
+                py,
+                pyo3::ffi::PyType_GenericAlloc(cls.as_ptr().cast(), 0),
+            )?
+        };
+        for ((descr, set), value) in self.setters.iter().zip(values) {
+            // SAFETY: a member descriptor's setter, given its own descriptor, an instance of the
+            // class it belongs to and a live object (it takes its own reference).
+            if unsafe { set(descr.as_ptr(), record.as_ptr(), value.as_ptr()) } != 0 {
+                return Err(PyErr::fetch(py));
+            }
+        }
+        Ok(record)
     }
 }
 

@@ -466,6 +466,74 @@ def test_a_full_signed_micro_batch_verifies() -> None:
     assert [name for name, _ in records[0].headers[-SIGNATURE_HEADERS:]] == list(canonical.SIGNATURE_HEADERS)
 
 
+@pytest.mark.parametrize("keep", [True, False])
+def test_a_fused_record_is_the_record_its_class_makes(keep: bool) -> None:
+    """The fused step sets OutgoingRecord's slots itself (no __init__ frame per record): every
+    slot holds what __init__ sets for a signed record."""
+    _python, compiled = encoders(2)
+    records, signed = compiled.encode_signed(
+        list(sample_events(40, agents=4)),
+        [EMPTY_CONTEXT] * 40,
+        100,
+        keep=keep,
+        unencodable=_report,
+        partitions=5,
+        signer=Signer(KEY, stream_id=STREAM),
+    )
+    assert signed
+    for i, r in enumerate(records):
+        assert type(r) is OutgoingRecord
+        made = OutgoingRecord(r.seq, r.key, r.value, r.headers, keep, None, compiled.report, r.partition, signed=True)
+        assert {name: getattr(r, name) for name in OutgoingRecord.__slots__} == {
+            name: getattr(made, name) for name in OutgoingRecord.__slots__
+        }
+        assert r.seq == 100 + i
+        assert r._report is compiled.report
+        assert r._keep is keep
+
+
+def test_a_record_class_it_does_not_know_is_called(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A class that is not OutgoingRecord's layout (here a subclass with a slot more, or none of
+    its own) is called as before: its __init__ runs for each record."""
+    from govbus.producer import _batch
+
+    made: list[OutgoingRecord] = []
+
+    class Extra(OutgoingRecord):
+        __slots__ = ("extra",)
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.extra = len(made)
+            made.append(self)
+
+    class Inherited(OutgoingRecord):
+        __slots__ = ()
+
+    class Plain(OutgoingRecord):  # no __slots__ of its own: a __dict__, OutgoingRecord's __slots__ inherited
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            made.append(self)
+
+    for cls in (Extra, Inherited, Plain):
+        made.clear()
+        monkeypatch.setattr(_batch, "OutgoingRecord", cls)
+        _python, compiled = encoders(2)
+        records, signed = compiled.encode_signed(
+            list(sample_events(8, agents=2)),
+            [EMPTY_CONTEXT] * 8,
+            0,
+            keep=True,
+            unencodable=_report,
+            partitions=3,
+            signer=Signer(KEY, stream_id=STREAM),
+        )
+        assert signed
+        assert all(type(r) is cls for r in records)
+        assert made == (records if cls is not Inherited else [])
+        assert all(r._base is None and r._size_retries == 0 for r in records)
+
+
 def test_a_panic_in_the_signing_step_leaves_the_batch_to_the_hook() -> None:
     _python, compiled = encoders(2)
     batch = list(sample_events(40, agents=4))
