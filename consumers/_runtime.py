@@ -416,7 +416,7 @@ class SinkRuntime:
     def _ingest(self, msgs: list[Any]) -> None:
         """Starts the native intake of this batch, then takes the one started before (two cores:
         this batch's byte work runs while the consume loop judges the previous one in Python)."""
-        started = self._intake.start(msgs)
+        started = self._intake.start(msgs) if self.settings.intake_thread else None
         if started is None:
             self._finish_started()
             self._take(msgs, self._intake.prepare(msgs), ())

@@ -196,8 +196,14 @@ class SinkRuntimeSettings(_Section):
     shutdown_grace_s: float = Field(default=10.0, ge=0)
     # Larger records are dead-lettered (reason "oversize") before they are verified or decoded.
     max_record_bytes: int = Field(default=1 << 20, ge=64)
-    # librdkafka's pre-fetch queue; together with the in-flight budget it bounds memory.
-    fetch_queue_kbytes: int = Field(default=16_384, ge=64)
+    # librdkafka's pre-fetch queue; together with the in-flight budget it bounds memory. librdkafka's
+    # own default: 16 MiB held one sink process to ~58k events/s whatever its per-event cost (a
+    # null sink too; docs/sinks.md), 64 MiB let it reach ~110k.
+    fetch_queue_kbytes: int = Field(default=65_536, ge=64)
+    # The native check + render of a consumed batch on a thread of its own while the next batch is
+    # consumed (docs/native.md). Off: measured slower on 2 cores, where the consume loop then holds
+    # the GIL against the delivery worker; for hosts where that trade pays.
+    intake_thread: bool = False
     stats_interval_ms: int = Field(default=5_000, ge=0)
     # Any other librdkafka consumer property, e.g. {"session.timeout.ms": 6000}.
     consumer: dict[str, str | int | float | bool] = Field(default_factory=dict)

@@ -24,7 +24,9 @@ TOPIC = "t"
 
 def _runtime() -> SinkRuntime:
     settings = load_settings(
-        kafka={"bootstrap_servers": "127.0.0.1:9"}, topic=TOPIC, sink={"health": {"enabled": False}}
+        kafka={"bootstrap_servers": "127.0.0.1:9"},
+        topic=TOPIC,
+        sink={"health": {"enabled": False}, "intake_thread": True},
     )
     runtime = SinkRuntime(NullSink(), settings, name="started", verification=None)
     runtime._ownership.assign([(TOPIC, 0), (TOPIC, 1)])
@@ -133,3 +135,15 @@ def test_a_batch_is_taken_whole_with_its_sizes_counted_whether_or_not_a_record_g
     assert runtime._inflight_bytes == runtime._work._bytes == sum(w.size for w in queued)
     failed = [i for i, w in enumerate(queued) if w.record is None]
     assert failed == ([] if tombstone_at is None else [tombstone_at])
+
+
+def test_the_intake_thread_is_off_by_default() -> None:
+    settings = load_settings(
+        kafka={"bootstrap_servers": "127.0.0.1:9"}, topic=TOPIC, sink={"health": {"enabled": False}}
+    )
+    runtime = SinkRuntime(NullSink(), settings, name="started", verification=None)
+    runtime._ownership.assign([(TOPIC, 0), (TOPIC, 1)])
+    batch = _batch(0)
+    runtime._ingest(batch)
+    assert runtime._started is None
+    assert _queued(runtime) == [(m.partition(), m.offset()) for m in batch]
