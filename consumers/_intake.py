@@ -158,15 +158,11 @@ class Intake:
         batch = self._batch
         if batch is None:
             return None
-        nv = self._native_verify
-        checker = None
-        if nv is not None:
-            nv.sync_keys()
-            checker = nv.checker
+        checker, verdict = self._checking()
         try:
             rows: list[Prepared | None] = batch(
-                self._renderer, checker, msgs, self.max_record_bytes, self.replay_topic,
-                "unverified" if nv is None else "valid", self._events, self._works,
+                self._renderer, checker, msgs, self.max_record_bytes, self.replay_topic, verdict,
+                self._events, self._works,
             )  # fmt: skip
         except Exception:  # a fault of the binding itself: the per-record path judges the batch
             log.exception("native intake failed on a batch of %d records; judging them one by one", len(msgs))
@@ -182,20 +178,24 @@ class Intake:
         # bytes), so a sink that reads them has its batches prepared at once.
         if start is None or len(msgs) < START_MIN_RECORDS or self._events is not None:
             return None
-        nv = self._native_verify
-        checker = None
-        if nv is not None:
-            nv.sync_keys()
-            checker = nv.checker
+        checker, verdict = self._checking()
         try:
             pending = start(
-                self._renderer, checker, msgs, self.max_record_bytes, self.replay_topic,
-                "unverified" if nv is None else "valid", self._works,
-            )  # fmt: skip
+                self._renderer, checker, msgs, self.max_record_bytes, self.replay_topic, verdict, self._works
+            )
         except Exception:
             log.exception("native intake could not start on a batch of %d records; preparing it at once", len(msgs))
             return None
         return Started(msgs, pending)
+
+    def _checking(self) -> tuple[Any, str]:
+        """The native checker (its keys in sync with the keyring) or None, and the verdict a record
+        it authenticates is rendered with ("unverified" without verification)."""
+        nv = self._native_verify
+        if nv is None:
+            return None, "unverified"
+        nv.sync_keys()
+        return nv.checker, "valid"
 
     def take(self, row: Prepared, epoch: int) -> Work:
         """The :class:`Work` for a row of :meth:`prepare` (records of a partition in offset order,

@@ -318,6 +318,9 @@ class Encoder:
 
     def _producer_tail(self, producer: ProducerInfo) -> bytes:
         # The producer record and contract_version close every value and rarely change: encode once.
+        tail = self._producers.get(producer)
+        if tail is not None:
+            return tail
         if len(self._producers) > 64:
             self._producers.clear()
         try:

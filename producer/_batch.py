@@ -228,10 +228,7 @@ class NativeBatchEncoder(EventBatchEncoder):
         producer: ProducerInfo | None = None,
     ) -> list[OutgoingRecord]:
         producer = producer or self.producer
-        encoder = self.encoder
-        tail = encoder._producers.get(producer)
-        if tail is None:
-            tail = encoder._producer_tail(producer)
+        tail = self.encoder._producer_tail(producer)
         if not tail or self.tracing.tracer() is not None:  # spans are made on the Python path
             return super().encode(events, contexts, first_seq, keep=keep, unencodable=unencodable, producer=producer)
         outs = self.native.encode(list(events), list(contexts), tail)
@@ -254,9 +251,7 @@ class NativeBatchEncoder(EventBatchEncoder):
         and signed; False: they are what :meth:`encode` returns, for the batch hook to sign (an
         event the Python path encodes, per-event signing, a declined or panicking signing step)."""
         producer = self.producer
-        tail = self.encoder._producers.get(producer)
-        if tail is None:
-            tail = self.encoder._producer_tail(producer)
+        tail = self.encoder._producer_tail(producer)
         if not tail or self.tracing.tracer() is not None:
             return self.encode(events, contexts, first_seq, keep=keep, unencodable=unencodable), False
         native, report = self.native, self.report

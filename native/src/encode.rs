@@ -18,6 +18,7 @@ use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedStr;
 use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple, PyType};
 
+use crate::civil::{self, civil, days_from_civil};
 use crate::partition::partition_for;
 use crate::sign::{merkle, ToSign};
 
@@ -50,67 +51,16 @@ fn opt_string(out: &mut Vec<u8>, s: Option<&[u8]>) {
     }
 }
 
-// ---- time ------------------------------------------------------------------------------------------
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's `days_from_civil`).
-pub fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = if y >= 0 { y } else { y - 399 } / 400;
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-/// The date of a day count since 1970-01-01 (`civil_from_days`).
-pub fn civil_from_days(z: i64) -> (i64, i64, i64) {
-    let z = z + 719_468;
-    let era = if z >= 0 { z } else { z - 146_096 } / 146_097;
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (
-        if m <= 2 {
-            yoe + era * 400 + 1
-        } else {
-            yoe + era * 400
-        },
-        m,
-        d,
-    )
-}
-
 /// `govbus._cloudevents.format_time` of the UTC instant `micros` since the epoch; None for years
 /// outside 1000-9999 (glibc's unpadded `%Y` below 1000, overflow above: the Python path decides).
 pub fn format_time(micros: i64) -> Option<String> {
-    let days = micros.div_euclid(86_400_000_000);
-    let rest = micros.rem_euclid(86_400_000_000);
-    let (y, m, d) = civil_from_days(days);
+    let (y, ..) = civil(micros);
     if !(1000..=9999).contains(&y) {
         return None;
     }
-    let secs = rest / 1_000_000;
-    // "YYYY-MM-DDTHH:MM:SS.ffffffZ" written digit by digit: `format!` cost more than the whole
-    // Avro value of an event.
-    let mut out = *b"0000-00-00T00:00:00.000000Z";
-    let mut put = |at: usize, width: usize, mut n: i64| {
-        for i in (at..at + width).rev() {
-            out[i] = b'0' + (n % 10) as u8;
-            n /= 10;
-        }
-    };
-    put(0, 4, y);
-    put(5, 2, m);
-    put(8, 2, d);
-    put(11, 2, secs / 3600);
-    put(14, 2, secs / 60 % 60);
-    put(17, 2, secs % 60);
-    put(20, 6, rest % 1_000_000);
-    Some(String::from_utf8_lossy(&out).into_owned())
+    let mut out = Vec::with_capacity(27);
+    civil::format_time(&mut out, micros);
+    String::from_utf8(out).ok()
 }
 
 /// `urllib.parse.quote(text, safe='')`: everything but ASCII letters, digits and `_.-~` as %XX.
@@ -1070,7 +1020,7 @@ mod tests {
             Some("2000-02-29T00:00:00.000001Z")
         );
         assert_eq!(days_from_civil(2000, 2, 29), 11_016);
-        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
+        assert_eq!(civil::civil_from_days(11_016), (2000, 2, 29));
         assert!(format_time(days_from_civil(999, 12, 31) * 86_400_000_000).is_none());
     }
 

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 
 use crate::avro::{Corrupt, Reader, R};
+use crate::civil::format_time;
 use crate::json;
 
 /// One writer schema the decoder accepts, prepared by Python from the shipped .avsc files.
@@ -191,55 +192,6 @@ pub fn valid(e: &Event) -> bool {
         && hex_id(e.trace_id, 32)
         && hex_id(e.span_id, 16)
         && hex_id(e.parent_span_id, 16)
-}
-
-/// `govbus._cloudevents.format_time`: RFC 3339, microseconds, `Z`; years below 1000 unpadded
-/// (what glibc's strftime prints for them).
-pub fn format_time(out: &mut Vec<u8>, micros: i64) {
-    let secs = micros.div_euclid(1_000_000);
-    let frac = micros.rem_euclid(1_000_000);
-    let days = secs.div_euclid(86_400);
-    let sod = secs.rem_euclid(86_400);
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + if m <= 2 { 1 } else { 0 };
-    // Digits written by hand: format! cost more than the rest of a record's rendering here.
-    if (1000..=9999).contains(&y) {
-        digits(out, y, 4);
-    } else {
-        out.extend_from_slice(y.to_string().as_bytes());
-    }
-    out.push(b'-');
-    digits(out, m, 2);
-    out.push(b'-');
-    digits(out, d, 2);
-    out.push(b'T');
-    digits(out, sod / 3600, 2);
-    out.push(b':');
-    digits(out, sod / 60 % 60, 2);
-    out.push(b':');
-    digits(out, sod % 60, 2);
-    out.push(b'.');
-    digits(out, frac, 6);
-    out.push(b'Z');
-}
-
-/// `n` (0 <= n < 10^width) zero-padded to `width` digits.
-fn digits(out: &mut Vec<u8>, n: i64, width: u32) {
-    let mut buf = [b'0'; 6];
-    let mut n = n;
-    for slot in buf[..width as usize].iter_mut().rev() {
-        *slot = b'0' + (n % 10) as u8;
-        n /= 10;
-    }
-    out.extend_from_slice(&buf[..width as usize]);
 }
 
 fn opt_str(out: &mut Vec<u8>, v: Option<&str>) {

@@ -5,6 +5,7 @@
 //! instead of failing the batch (or the process).
 
 pub mod avro;
+pub mod civil;
 pub mod encode;
 pub mod event;
 pub mod fuzzing;

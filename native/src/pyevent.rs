@@ -23,6 +23,7 @@ use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyString, PyTuple, PyType};
 
+use crate::civil::civil;
 use crate::event::{Attr, Event};
 use crate::record::{Decoded, Schemas};
 
@@ -175,25 +176,6 @@ fn opt_text<'py>(py: Python<'py>, s: Option<&str>) -> Bound<'py, PyAny> {
         Some(s) => text(py, s),
         None => py.None().into_bound(py),
     }
-}
-
-/// (year, month, day, hour, minute, second, microsecond) of microseconds since the epoch (UTC).
-fn civil(micros: i64) -> (i64, i64, i64, i64, i64, i64, i64) {
-    let secs = micros.div_euclid(1_000_000);
-    let frac = micros.rem_euclid(1_000_000);
-    let days = secs.div_euclid(86_400);
-    let sod = secs.rem_euclid(86_400);
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + if m <= 2 { 1 } else { 0 };
-    (y, m, d, sod / 3600, sod / 60 % 60, sod % 60, frac)
 }
 
 impl EventBuilder {
