@@ -143,7 +143,7 @@ const MAX_INT_DIGITS: usize = 4300; // CPython's int_max_str_digits default
 /// Parses `text` as `json.JSONDecoder(parse_constant=...)` does and appends it re-encoded as
 /// `json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)` would.
 pub fn reencode(out: &mut Vec<u8>, text: &str) -> Result<(), JsonError> {
-    let mut p = Parser { s: text.as_bytes(), i: 0 };
+    let mut p = Parser::new(text.as_bytes());
     p.ws();
     let v = p.value(0)?;
     p.ws();
@@ -182,13 +182,21 @@ fn write(out: &mut Vec<u8>, v: &Value) {
     }
 }
 
-struct Parser<'a> {
-    s: &'a [u8],
-    i: usize,
+/// CPython's JSON scanner over a text; its lexing steps (`ws`, `string`, `number_span`) also
+/// serve `pyevent.rs`, which builds Python objects from texts this parser accepted.
+pub(crate) struct Parser<'a> {
+    pub(crate) s: &'a [u8],
+    pub(crate) i: usize,
+}
+
+impl<'a> Parser<'a> {
+    pub(crate) fn new(s: &'a [u8]) -> Self {
+        Parser { s, i: 0 }
+    }
 }
 
 impl Parser<'_> {
-    fn ws(&mut self) {
+    pub(crate) fn ws(&mut self) {
         while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.s.get(self.i) {
             self.i += 1;
         }
@@ -234,7 +242,9 @@ impl Parser<'_> {
         self.i - start
     }
 
-    fn number(&mut self) -> Result<Value, JsonError> {
+    /// Consumes CPython's NUMBER_RE, `(-?(?:0|[1-9]\d*))(\.\d+)?([eE][-+]?\d+)?`: (where the
+    /// number starts, where its integer part ends, whether it is a float).
+    pub(crate) fn number_span(&mut self) -> Result<(usize, usize, bool), JsonError> {
         let start = self.i;
         if self.s[self.i] == b'-' {
             self.i += 1;
@@ -271,6 +281,11 @@ impl Parser<'_> {
                 is_float = true;
             }
         }
+        Ok((start, int_end, is_float))
+    }
+
+    fn number(&mut self) -> Result<Value, JsonError> {
+        let (start, int_end, is_float) = self.number_span()?;
         let lit = std::str::from_utf8(&self.s[start..self.i]).map_err(|_| JsonError::Invalid)?;
         if is_float {
             let x: f64 = lit.parse().map_err(|_| JsonError::Defer)?;
@@ -303,7 +318,7 @@ impl Parser<'_> {
         Ok(v)
     }
 
-    fn string(&mut self) -> Result<String, JsonError> {
+    pub(crate) fn string(&mut self) -> Result<String, JsonError> {
         self.i += 1; // the opening quote
         let mut out = String::new();
         loop {

@@ -25,6 +25,7 @@ use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyString, PyTuple, PyType};
 
 use crate::civil::civil;
 use crate::event::{Attr, Event};
+use crate::json;
 use crate::record::{Decoded, Schemas};
 
 /// The model's fields in declaration order (`govbus.event.FIELDS`); the builder refuses a model
@@ -244,7 +245,7 @@ impl EventBuilder {
                 Attr::Double(x) => PyFloat::new(py, *x).into_any(),
                 Attr::Str(s) => text(py, s),
                 Attr::Bytes(b) => PyBytes::new(py, b).into_any(),
-                Attr::Json(t) => Json { py, s: t.as_bytes(), i: 0, int_type: self.int_type.bind(py) }.document()?,
+                Attr::Json(t) => Json { py, p: json::Parser::new(t.as_bytes()), int_type: self.int_type.bind(py) }.document()?,
             };
             attributes.set_item(PyString::new(py, k), v)?;
         }
@@ -306,29 +307,32 @@ fn not_json() -> PyErr {
     pyo3::exceptions::PyValueError::new_err("nested JSON the native builder does not take")
 }
 
-/// JSON text to Python objects as `json.JSONDecoder` makes them (input already checked by `json::reencode`).
+/// JSON text to Python objects as `json.JSONDecoder` makes them (input already checked by
+/// `json::reencode`; lexed by its parser's steps).
 struct Json<'a, 'py, 'b> {
     py: Python<'py>,
-    s: &'a [u8],
-    i: usize,
+    p: json::Parser<'a>,
     int_type: &'b Bound<'py, PyAny>,
 }
 
 impl<'py> Json<'_, 'py, '_> {
     fn document(mut self) -> PyResult<Bound<'py, PyAny>> {
-        self.ws();
+        self.p.ws();
         let v = self.value(0)?;
-        self.ws();
-        if self.i != self.s.len() {
+        self.p.ws();
+        if self.p.i != self.p.s.len() {
             return Err(not_json());
         }
         Ok(v)
     }
 
-    fn ws(&mut self) {
-        while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.s.get(self.i) {
-            self.i += 1;
-        }
+    fn peek(&self) -> Option<u8> {
+        self.p.s.get(self.p.i).copied()
+    }
+
+    fn string(&mut self) -> PyResult<Bound<'py, PyString>> {
+        let text = self.p.string().map_err(|_| not_json())?; // a lone surrogate: the Python path's
+        Ok(PyString::new(self.py, &text))
     }
 
     fn value(&mut self, depth: usize) -> PyResult<Bound<'py, PyAny>> {
@@ -336,35 +340,35 @@ impl<'py> Json<'_, 'py, '_> {
         if depth > 100 {
             return Err(not_json());
         }
-        match self.s.get(self.i) {
-            Some(b'"') => Ok(PyString::new(py, &self.string()?).into_any()),
+        match self.peek() {
+            Some(b'"') => Ok(self.string()?.into_any()),
             Some(b'{') => {
-                self.i += 1;
+                self.p.i += 1;
                 let d = PyDict::new(py);
-                self.ws();
-                if self.s.get(self.i) == Some(&b'}') {
-                    self.i += 1;
+                self.p.ws();
+                if self.peek() == Some(b'}') {
+                    self.p.i += 1;
                     return Ok(d.into_any());
                 }
                 loop {
-                    self.ws();
-                    if self.s.get(self.i) != Some(&b'"') {
+                    self.p.ws();
+                    if self.peek() != Some(b'"') {
                         return Err(not_json());
                     }
-                    let k = PyString::new(py, &self.string()?);
-                    self.ws();
-                    if self.s.get(self.i) != Some(&b':') {
+                    let k = self.string()?;
+                    self.p.ws();
+                    if self.peek() != Some(b':') {
                         return Err(not_json());
                     }
-                    self.i += 1;
-                    self.ws();
+                    self.p.i += 1;
+                    self.p.ws();
                     // A repeated key keeps its first place and takes the last value (dict(pairs)).
                     d.set_item(k, self.value(depth + 1)?)?;
-                    self.ws();
-                    match self.s.get(self.i) {
-                        Some(b',') => self.i += 1,
+                    self.p.ws();
+                    match self.peek() {
+                        Some(b',') => self.p.i += 1,
                         Some(b'}') => {
-                            self.i += 1;
+                            self.p.i += 1;
                             return Ok(d.into_any());
                         }
                         _ => return Err(not_json()),
@@ -372,21 +376,21 @@ impl<'py> Json<'_, 'py, '_> {
                 }
             }
             Some(b'[') => {
-                self.i += 1;
+                self.p.i += 1;
                 let l = pyo3::types::PyList::empty(py);
-                self.ws();
-                if self.s.get(self.i) == Some(&b']') {
-                    self.i += 1;
+                self.p.ws();
+                if self.peek() == Some(b']') {
+                    self.p.i += 1;
                     return Ok(l.into_any());
                 }
                 loop {
-                    self.ws();
+                    self.p.ws();
                     l.append(self.value(depth + 1)?)?;
-                    self.ws();
-                    match self.s.get(self.i) {
-                        Some(b',') => self.i += 1,
+                    self.p.ws();
+                    match self.peek() {
+                        Some(b',') => self.p.i += 1,
                         Some(b']') => {
-                            self.i += 1;
+                            self.p.i += 1;
                             return Ok(l.into_any());
                         }
                         _ => return Err(not_json()),
@@ -402,58 +406,17 @@ impl<'py> Json<'_, 'py, '_> {
     }
 
     fn literal(&mut self, word: &[u8], v: Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
-        if !self.s[self.i..].starts_with(word) {
+        if !self.p.s[self.p.i..].starts_with(word) {
             return Err(not_json());
         }
-        self.i += word.len();
+        self.p.i += word.len();
         Ok(v)
     }
 
-    fn digits(&mut self) -> usize {
-        let start = self.i;
-        while let Some(b'0'..=b'9') = self.s.get(self.i) {
-            self.i += 1;
-        }
-        self.i - start
-    }
-
-    /// CPython's NUMBER_RE: `(-?(?:0|[1-9]\d*))(\.\d+)?([eE][-+]?\d+)?`; int() of the integer
-    /// part alone, else float() of the whole.
+    /// int() of the integer part alone, else float() of the whole.
     fn number(&mut self) -> PyResult<Bound<'py, PyAny>> {
-        let start = self.i;
-        if self.s[self.i] == b'-' {
-            self.i += 1;
-        }
-        match self.s.get(self.i) {
-            Some(b'0') => self.i += 1,
-            Some(b'1'..=b'9') => {
-                self.digits();
-            }
-            _ => return Err(not_json()),
-        }
-        let mut is_float = false;
-        if self.s.get(self.i) == Some(&b'.') {
-            let save = self.i;
-            self.i += 1;
-            if self.digits() == 0 {
-                self.i = save;
-            } else {
-                is_float = true;
-            }
-        }
-        if let Some(b'e' | b'E') = self.s.get(self.i) {
-            let save = self.i;
-            self.i += 1;
-            if let Some(b'+' | b'-') = self.s.get(self.i) {
-                self.i += 1;
-            }
-            if self.digits() == 0 {
-                self.i = save;
-            } else {
-                is_float = true;
-            }
-        }
-        let lit = std::str::from_utf8(&self.s[start..self.i]).map_err(|_| not_json())?;
+        let (start, _, is_float) = self.p.number_span().map_err(|_| not_json())?;
+        let lit = std::str::from_utf8(&self.p.s[start..self.p.i]).map_err(|_| not_json())?;
         if is_float {
             let x: f64 = lit.parse().map_err(|_| not_json())?;
             if !x.is_finite() {
@@ -464,68 +427,6 @@ impl<'py> Json<'_, 'py, '_> {
         match lit.parse::<i64>() {
             Ok(n) => Ok(n.into_pyobject(self.py)?.into_any()),
             Err(_) => self.int_type.call1((lit,)), // beyond 64 bits: Python's int() of the digits
-        }
-    }
-
-    fn hex4(&mut self) -> PyResult<u32> {
-        let h = self.s.get(self.i..self.i + 4).ok_or_else(not_json)?;
-        let mut v = 0u32;
-        for &c in h {
-            v = v * 16 + (c as char).to_digit(16).ok_or_else(not_json)?;
-        }
-        self.i += 4;
-        Ok(v)
-    }
-
-    fn string(&mut self) -> PyResult<String> {
-        self.i += 1; // the opening quote
-        let mut out = String::new();
-        loop {
-            let start = self.i;
-            while let Some(&c) = self.s.get(self.i) {
-                if c == b'"' || c == b'\\' || c < 0x20 {
-                    break;
-                }
-                self.i += 1;
-            }
-            out.push_str(std::str::from_utf8(&self.s[start..self.i]).map_err(|_| not_json())?);
-            match self.s.get(self.i) {
-                Some(b'"') => {
-                    self.i += 1;
-                    return Ok(out);
-                }
-                Some(b'\\') => {
-                    self.i += 1;
-                    let c = *self.s.get(self.i).ok_or_else(not_json)?;
-                    self.i += 1;
-                    out.push(match c {
-                        b'"' => '"',
-                        b'\\' => '\\',
-                        b'/' => '/',
-                        b'b' => '\u{8}',
-                        b'f' => '\u{c}',
-                        b'n' => '\n',
-                        b'r' => '\r',
-                        b't' => '\t',
-                        b'u' => {
-                            let u = self.hex4()?;
-                            let code = if (0xd800..0xdc00).contains(&u) && self.s.get(self.i..self.i + 2) == Some(b"\\u") {
-                                self.i += 2;
-                                let lo = self.hex4()?;
-                                if !(0xdc00..0xe000).contains(&lo) {
-                                    return Err(not_json()); // a lone surrogate: the Python path's
-                                }
-                                0x10000 + ((u - 0xd800) << 10) + (lo - 0xdc00)
-                            } else {
-                                u
-                            };
-                            char::from_u32(code).ok_or_else(not_json)? // lone surrogates: None
-                        }
-                        _ => return Err(not_json()),
-                    });
-                }
-                _ => return Err(not_json()),
-            }
         }
     }
 }
