@@ -34,6 +34,10 @@ from govbus.watch._groups import GroupView
 _COORDINATOR_MOVING = ("NOT_COORDINATOR", "COORDINATOR_LOAD_IN_PROGRESS", "COORDINATOR_NOT_AVAILABLE")
 _ANSWER_SLACK_S = 5.0  # beyond the request's own timeout: scheduling on a busy machine
 _REAP_S = 2.0
+# librdkafka checks request timeouts once a second: waiting on the future only as long as the
+# request's own timeout races its typed error (_TIMED_OUT, _TRANSPORT) with a bare TimeoutError
+# (seen in CI on a busy machine). Stays well inside the parent's _ANSWER_SLACK_S.
+_FUTURE_SLACK_S = 2.0
 _START_TIMEOUT_S = 30.0  # a new child imports confluent-kafka before it says it is ready
 
 
@@ -219,7 +223,8 @@ def _serve() -> None:  # pragma: no cover - runs in the child process; covered b
         while True:  # NOT_COORDINATOR and friends pass within moments while the coordinator moves
             left = max(0.1, deadline - time.monotonic())
             try:
-                desc = admin.describe_consumer_groups([group], request_timeout=left)[group].result(timeout=left)
+                described = admin.describe_consumer_groups([group], request_timeout=left)[group]
+                desc = described.result(timeout=left + _FUTURE_SLACK_S)
                 return {"members": len(desc.members), "state": desc.state.name}
             except KafkaException as exc:
                 err = exc.args[0] if exc.args else None
@@ -230,7 +235,8 @@ def _serve() -> None:  # pragma: no cover - runs in the child process; covered b
 
     def committed(group: str, topic: str, partitions: list[int], timeout: float) -> dict[str, Any]:
         request = [ConsumerGroupTopicPartitions(group, [TopicPartition(topic, p) for p in partitions])]
-        result = admin.list_consumer_group_offsets(request, request_timeout=timeout)[group].result(timeout=timeout)
+        asked = admin.list_consumer_group_offsets(request, request_timeout=timeout)[group]
+        result = asked.result(timeout=timeout + _FUTURE_SLACK_S)
         return {"offsets": {str(tp.partition): tp.offset for tp in result.topic_partitions}}
 
     def observe(topic: str, partitions: list[int], prefix: str, timeout: float) -> dict[str, Any]:
