@@ -44,6 +44,8 @@ $(STAMP): pyproject.toml $(CONSTRAINTS) $(NATIVE_SOURCES)
 	$(BIN)/pip install -q -c $(CONSTRAINTS) pip setuptools wheel setuptools-rust
 	$(BIN)/pip install -q -c $(CONSTRAINTS) --build-constraint $(CONSTRAINTS) -e '.[test,dev,console]'
 	@$(BIN)/python -c 'import govbus._native' || { echo "the compiled core govbus._native did not build (see pip's output)"; exit 1; }
+	@# The extension is optional to pip: a failed rebuild (a stale Cargo.lock under --locked) keeps the old one quietly.
+	@test -z "$$(find $(NATIVE_SOURCES) -newer govbus/_native.abi3.so)" || { echo "govbus/_native.abi3.so is older than native/: its build failed (cd native && cargo build --release --locked says why)"; exit 1; }
 	@touch $@
 
 install: system-deps $(STAMP)

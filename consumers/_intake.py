@@ -26,6 +26,7 @@ from confluent_kafka import TIMESTAMP_LOG_APPEND_TIME, TIMESTAMP_NOT_AVAILABLE
 from govbus._accel import event_builder as native_event_builder
 from govbus._accel import intake_batch as native_intake_batch
 from govbus._accel import intake_start as native_intake_start
+from govbus._accel import message_reader as native_message_reader
 from govbus._accel import renderer_for as native_renderer
 from govbus._accel import work_builder as native_work_builder
 from govbus._contract import SINGLE_OBJECT_MAGIC, Decoder
@@ -123,6 +124,9 @@ class Intake:
         self._start = native_intake_start() if whole else None
         # Builds the Work + NativeRecord of each rendered record in the same call (None: take() does).
         self._works = native_work_builder(Work, NativeRecord, self._lazy_decoder) if whole else None
+        # Reads the consumed messages' fields in place (their headers are read from the message
+        # when someone looks: most records are delivered without that).
+        self._reader = native_message_reader() if whole else None
 
     @property
     def native(self) -> bool:
@@ -162,7 +166,7 @@ class Intake:
         try:
             rows: list[Prepared | None] = batch(
                 self._renderer, checker, msgs, self.max_record_bytes, self.replay_topic, verdict,
-                self._events, self._works,
+                self._events, self._works, self._reader,
             )  # fmt: skip
         except Exception:  # a fault of the binding itself: the per-record path judges the batch
             log.exception("native intake failed on a batch of %d records; judging them one by one", len(msgs))

@@ -39,6 +39,7 @@ __all__ = [
     "intake_batch",
     "intake_start",
     "merkle_batch",
+    "message_reader",
     "record_signer",
     "renderer_for",
     "signature_checker",
@@ -181,6 +182,43 @@ def intake_start() -> Any | None:
     if not active() or _MODULE is None:
         return None
     return _MODULE.intake_start
+
+
+_READER: list[Any] = []  # [reader or None], made once per process
+
+
+def message_reader() -> Any | None:
+    """A reader of consumed ``confluent_kafka.Message`` fields in place, for ``intake_batch``
+    (``govbus._native.MessageReader``, native/src/message.rs); None without the compiled core, or
+    when confluent-kafka's layout or librdkafka cannot be proven (logged once: the intake then
+    reads each record through its accessors, as before)."""
+    if not active():
+        return None
+    if not _READER:
+        _READER.append(_make_reader())
+    return _READER[0]
+
+
+def _make_reader() -> Any | None:
+    import confluent_kafka
+
+    assert _MODULE is not None
+    # The librdkafka confluent-kafka loaded (its wheel's copy, or the system's), by its mapping.
+    try:
+        with open("/proc/self/maps", encoding="utf-8", errors="replace") as maps:
+            found = {line.split(maxsplit=5)[-1].strip() for line in maps if "/librdkafka" in line}
+    except OSError as exc:
+        found, why = set(), f"cannot read /proc/self/maps ({exc})"
+    else:
+        why = f"librdkafka is mapped from {len(found)} files"
+    if len(found) != 1:
+        log.info("govbus native core: the intake reads records through their accessors (%s)", why)
+        return None
+    try:
+        return _MODULE.MessageReader(confluent_kafka.Message, found.pop(), confluent_kafka.libversion()[1])
+    except ValueError as exc:
+        log.info("govbus native core: the intake reads records through their accessors (%s)", exc)
+        return None
 
 
 def work_builder(work_type: type, record_type: type, decoder: Decoder) -> Any | None:

@@ -7,6 +7,7 @@
 //! the replay topic, no value, oversize, other framings, odd headers) come back as None and go
 //! the per-record Python path, which words their outcome.
 
+use std::cell::Cell;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -17,6 +18,7 @@ use pyo3::prelude::*;
 use pyo3::pybacked::{PyBackedBytes, PyBackedStr};
 use pyo3::types::{PyBool, PyBytes, PyList, PyString, PyTuple};
 
+use crate::message::{ConsumedHeaders, Fields, MessageReader, RawHeader};
 use crate::pyevent::{self, BatchCache, EventBuilder};
 use crate::record::{self, Decoded, Header, Outcome, Schemas, Verdict};
 use crate::verify::{Authentic, Checker};
@@ -39,13 +41,57 @@ struct Held {
     size: usize,
 }
 
+type OwnedHeaders = Vec<(PyBackedStr, Option<PyBackedBytes>)>;
+
 /// A taken record's bytes, for the pass without the GIL (`PyBackedBytes` are views that keep
 /// their Python objects alive and may cross threads).
 struct Job {
     value: PyBackedBytes,
     key: Option<PyBackedBytes>,
-    headers: Vec<(PyBackedStr, Option<PyBackedBytes>)>,
+    /// The headers as the accessors gave them (empty when read in place: `raw`).
+    owned: OwnedHeaders,
+    /// The headers read in place from the message's librdkafka list (message.rs): valid while the
+    /// caller's batch holds the message, which `intake_batch` does for as long as it uses them.
+    raw: Vec<RawHeader>,
     partition: u32,
+}
+
+// SAFETY: `raw` is only filled by `intake_batch`, whose jobs never leave its call (nor its
+// thread but for the scoped pass without the GIL, while the batch holds the messages);
+// `intake_start`, whose pass runs on a thread of its own, reads through the accessors only.
+unsafe impl Send for Job {}
+// SAFETY: as above; the pass without the GIL only reads them.
+unsafe impl Sync for Job {}
+
+impl Job {
+    fn headers(&self) -> Vec<Header<'_>> {
+        if self.raw.is_empty() {
+            return self.owned.iter().map(|(n, v)| (&**n, v.as_deref())).collect();
+        }
+        // SAFETY: see `raw`; names were checked UTF-8 when read.
+        self.raw
+            .iter()
+            .map(|h| unsafe {
+                let name = std::str::from_utf8_unchecked(std::slice::from_raw_parts(h.name.0, h.name.1));
+                (name, h.value.map(|(p, n)| std::slice::from_raw_parts(p, n)))
+            })
+            .collect()
+    }
+
+    /// Header `i`'s value as a Python object (the very bytes object, when the accessors gave it).
+    fn value_object(&self, py: Python<'_>, i: usize) -> PyObject {
+        if self.raw.is_empty() {
+            return match self.owned.get(i).and_then(|(_, v)| v.as_ref()) {
+                Some(v) => v.into_pyobject(py).map_or_else(|e| match e {}, |b| b.into_any().unbind()),
+                None => py.None(),
+            };
+        }
+        match self.raw.get(i).and_then(|h| h.value) {
+            // SAFETY: see `raw`.
+            Some((p, n)) => PyBytes::new(py, unsafe { std::slice::from_raw_parts(p, n) }).into_any().unbind(),
+            None => py.None(),
+        }
+    }
 }
 
 fn opt_bytes(o: &Bound<'_, PyAny>) -> PyResult<Option<PyBackedBytes>> {
@@ -54,6 +100,91 @@ fn opt_bytes(o: &Bound<'_, PyAny>) -> PyResult<Option<PyBackedBytes>> {
     } else {
         Ok(Some(o.extract()?))
     }
+}
+
+/// A headers list as confluent-kafka hands it (`(str, bytes | None)` pairs) and the bytes of its
+/// values; None: anything else, which goes the Python path.
+fn list_headers(headers_obj: &Bound<'_, PyAny>) -> PyResult<Option<(OwnedHeaders, usize)>> {
+    let list = headers_obj.downcast::<PyList>()?;
+    let mut headers = Vec::with_capacity(list.len());
+    let mut size = 0;
+    for h in list.iter() {
+        let h = h.downcast::<PyTuple>()?;
+        if h.len() != 2 {
+            return Ok(None);
+        }
+        let v = opt_bytes(&h.get_item(1)?)?;
+        size += v.as_ref().map_or(0, |b| b.len());
+        headers.push((h.get_item(0)?.extract()?, v));
+    }
+    Ok(Some((headers, size)))
+}
+
+fn takes_value(value: &[u8], max_record_bytes: usize) -> bool {
+    value.len() <= max_record_bytes && value.len() >= 2 && value[0] == 0xc3 && value[1] == 0x01
+}
+
+fn is_replay(topic: &Bound<'_, PyAny>, replay_topic: Option<&str>) -> bool {
+    replay_topic.is_some_and(|replay| topic.extract::<PyBackedStr>().map(|t| &*t == replay).unwrap_or(true))
+}
+
+/// `take`, reading the message's fields in place (message.rs) instead of through its accessors.
+fn take_in_place<'py>(
+    py: Python<'py>,
+    reader: &MessageReader,
+    m: &Bound<'py, PyAny>,
+    f: Fields,
+    max_record_bytes: usize,
+    replay_topic: Option<&str>,
+) -> PyResult<Option<(Held, Job)>> {
+    if f.error || f.topic.is_null() || f.value.is_null() || f.partition < 0 {
+        return Ok(None);
+    }
+    // SAFETY: the message holds these references, and the caller holds the message.
+    let (topic, value_obj) = unsafe { (Bound::from_borrowed_ptr(py, f.topic), Bound::from_borrowed_ptr(py, f.value)) };
+    if is_replay(&topic, replay_topic) {
+        return Ok(None);
+    }
+    let Ok(value) = value_obj.extract::<PyBackedBytes>() else { return Ok(None) };
+    if !takes_value(&value, max_record_bytes) {
+        return Ok(None);
+    }
+    // SAFETY: as above (null: no key).
+    let key_obj = unsafe { Bound::from_borrowed_ptr_or_opt(py, f.key) }.unwrap_or_else(|| py.None().into_bound(py));
+    let key = opt_bytes(&key_obj)?;
+    let mut size = value.len() + key.as_ref().map_or(0, |k| k.len());
+    let (owned, raw, headers_obj) = if !f.headers.is_null() {
+        // Someone called headers() already: read its list.
+        // SAFETY: as above.
+        let list = unsafe { Bound::from_borrowed_ptr(py, f.headers) };
+        let Some((owned, n)) = list_headers(&list)? else { return Ok(None) };
+        size += n;
+        (owned, Vec::new(), list)
+    } else {
+        let raw = if f.c_headers.is_null() {
+            Vec::new()
+        } else {
+            // SAFETY: the message owns its librdkafka headers until headers() or its end; neither
+            // can happen before this batch's call returns (see message.rs).
+            let Some(raw) = (unsafe { reader.headers(f.c_headers) }) else { return Ok(None) };
+            raw
+        };
+        size += raw.iter().map(|h| h.value.map_or(0, |(_, n)| n)).sum::<usize>();
+        (Vec::new(), raw, Py::new(py, ConsumedHeaders::new(m.clone().unbind()))?.into_bound(py).into_any())
+    };
+    let held = Held {
+        topic: topic.unbind(),
+        partition: i64::from(f.partition),
+        // As `offset()` answers: None below 0 (no offset).
+        offset: if f.offset >= 0 { f.offset.into_pyobject(py)?.into_any().unbind() } else { py.None() },
+        key_obj: key_obj.unbind(),
+        value_obj: value_obj.unbind(),
+        headers_obj: headers_obj.unbind(),
+        timestamp_ms: if i64::from(f.tstype) == TIMESTAMP_NOT_AVAILABLE { None } else { Some(f.timestamp) },
+        broker_time_ms: if i64::from(f.tstype) == TIMESTAMP_LOG_APPEND_TIME { Some(f.timestamp) } else { None },
+        size,
+    };
+    Ok(Some((held, Job { value, key, owned, raw, partition: f.partition as u32 })))
 }
 
 /// Ok(None): the record goes the Python path.
@@ -70,14 +201,12 @@ fn take<'py>(
         }
     }
     let topic = m.call_method0(intern!(py, "topic"))?;
-    if let Some(replay) = replay_topic {
-        if topic.extract::<PyBackedStr>().map(|t| &*t == replay).unwrap_or(true) {
-            return Ok(None);
-        }
+    if is_replay(&topic, replay_topic) {
+        return Ok(None);
     }
     let value_obj = m.call_method0(intern!(py, "value"))?;
     let Ok(value) = value_obj.extract::<PyBackedBytes>() else { return Ok(None) };
-    if value.len() > max_record_bytes || value.len() < 2 || value[0] != 0xc3 || value[1] != 0x01 {
+    if !takes_value(&value, max_record_bytes) {
         return Ok(None);
     }
     let partition: i64 = m.call_method0(intern!(py, "partition"))?.extract()?;
@@ -93,18 +222,9 @@ fn take<'py>(
     if headers_obj.is_none() || !headers_obj.is_truthy()? {
         headers_obj = PyList::empty(py).into_any(); // `msg.headers() or []`
     } else {
-        // confluent-kafka hands a list of (str, bytes | None) pairs; anything else goes the Python path.
-        let list = headers_obj.downcast::<PyList>()?;
-        headers.reserve_exact(list.len());
-        for h in list.iter() {
-            let h = h.downcast::<PyTuple>()?;
-            if h.len() != 2 {
-                return Ok(None);
-            }
-            let v = opt_bytes(&h.get_item(1)?)?;
-            size += v.as_ref().map_or(0, |b| b.len());
-            headers.push((h.get_item(0)?.extract()?, v));
-        }
+        let Some((owned, n)) = list_headers(&headers_obj)? else { return Ok(None) };
+        size += n;
+        headers = owned;
     }
     let (ts_type, ts): (i64, i64) = m.call_method0(intern!(py, "timestamp"))?.extract()?;
     let held = Held {
@@ -118,7 +238,7 @@ fn take<'py>(
         broker_time_ms: if ts_type == TIMESTAMP_LOG_APPEND_TIME { Some(ts) } else { None },
         size,
     };
-    Ok(Some((held, Job { value, key, headers, partition: partition as u32 })))
+    Ok(Some((held, Job { value, key, owned: headers, raw: Vec::new(), partition: partition as u32 })))
 }
 
 /// An authentic record: the indices of the headers holding its kid, stream and ce_id (handed back
@@ -135,6 +255,27 @@ enum Rendered {
 }
 
 type Answer = Option<(Option<Auth>, Rendered)>;
+
+thread_local! {
+    /// The last batch's text buffer, for the next batch rendered on this thread. A fresh one
+    /// (~0.5 MB for 1 000 records) per batch was page-faulted in anew each time, glibc having
+    /// handed the freed top of the thread's arena back to the system: ~15% of the consume loop's
+    /// time (py-spy, in `malloc` under `intake_batch`).
+    static TEXT: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
+}
+
+/// A text buffer that goes back to `TEXT` when dropped (however `rows` ends); one grown past
+/// 16 MiB (records far bigger than usual) is freed instead.
+struct Recycled(Vec<u8>);
+
+impl Drop for Recycled {
+    fn drop(&mut self) {
+        let text = std::mem::take(&mut self.0);
+        if text.capacity() <= 16 << 20 {
+            TEXT.set(text);
+        }
+    }
+}
 
 /// What the pass answers for a batch. The rendered text of every record goes into one buffer, so
 /// the consume loop frees one allocation per batch instead of two per record made on another thread.
@@ -154,11 +295,16 @@ fn take_all(
     messages: &Bound<'_, PyList>,
     max_record_bytes: usize,
     replay: Option<&str>,
+    reader: Option<&MessageReader>,
 ) -> (Vec<Option<Held>>, Vec<Option<Job>>) {
     let mut held = Vec::with_capacity(messages.len());
     let mut jobs = Vec::with_capacity(messages.len());
     for m in messages.iter() {
-        match take(py, &m, max_record_bytes, replay).unwrap_or(None) {
+        let taken = match reader.and_then(|r| r.fields(&m).map(|f| (r, f))) {
+            Some((r, f)) => take_in_place(py, r, &m, f, max_record_bytes, replay),
+            None => take(py, &m, max_record_bytes, replay),
+        };
+        match taken.unwrap_or(None) {
             Some((h, j)) => {
                 held.push(Some(h));
                 jobs.push(Some(j));
@@ -185,7 +331,9 @@ fn work<'a>(
     code: &str,
     keep: bool,
 ) -> (Answers, Kept<'a>) {
-    let mut text = Vec::with_capacity(jobs.len() * 512);
+    let mut text = TEXT.take();
+    text.clear();
+    text.reserve(jobs.len() * 512);
     let mut kept: Kept<'a> = Vec::new();
     if keep {
         kept.resize_with(jobs.len(), || None);
@@ -195,7 +343,7 @@ fn work<'a>(
         .enumerate()
         .map(|(at, job)| {
             let job = job.as_ref()?;
-            let headers: Vec<Header<'_>> = job.headers.iter().map(|(n, v)| (&**n, v.as_deref())).collect();
+            let headers: Vec<Header<'_>> = job.headers();
             let key = job.key.as_deref();
             let auth: Option<Auth> = match checker.as_mut() {
                 None => None,
@@ -264,19 +412,16 @@ fn rows<'a, 'py>(
 ) -> PyResult<Bound<'py, PyList>> {
     let result = PyList::empty(py);
     let works = works.map(|(b, code)| (b, PyString::intern(py, code)));
-    let text = &answers.text;
+    let Answers { text, outs } = answers;
+    let text = Recycled(text);
+    let text = &text.0;
     let mut cache: BatchCache<'a, 'py> = BatchCache::default();
-    for (at, ((t, job), out)) in held.into_iter().zip(jobs).zip(answers.outs).enumerate() {
+    for (at, ((t, job), out)) in held.into_iter().zip(jobs).zip(outs).enumerate() {
         let (Some(t), Some(job), Some((auth, rendered))) = (t, job, out) else {
             result.append(py.None())?;
             continue;
         };
-        let header = |i: usize| -> PyObject {
-            match job.headers.get(i).and_then(|(_, v)| v.as_ref()) {
-                Some(v) => v.into_pyobject(py).map_or_else(|e| match e {}, |b| b.into_any().unbind()),
-                None => py.None(),
-            }
-        };
+        let header = |i: usize| -> PyObject { job.value_object(py, i) };
         let auth: PyObject = match auth {
             Some((kid, stream, seq, at, ce_id)) => {
                 (header(kid), header(stream), seq, at, ce_id.map(header)).into_pyobject(py)?.into_any().unbind()
@@ -361,7 +506,7 @@ fn rows<'a, 'py>(
 /// broker_time_ms, legacy)`: its `Work` (epoch 0) delivering its `NativeRecord` of verdict
 /// `verdict` (with `events`, the event and attributes in it; None when not built).
 #[pyfunction]
-#[pyo3(signature = (renderer, checker, messages, max_record_bytes, replay_topic, verdict, events=None, works=None))]
+#[pyo3(signature = (renderer, checker, messages, max_record_bytes, replay_topic, verdict, events=None, works=None, reader=None))]
 #[allow(clippy::too_many_arguments)]
 pub fn intake_batch<'py>(
     py: Python<'py>,
@@ -373,8 +518,9 @@ pub fn intake_batch<'py>(
     verdict: PyBackedStr,
     events: Option<PyRef<'py, EventBuilder>>,
     works: Option<PyRef<'py, WorkBuilder>>,
+    reader: Option<PyRef<'py, MessageReader>>,
 ) -> PyResult<Bound<'py, PyList>> {
-    let (held, jobs) = take_all(py, messages, max_record_bytes, replay_topic.as_deref());
+    let (held, jobs) = take_all(py, messages, max_record_bytes, replay_topic.as_deref(), reader.as_deref());
     let schemas: &Schemas = &renderer.schemas;
     let shared = checker.as_ref().map(|c| &c.inner);
     let code: &str = &verdict;
@@ -456,7 +602,8 @@ pub fn intake_start(
     verdict: PyBackedStr,
     works: Option<Py<WorkBuilder>>,
 ) -> PyResult<PendingIntake> {
-    let (held, jobs) = take_all(py, messages, max_record_bytes, replay_topic.as_deref());
+    // Through the accessors: this pass runs on a thread of its own, past this call (message.rs).
+    let (held, jobs) = take_all(py, messages, max_record_bytes, replay_topic.as_deref(), None);
     let schemas: Arc<Schemas> = Arc::clone(&renderer.schemas);
     let shared: Option<(Arc<Mutex<Checker>>, Arc<AtomicU64>)> =
         checker.as_ref().map(|c| (Arc::clone(&c.inner), Arc::clone(&c.generation)));

@@ -12,6 +12,7 @@ pub mod fuzzing;
 pub mod intake;
 pub mod json;
 pub mod ledger;
+pub mod message;
 pub mod otlp;
 pub mod otlp_map;
 pub mod partition;
@@ -31,6 +32,15 @@ use pyo3::pybacked::{PyBackedBytes, PyBackedStr};
 use pyo3::types::{PyBytes, PyList, PyTuple};
 
 use event::Writer;
+
+/// The extension's Rust allocations (the batch passes' buffers, headers and decode trees) come
+/// from mimalloc's per-thread heaps. With glibc's malloc the consume loop's pass, run with the GIL
+/// released beside librdkafka's threads that share its arena, spent ~8% of its time waking
+/// waiters of the arena lock (`__lll_lock_wake_private` under `malloc`, py-spy). Only the
+/// extension module: `cargo test` and the fuzz drivers keep the system allocator.
+#[cfg(feature = "extension-module")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use record::{Header, Outcome, Schemas, Verdict};
 
 /// A record value that makes the decoder panic, for the tests of the panic path (None: off).
@@ -313,6 +323,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(intake::intake_start, m)?)?;
     m.add_class::<intake::PendingIntake>()?;
     m.add_class::<works::WorkBuilder>()?;
+    m.add_class::<message::MessageReader>()?;
+    m.add_class::<message::ConsumedHeaders>()?;
     encode::register(m)?;
     pyevent::register(m)?;
     ledger::register(m)?;

@@ -64,3 +64,52 @@ def test_discard_and_no_linger() -> None:
     q.no_linger = True
     assert [w.offset for w in q.take(100, 10_000, 5.0)] == [0, 2, 4]
     assert WorkQueue.total(dropped) == (3, 30)
+
+
+class _CountingCondition(threading.Condition):
+    def __init__(self) -> None:
+        super().__init__()
+        self.notified = 0
+
+    def notify(self, n: int = 1) -> None:
+        self.notified += 1
+        super().notify(n)
+
+
+def test_a_lingering_take_is_woken_only_when_its_batch_is_full() -> None:
+    """Each wake costs the consume loop a thread switch and a GIL hand-off: a worker lingering
+    for a fuller batch is woken by the first record and by the one that fills it, not between."""
+    q = WorkQueue()
+    cond = q._cond = _CountingCondition()
+    got: list[list[Work]] = []
+    taker = threading.Thread(target=lambda: got.append(q.take(3, 10_000, 30.0)))
+    taker.start()
+    q.put_many([work(0)])  # the first record: the idle worker starts lingering
+    deadline = time.monotonic() + 10
+    while q._linger != (3, 10_000):
+        assert time.monotonic() < deadline, "the worker never lingered"
+        time.sleep(0.001)
+    woken = cond.notified
+    q.put_many([work(1)])
+    assert cond.notified == woken  # 2 of 3: no wake
+    q.put_many([work(2)])
+    assert cond.notified == woken + 1  # full: woken at once, not at the end of its 30 s linger
+    taker.join(10)
+    assert [w.offset for w in got[0]] == [0, 1, 2]
+    assert q._linger == (0, 0)
+
+
+def test_a_full_bytes_budget_wakes_a_lingering_take() -> None:
+    q = WorkQueue()
+    got: list[list[Work]] = []
+    taker = threading.Thread(target=lambda: got.append(q.take(100, 25, 30.0)))
+    taker.start()
+    q.put_many([work(0)])
+    deadline = time.monotonic() + 10
+    while q._linger != (100, 25):
+        assert time.monotonic() < deadline, "the worker never lingered"
+        time.sleep(0.001)
+    q.put_many([work(1), work(2)])  # 30 bytes: past the budget
+    taker.join(10)
+    assert not taker.is_alive()
+    assert [w.offset for w in got[0]] == [0, 1]
