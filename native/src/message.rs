@@ -81,6 +81,7 @@ fn word_at<T: Copy>(object: *mut ffi::PyObject, word: isize) -> T {
     unsafe { *object.cast::<u8>().offset(at).cast::<T>() }
 }
 
+#[cfg(unix)]
 fn symbol(lib: *mut c_void, name: &str) -> PyResult<*mut c_void> {
     let c = CString::new(name).expect("no NUL in a symbol name");
     // SAFETY: `lib` is a live handle from dlopen.
@@ -91,6 +92,24 @@ fn symbol(lib: *mut c_void, name: &str) -> PyResult<*mut c_void> {
     Ok(p)
 }
 
+/// The already loaded library at `path` (RTLD_NOLOAD loads nothing new; the handle is never
+/// closed: the library stays loaded with confluent-kafka's module).
+#[cfg(unix)]
+fn loaded(path: &CString) -> *mut c_void {
+    // SAFETY: a NUL-terminated path; dlopen with RTLD_NOLOAD has no other effect.
+    unsafe { libc::dlopen(path.as_ptr(), libc::RTLD_NOW | libc::RTLD_NOLOAD) }
+}
+
+#[cfg(not(unix))]
+fn loaded(_path: &CString) -> *mut c_void {
+    std::ptr::null_mut()
+}
+
+#[cfg(not(unix))]
+fn symbol(_lib: *mut c_void, name: &str) -> PyResult<*mut c_void> {
+    Err(PyValueError::new_err(format!("{name}: no dlsym on this platform")))
+}
+
 #[pymethods]
 impl MessageReader {
     /// `message_type`: `confluent_kafka.Message`; `librdkafka`: the path of the librdkafka this
@@ -99,9 +118,7 @@ impl MessageReader {
     #[new]
     fn new(py: Python<'_>, message_type: Bound<'_, PyType>, librdkafka: &str, version: i64) -> PyResult<Self> {
         let path = CString::new(librdkafka).map_err(|_| PyValueError::new_err("a NUL in the librdkafka path"))?;
-        // SAFETY: RTLD_NOLOAD only finds a library already loaded; it loads nothing new. The
-        // handle is never closed: the library stays loaded with confluent-kafka's module.
-        let lib = unsafe { libc::dlopen(path.as_ptr(), libc::RTLD_NOW | libc::RTLD_NOLOAD) };
+        let lib = loaded(&path);
         if lib.is_null() {
             return Err(PyValueError::new_err(format!("{librdkafka} is not loaded in this process")));
         }
