@@ -18,7 +18,7 @@ use pyo3::prelude::*;
 use pyo3::pybacked::{PyBackedBytes, PyBackedStr};
 use pyo3::types::{PyBool, PyBytes, PyList, PyString, PyTuple};
 
-use crate::message::{ConsumedHeaders, Fields, MessageReader, RawHeader};
+use crate::message::{as_headers, ConsumedHeaders, Fields, MessageReader, RawHeader};
 use crate::pyevent::{self, BatchCache, EventBuilder};
 use crate::record::{self, Decoded, Header, Outcome, Schemas, Verdict};
 use crate::verify::{Authentic, Checker};
@@ -68,14 +68,8 @@ impl Job {
         if self.raw.is_empty() {
             return self.owned.iter().map(|(n, v)| (&**n, v.as_deref())).collect();
         }
-        // SAFETY: see `raw`; names were checked UTF-8 when read.
-        self.raw
-            .iter()
-            .map(|h| unsafe {
-                let name = std::str::from_utf8_unchecked(std::slice::from_raw_parts(h.name.0, h.name.1));
-                (name, h.value.map(|(p, n)| std::slice::from_raw_parts(p, n)))
-            })
-            .collect()
+        // SAFETY: see `raw`.
+        unsafe { as_headers(&self.raw) }
     }
 
     /// Header `i`'s value as a Python object (the very bytes object, when the accessors gave it).
@@ -131,7 +125,7 @@ fn is_replay(topic: &Bound<'_, PyAny>, replay_topic: Option<&str>) -> bool {
 /// `take`, reading the message's fields in place (message.rs) instead of through its accessors.
 fn take_in_place<'py>(
     py: Python<'py>,
-    reader: &MessageReader,
+    reader: &Py<MessageReader>,
     m: &Bound<'py, PyAny>,
     f: Fields,
     max_record_bytes: usize,
@@ -166,11 +160,11 @@ fn take_in_place<'py>(
         } else {
             // SAFETY: the message owns its librdkafka headers until headers() or its end; neither
             // can happen before this batch's call returns (see message.rs).
-            let Some(raw) = (unsafe { reader.headers(f.c_headers) }) else { return Ok(None) };
+            let Some(raw) = (unsafe { reader.get().headers(f.c_headers) }) else { return Ok(None) };
             raw
         };
         size += raw.iter().map(|h| h.value.map_or(0, |(_, n)| n)).sum::<usize>();
-        (Vec::new(), raw, Py::new(py, ConsumedHeaders::new(m.clone().unbind()))?.into_bound(py).into_any())
+        (Vec::new(), raw, Py::new(py, ConsumedHeaders::new(m.clone().unbind(), reader.clone_ref(py)))?.into_bound(py).into_any())
     };
     let held = Held {
         topic: topic.unbind(),
@@ -295,12 +289,12 @@ fn take_all(
     messages: &Bound<'_, PyList>,
     max_record_bytes: usize,
     replay: Option<&str>,
-    reader: Option<&MessageReader>,
+    reader: Option<&Py<MessageReader>>,
 ) -> (Vec<Option<Held>>, Vec<Option<Job>>) {
     let mut held = Vec::with_capacity(messages.len());
     let mut jobs = Vec::with_capacity(messages.len());
     for m in messages.iter() {
-        let taken = match reader.and_then(|r| r.fields(&m).map(|f| (r, f))) {
+        let taken = match reader.and_then(|r| r.get().fields(&m).map(|f| (r, f))) {
             Some((r, f)) => take_in_place(py, r, &m, f, max_record_bytes, replay),
             None => take(py, &m, max_record_bytes, replay),
         };
@@ -518,9 +512,9 @@ pub fn intake_batch<'py>(
     verdict: PyBackedStr,
     events: Option<PyRef<'py, EventBuilder>>,
     works: Option<PyRef<'py, WorkBuilder>>,
-    reader: Option<PyRef<'py, MessageReader>>,
+    reader: Option<Py<MessageReader>>,
 ) -> PyResult<Bound<'py, PyList>> {
-    let (held, jobs) = take_all(py, messages, max_record_bytes, replay_topic.as_deref(), reader.as_deref());
+    let (held, jobs) = take_all(py, messages, max_record_bytes, replay_topic.as_deref(), reader.as_ref());
     let schemas: &Schemas = &renderer.schemas;
     let shared = checker.as_ref().map(|c| &c.inner);
     let code: &str = &verdict;

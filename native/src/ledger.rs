@@ -22,6 +22,7 @@ use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyT
 use sha2::{Digest, Sha256};
 
 use crate::json;
+use crate::message::ConsumedHeaders;
 
 const MAX_DEPTH: usize = 100;
 
@@ -303,20 +304,53 @@ impl<'py> Reader<'py> {
         let mut sig: Vec<(Text, J)> = Vec::new();
         let mut traceparent: Option<Bound<'py, PyAny>> = None;
         let mut tracestate: Option<Bound<'py, PyAny>> = None;
-        for pair in record.getattr(intern!(py, "headers"))?.try_iter()? {
-            let pair = pair?;
-            let (name, raw) = header_pair(&pair)?;
-            let name = text(&name)?;
-            let value = opt_b64(&raw)?;
-            if name == "traceparent" {
-                traceparent = Some(raw);
-            } else if name == "tracestate" {
-                tracestate = Some(raw);
-            }
+        let mut file = |name: Text, value: J| {
             if self.sig_headers.iter().any(|h| h == name.as_ref()) {
                 set(&mut sig, name, value); // a repeated one: the last wins, as in a dict
             } else {
                 headers.push(J::Arr(vec![J::Str(name), value]));
+            }
+        };
+        let all = record.getattr(intern!(py, "headers"))?;
+        // A consumed record's headers read where librdkafka keeps them (message.rs): no Python
+        // tuple per header. Trace context values are copied out, as Python bytes made after.
+        type InPlace = (Vec<(Text, J)>, [Option<Option<Vec<u8>>>; 2]);
+        let in_place: Option<InPlace> = all.downcast::<ConsumedHeaders>().ok().and_then(|c| {
+            c.get().with_raw(py, |hs| {
+                let mut trace = [None, None];
+                let pairs = hs
+                    .iter()
+                    .map(|&(name, value)| {
+                        match name {
+                            "traceparent" => trace[0] = Some(value.map(<[u8]>::to_vec)),
+                            "tracestate" => trace[1] = Some(value.map(<[u8]>::to_vec)),
+                            _ => {}
+                        }
+                        (Cow::Owned(name.to_owned()), value.map_or(J::Null, |v| J::B64(b64(v))))
+                    })
+                    .collect();
+                (pairs, trace)
+            })
+        });
+        if let Some((pairs, [parent, state])) = in_place {
+            let object = |v: Option<Vec<u8>>| v.map_or_else(|| py.None().into_bound(py), |b| PyBytes::new(py, &b).into_any());
+            traceparent = parent.map(object);
+            tracestate = state.map(object);
+            for (name, value) in pairs {
+                file(name, value);
+            }
+        } else {
+            for pair in all.try_iter()? {
+                let pair = pair?;
+                let (name, raw) = header_pair(&pair)?;
+                let name = text(&name)?;
+                let value = opt_b64(&raw)?;
+                if name == "traceparent" {
+                    traceparent = Some(raw);
+                } else if name == "tracestate" {
+                    tracestate = Some(raw);
+                }
+                file(name, value);
             }
         }
         let event = record.getattr(intern!(py, "event"))?;

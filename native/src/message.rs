@@ -28,6 +28,8 @@ use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyTuple, PyType};
 
+use crate::record::Header;
+
 type HeaderCount = unsafe extern "C" fn(*const c_void) -> usize;
 type HeaderGetAll = unsafe extern "C" fn(*const c_void, usize, *mut *const c_char, *mut *const c_void, *mut usize) -> c_int;
 type Version = unsafe extern "C" fn() -> c_int;
@@ -254,16 +256,54 @@ pub(crate) struct RawHeader {
     pub value: Option<(*const u8, usize)>,
 }
 
+/// Raw headers as `(name, value)` slices.
+///
+/// # Safety
+/// Each `RawHeader`'s pointers are live for the returned lifetime, its name UTF-8 (as
+/// [`MessageReader::headers`] checks).
+pub(crate) unsafe fn as_headers(raw: &[RawHeader]) -> Vec<Header<'_>> {
+    raw.iter()
+        .map(|h| {
+            let name = std::str::from_utf8_unchecked(std::slice::from_raw_parts(h.name.0, h.name.1));
+            (name, h.value.map(|(p, n)| std::slice::from_raw_parts(p, n)))
+        })
+        .collect()
+}
+
 /// A consumed record's headers, as `msg.headers() or []` gives them, made from the message the
-/// first time they are read (most records are delivered without anyone reading them).
+/// first time they are read (most records are delivered without anyone reading them); native
+/// readers (the audit ledger's sealer) read them in place instead (`with_raw`).
 #[pyclass(module = "govbus._native", frozen, sequence)]
 pub struct ConsumedHeaders {
     message: Py<PyAny>,
+    reader: Py<MessageReader>,
 }
 
 impl ConsumedHeaders {
-    pub(crate) fn new(message: Py<PyAny>) -> Self {
-        Self { message }
+    pub(crate) fn new(message: Py<PyAny>, reader: Py<MessageReader>) -> Self {
+        Self { message, reader }
+    }
+
+    /// `f` of the headers read in place from librdkafka's list, or None when the message has
+    /// none to read in place (its `headers()` was called: read the list).
+    ///
+    /// The views are valid during `f` only: the GIL is held throughout, and `f` must run no
+    /// Python code (which could call the message's `headers()`, freeing librdkafka's list).
+    pub(crate) fn with_raw<R>(&self, py: Python<'_>, f: impl FnOnce(&[Header<'_>]) -> R) -> Option<R> {
+        let reader = self.reader.get();
+        let fields = reader.fields(self.message.bind(py))?;
+        if !fields.headers.is_null() {
+            return None;
+        }
+        let raw = if fields.c_headers.is_null() {
+            Vec::new()
+        } else {
+            // SAFETY: the message owns its librdkafka headers until its headers() (which needs
+            // the GIL we hold) or its end (it is held by `self`).
+            unsafe { reader.headers(fields.c_headers)? }
+        };
+        // SAFETY: as above, for the duration of `f`.
+        Some(f(&unsafe { as_headers(&raw) }))
     }
 
     fn list<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
@@ -307,5 +347,11 @@ impl ConsumedHeaders {
 
     fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
         Ok(self.list(py)?.repr()?.to_string())
+    }
+
+    /// Whether the headers were turned into Python objects (`headers()` was called) yet.
+    #[getter]
+    fn materialized(&self, py: Python<'_>) -> bool {
+        self.reader.get().fields(self.message.bind(py)).is_none_or(|f| !f.headers.is_null())
     }
 }

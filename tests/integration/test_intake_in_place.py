@@ -17,6 +17,7 @@ from govbus import _accel as native
 from govbus._contract import Decoder
 from govbus.consumers import VerdictPolicy, Verification
 from govbus.consumers._intake import Intake
+from govbus.consumers.sinks import _ledger
 from govbus.signing import Verifier
 
 pytestmark = [
@@ -57,7 +58,7 @@ def test_consumed_messages_give_the_rows_the_accessors_give(
     first = recs[0]
     recs.append(Rec(first.key, first.value, [], first.event_id, partition=1))  # no headers at all
     assert produce(kafka_bootstrap, topic, recs) == len(recs)
-    copies = [_consume_all(kafka_bootstrap, topic, len(recs)) for _ in range(2)]
+    copies = [_consume_all(kafka_bootstrap, topic, len(recs)) for _ in range(3)]
 
     def intake() -> Intake:
         return Intake(Decoder(), verification=Verification(Verifier(keyring), VerdictPolicy()))
@@ -76,6 +77,22 @@ def test_consumed_messages_give_the_rows_the_accessors_give(
     assert [plain(r) for r in got] == [plain(r) for r in want]
     taken = [(r[0], twin) for r, twin in zip(got, copies[1], strict=True) if r is not None and len(r) == 4]
     assert len(taken) == 300  # every signed record (the one without headers is judged apart)
+
+    # The audit ledger's sealer reads them in place too (a third copy, untouched by the checks
+    # above), and seals what the Python writer seals from the list (which its iteration makes).
+    auditing = Intake(Decoder(), verification=Verification(Verifier(keyring), VerdictPolicy()), events=True)
+    rows = auditing.prepare(copies[2][:128])  # as for the audit sink: events built natively
+    assert rows is not None
+    fresh = [r[0].record for r in rows if r is not None and len(r) == 4]
+    assert len(fresh) > 100
+    sealer = _ledger.native_sealer()
+    assert sealer is not None
+    assert not any(r.headers.materialized for r in fresh)
+    sealed = sealer(5, _ledger.GENESIS, fresh)
+    assert not any(r.headers.materialized for r in fresh), "the sealer made the headers' Python objects"
+    assert sealed == _ledger.seal_events(5, _ledger.GENESIS, fresh)
+    assert all(r.headers.materialized for r in fresh)
+    assert sealer(5, _ledger.GENESIS, fresh) == sealed  # and from the list, once made
 
     # A delivered record's headers were never turned into Python objects; read, they are the
     # message's own (headers() once, on first use), by every way the pipeline reads them.
