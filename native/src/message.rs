@@ -8,7 +8,8 @@
 //! dead-letters or hands to the Python verifier. Here the header bytes are read where librdkafka
 //! keeps them (the list confluent-kafka detached from the message and owns until
 //! `headers()` or the message's end), and the record's `headers` become a [`ConsumedHeaders`]:
-//! the message itself, whose `headers()` is called the first time anyone looks.
+//! the message itself, whose `headers()` is called the first time Python code looks (the audit
+//! ledger's sealer reads them in place too: [`ConsumedHeaders::with_raw`], with the GIL held).
 //!
 //! How it stays safe: the fields are read at the offsets of confluent-kafka's `Message` struct,
 //! and [`MessageReader::new`] proves them on a message it builds with known values (every field
@@ -16,10 +17,10 @@
 //! word between `headers` and `error`, both proven. The librdkafka functions come from the very
 //! library confluent-kafka loaded (`dlopen(RTLD_NOLOAD)` of its path), checked by its version.
 //! Anything else (another class, a layout that does not prove, headers already turned into a
-//! list) reads through the accessors, as before. The header views live only inside one
+//! list) reads through the accessors, as before. The intake's header views live only inside one
 //! `intake_batch` call, on the thread that consumed the batch, while the caller's list holds the
 //! messages: nothing else has them yet, so nothing can call `headers()` (which frees the
-//! librdkafka list) meanwhile.
+//! librdkafka list) meanwhile; the sealer's, only while it holds the GIL that call needs.
 
 use std::ffi::{c_char, c_int, c_void, CStr, CString};
 
