@@ -220,16 +220,7 @@ class Intake:
                     return work
             if legacy:
                 self.decoder.legacy_fingerprints += 1
-            key = work.key
-            if (
-                not self.deliver_heartbeats
-                and key is not None
-                and key.startswith(HEARTBEAT_KEY_PREFIX)  # only candidates pay for the event
-                and work.record is not None
-                and is_heartbeat(work.record.event)
-            ):
-                work.record = None
-                work.skip = "heartbeat"
+            self._skip_heartbeat(work)
             return work
         topic, partition, offset, key, value, headers, timestamp_ms, broker_time, size, authentic, rendered = row
         work = Work(topic, partition, offset, epoch, size, key, value, headers, timestamp_ms)
@@ -253,19 +244,25 @@ class Intake:
             line, event_id, legacy, event, attrs = rendered
         if legacy:
             self.decoder.legacy_fingerprints += 1
-        record = work.record = NativeRecord.create(
+        work.record = NativeRecord.create(
             line, event_id, self._lazy_decoder, topic, partition, offset, timestamp_ms, key, value, headers,
             verdict, "", False, event, attrs,
         )  # fmt: skip
+        self._skip_heartbeat(work)
+        return work
+
+    def _skip_heartbeat(self, work: Work) -> None:
+        """A producer heartbeat is acknowledged without delivery (unless ``deliver_heartbeats``)."""
+        key = work.key
         if (
             not self.deliver_heartbeats
             and key is not None
             and key.startswith(HEARTBEAT_KEY_PREFIX)  # only candidates pay for the event
-            and is_heartbeat(record.event)
+            and work.record is not None
+            and is_heartbeat(work.record.event)
         ):
             work.record = None
             work.skip = "heartbeat"
-        return work
 
     def _not_valid(self, work: Work, v: Verdict) -> None:
         """What the policy does with a record the batch intake rendered as "valid" but whose
@@ -369,15 +366,8 @@ class Intake:
                     line, event_id, decoder, work.topic, work.partition, work.offset, work.timestamp_ms,
                     work.key, work.value or b"", work.headers, verdict, detail, flagged, event, attrs,
                 )  # fmt: skip
-                if (
-                    not self.deliver_heartbeats
-                    and not flagged
-                    and work.key is not None
-                    and work.key.startswith(HEARTBEAT_KEY_PREFIX)  # only candidates pay for the event
-                    and is_heartbeat(work.record.event)
-                ):
-                    work.record = None
-                    work.skip = "heartbeat"
+                if not flagged:
+                    self._skip_heartbeat(work)
             elif result == _INTERNAL:
                 work.failure = Failure(
                     _INTERNAL,

@@ -9,6 +9,7 @@ tests hold the compiled code to. ``govbus --version`` and one log line say which
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib
 import logging
 import os
@@ -184,21 +185,15 @@ def intake_start() -> Any | None:
     return _MODULE.intake_start
 
 
-_READER: list[Any] = []  # [reader or None], made once per process
-
-
 def message_reader() -> Any | None:
     """A reader of consumed ``confluent_kafka.Message`` fields in place, for ``intake_batch``
     (``govbus._native.MessageReader``, native/src/message.rs); None without the compiled core, or
     when confluent-kafka's layout or librdkafka cannot be proven (logged once: the intake then
     reads each record through its accessors, as before)."""
-    if not active():
-        return None
-    if not _READER:
-        _READER.append(_make_reader())
-    return _READER[0]
+    return _make_reader() if active() else None
 
 
+@functools.cache  # one per process: the layout and the library do not change
 def _make_reader() -> Any | None:
     import confluent_kafka
 

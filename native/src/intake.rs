@@ -7,7 +7,6 @@
 //! the replay topic, no value, oversize, other framings, odd headers) come back as None and go
 //! the per-record Python path, which words their outcome.
 
-use std::cell::Cell;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -250,27 +249,6 @@ enum Rendered {
 
 type Answer = Option<(Option<Auth>, Rendered)>;
 
-thread_local! {
-    /// The last batch's text buffer, for the next batch rendered on this thread. A fresh one
-    /// (~0.5 MB for 1 000 records) per batch was page-faulted in anew each time, glibc having
-    /// handed the freed top of the thread's arena back to the system: ~15% of the consume loop's
-    /// time (py-spy, in `malloc` under `intake_batch`).
-    static TEXT: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
-}
-
-/// A text buffer that goes back to `TEXT` when dropped (however `rows` ends); one grown past
-/// 16 MiB (records far bigger than usual) is freed instead.
-struct Recycled(Vec<u8>);
-
-impl Drop for Recycled {
-    fn drop(&mut self) {
-        let text = std::mem::take(&mut self.0);
-        if text.capacity() <= 16 << 20 {
-            TEXT.set(text);
-        }
-    }
-}
-
 /// What the pass answers for a batch. The rendered text of every record goes into one buffer, so
 /// the consume loop frees one allocation per batch instead of two per record made on another thread.
 struct Answers {
@@ -325,9 +303,7 @@ fn work<'a>(
     code: &str,
     keep: bool,
 ) -> (Answers, Kept<'a>) {
-    let mut text = TEXT.take();
-    text.clear();
-    text.reserve(jobs.len() * 512);
+    let mut text = Vec::with_capacity(jobs.len() * 512);
     let mut kept: Kept<'a> = Vec::new();
     if keep {
         kept.resize_with(jobs.len(), || None);
@@ -407,8 +383,7 @@ fn rows<'a, 'py>(
     let result = PyList::empty(py);
     let works = works.map(|(b, code)| (b, PyString::intern(py, code)));
     let Answers { text, outs } = answers;
-    let text = Recycled(text);
-    let text = &text.0;
+    let text = &text;
     let mut cache: BatchCache<'a, 'py> = BatchCache::default();
     for (at, ((t, job), out)) in held.into_iter().zip(jobs).zip(outs).enumerate() {
         let (Some(t), Some(job), Some((auth, rendered))) = (t, job, out) else {
