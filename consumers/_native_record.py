@@ -33,13 +33,17 @@ class NativeRecord(DeliveredRecord):
     ``event`` and ``attributes`` are the compiled core's when it built them (``event``/``attrs``
     given), else they decode lazily on the Python path (with a decoder of the same reader
     version), so text sinks never pay for them; ``event_id`` is known without either.
+
+    For the audit sink the compiled core drafts the record's ledger entry instead of its line
+    (``_ledger``, a ``govbus._native.LedgerDraft``; ``line`` is then None and renders lazily).
     """
 
-    __slots__ = ("_attrs", "_decoder", "_event", "event_id", "line")
+    __slots__ = ("_attrs", "_decoder", "_event", "_ledger", "event_id", "line")
 
     _event: GovernanceEvent | None
     _attrs: CloudEventAttributes | None
     _decoder: Decoder
+    _ledger: Any
     line: bytes | None
 
     @classmethod
@@ -60,6 +64,7 @@ class NativeRecord(DeliveredRecord):
         flagged: bool,
         event: GovernanceEvent | None = None,
         attrs: CloudEventAttributes | None = None,
+        ledger: Any = None,
     ) -> NativeRecord:
         r = _new(cls)
         _set_topic(r, topic)
@@ -77,6 +82,7 @@ class NativeRecord(DeliveredRecord):
         _set_decoder(r, decoder)
         _set_event(r, event)
         _set_attrs(r, attrs)
+        _set_ledger(r, ledger)
         return r
 
     @property
@@ -92,10 +98,12 @@ class NativeRecord(DeliveredRecord):
 
     @event.setter
     def event(self, value: GovernanceEvent) -> None:
-        # dataclasses.replace() and the inherited __init__ set fields: the line no longer applies.
+        # dataclasses.replace() and the inherited __init__ set fields: the line and the ledger
+        # draft no longer apply.
         object.__setattr__(self, "_event", value)
         object.__setattr__(self, "event_id", value.event_id)
         object.__setattr__(self, "line", None)
+        object.__setattr__(self, "_ledger", None)
         if not hasattr(self, "_attrs"):
             object.__setattr__(self, "_attrs", None)
 
@@ -111,8 +119,9 @@ class NativeRecord(DeliveredRecord):
     def attributes(self, value: CloudEventAttributes) -> None:
         object.__setattr__(self, "_attrs", value)
         object.__setattr__(self, "line", None)
+        object.__setattr__(self, "_ledger", None)
 
 
-_set_line, _set_event_id, _set_decoder, _set_event, _set_attrs = (
-    getattr(NativeRecord, n).__set__ for n in ("line", "event_id", "_decoder", "_event", "_attrs")
+_set_line, _set_event_id, _set_decoder, _set_event, _set_attrs, _set_ledger = (
+    getattr(NativeRecord, n).__set__ for n in ("line", "event_id", "_decoder", "_event", "_attrs", "_ledger")
 )

@@ -121,6 +121,8 @@ class SinkRuntime:
             deliver_heartbeats=s.heartbeats == "deliver" or (s.heartbeats == "auto" and self.sink_class == "audit"),
             # The compiled core builds record.event in the decoding pass for sinks that read it.
             events=bool(getattr(sink, "reads_events", True)),
+            # ... and drafts the audit sink's ledger entries in it (AuditSink._native_ledger_format).
+            ledger=_ledger_format(sink),
         )
         self._work = WorkQueue()
         self._reports: queue.SimpleQueue[Report] = queue.SimpleQueue()
@@ -1013,3 +1015,9 @@ def _show(partitions: list[TopicPartition]) -> str:
     for p in partitions:
         by_topic.setdefault(p.topic, []).append(str(p.partition) if p.offset < 0 else f"{p.partition}@{p.offset}")
     return "; ".join(f"{t}[{','.join(ps)}]" for t, ps in sorted(by_topic.items()))
+
+
+def _ledger_format(sink: Any) -> Any | None:
+    """The audit ledger format the intake drafts entries in for ``sink`` (the audit sink's; None)."""
+    make = getattr(sink, "_native_ledger_format", None)
+    return make() if callable(make) else None

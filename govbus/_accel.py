@@ -289,3 +289,9 @@ def set_event_panic_probe(value: bytes | None) -> None:
     """Tests only: make the compiled event builder panic on records whose value is ``value``."""
     if _MODULE is not None:
         _MODULE._set_event_panic_probe(value)
+
+
+def set_draft_panic_probe(value: bytes | None) -> None:
+    """Tests only: make the audit ledger's draft panic on records whose value is ``value``."""
+    if _MODULE is not None:
+        _MODULE._set_draft_panic_probe(value)

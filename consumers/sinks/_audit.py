@@ -21,7 +21,7 @@ from typing import Any
 from pydantic import Field
 
 from govbus.consumers._spi import OK, Batch, Rejected, SinkBase, SinkContext, WriteResult
-from govbus.consumers.sinks._ledger import LedgerError, LedgerWriter
+from govbus.consumers.sinks._ledger import LedgerError, LedgerWriter, native_ledger_format
 from govbus.consumers.sinks._options import SinkOptions, env_name, resolve_options
 from govbus.errors import ConfigError
 from govbus.signing import SigningError, SigningKey, load_private_key
@@ -50,6 +50,11 @@ class AuditSinkOptions(SinkOptions):
 
 class AuditSink(SinkBase):
     """Appends events to an audit ledger; see the module docstring."""
+
+    # The compiled core drafts each record's ledger entry in its decoding pass
+    # (_native_ledger_format): the writer seals drafts and never reads the Python event of a record
+    # that has one (records without one are sealed from their event, decoded when read).
+    reads_events = False
 
     def __init__(self, options: AuditSinkOptions | None = None, /, **raw: Any) -> None:
         self.options = resolve_options(AuditSinkOptions, options, raw)
@@ -80,6 +85,10 @@ class AuditSink(SinkBase):
         )
         ledger.open()
         self._ledger = ledger
+
+    def _native_ledger_format(self) -> Any | None:
+        """For the runtime's intake: what it drafts ledger entries with (None: it does not)."""
+        return native_ledger_format()
 
     def write(self, batch: Batch) -> WriteResult | None:
         ledger = self._require()

@@ -55,6 +55,7 @@ __all__ = [
     "Problem",
     "VerifyReport",
     "checkpoint_message",
+    "native_ledger_format",
     "native_sealer",
     "render_event",
     "seal",
@@ -194,6 +195,18 @@ def native_sealer() -> Any | None:
         SPEC_VERSION,
         format_time,
     ).seal_events
+
+
+def native_ledger_format() -> Any | None:
+    """What the compiled core's intake drafts event entries with (``govbus._native.LedgerFormat``,
+    native/src/ledger_draft.rs), or None when the core is not in use or predates it. A drafted
+    entry lacks only its ``seq`` and ``prev``; the sealer fills them in and hashes the line."""
+    if not native_core.active():
+        return None
+    cls = getattr(importlib.import_module("govbus._native"), "LedgerFormat", None)
+    if cls is None:
+        return None
+    return cls(sorted(_SIG_HEADERS), sorted(_OWN_ATTRIBUTES), SPEC_VERSION)
 
 
 def checkpoint_message(fields: Mapping[str, Any]) -> bytes:
@@ -449,7 +462,7 @@ class LedgerWriter:
         run: list[DeliveredRecord] = []  # event entries not sealed yet, numbered from run_seq
         run_seq = seq
         for i, record in enumerate(records):
-            event_id = record.event.event_id
+            event_id = record.event_id  # known without decoding the event (records of the compiled core)
             digest = _value_digest(record.value)
             known = added.get(event_id) or self._seen.get(event_id)
             if known is not None:

@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 
 use crate::event::Writer;
+use crate::ledger_draft;
 use crate::record::{self, Outcome, Schemas, Verdict};
 use crate::verify::Checker;
 
@@ -52,17 +53,33 @@ fn bits(n: usize) -> u32 {
 }
 
 /// Decode target: the input is a record value; the headers are a fixed valid set (ce_id "e1").
+/// A rendered record's audit ledger entry is drafted too (`ledger_draft.rs`).
 pub fn decode(input: &[u8], schemas: &Schemas) -> String {
     let headers: Vec<(&str, Option<&[u8]>)> = HEADERS.iter().map(|(n, v)| (*n, Some(*v))).collect();
     let verdict = Verdict { code: "valid", detail: "", flagged: false };
-    match record::process(input, &headers, &verdict, schemas) {
-        Outcome::Line(line, _, legacy) => {
+    match record::process_keep(input, &headers, &verdict, schemas) {
+        (Outcome::Line(line, _, legacy), decoded) => {
             // The line must be valid UTF-8 JSON-ish text ending in a newline.
             assert!(std::str::from_utf8(&line).is_ok() && line.ends_with(b"}\n"));
-            format!("line:{legacy}:{}", bits(line.len()))
+            let d = decoded.expect("a rendered line keeps its decode");
+            let spec = ledger_draft::Spec {
+                sig_headers: NAMES[..6].iter().map(|n| n.to_string()).collect(),
+                own_attributes: ["data", "datacontenttype", "id", "source", "specversion", "subject", "time", "type"]
+                    .iter()
+                    .map(|n| n.to_string())
+                    .collect(),
+                spec_version: "1.0".into(),
+            };
+            let src = ledger_draft::Source { topic: "t", partition: 0, offset: Some(0), timestamp_ms: None, key: None, value: input, headers: &headers };
+            let drafted = ledger_draft::draft(&d, &schemas.writers[d.writer], &src, "valid", &spec);
+            if let Some((body, prev_at, seq_at)) = &drafted {
+                assert!(std::str::from_utf8(body).is_ok() && body.starts_with(b"{\"event\":{") && body.ends_with(b"}"));
+                assert!(body[..*prev_at].ends_with(b",\"prev\":\"") && body[..*seq_at].ends_with(b",\"seq\":"));
+            }
+            format!("line:{legacy}:{}:{}", drafted.is_some(), bits(line.len()))
         }
-        Outcome::Error(reason) => format!("error:{reason}:{}", bits(input.len())),
-        Outcome::Defer => "defer".into(),
+        (Outcome::Error(reason), _) => format!("error:{reason}:{}", bits(input.len())),
+        (Outcome::Defer, _) => "defer".into(),
     }
 }
 

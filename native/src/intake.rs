@@ -17,6 +17,7 @@ use pyo3::prelude::*;
 use pyo3::pybacked::{PyBackedBytes, PyBackedStr};
 use pyo3::types::{PyBool, PyBytes, PyList, PyString, PyTuple};
 
+use crate::ledger_draft::{self, LedgerDraft, LedgerFormat, Source, Spec};
 use crate::message::{as_headers, ConsumedHeaders, Fields, MessageReader, RawHeader};
 use crate::pyevent::{self, BatchCache, EventBuilder};
 use crate::record::{self, Decoded, Header, Outcome, Schemas, Verdict};
@@ -53,6 +54,9 @@ struct Job {
     /// caller's batch holds the message, which `intake_batch` does for as long as it uses them.
     raw: Vec<RawHeader>,
     partition: u32,
+    /// Topic, offset and timestamp as the delivered record holds them, for the audit ledger's
+    /// draft (None: not plain values, so the record is sealed from its Python objects).
+    origin: Option<(PyBackedStr, Option<i64>, Option<i64>)>,
 }
 
 // SAFETY: `raw` is only filled by `intake_batch`, whose jobs never leave its call (nor its
@@ -138,6 +142,7 @@ fn take_in_place<'py>(
     if is_replay(&topic, replay_topic) {
         return Ok(None);
     }
+    let Ok(topic_str) = topic.extract::<PyBackedStr>() else { return Ok(None) };
     let Ok(value) = value_obj.extract::<PyBackedBytes>() else { return Ok(None) };
     if !takes_value(&value, max_record_bytes) {
         return Ok(None);
@@ -177,7 +182,8 @@ fn take_in_place<'py>(
         broker_time_ms: if i64::from(f.tstype) == TIMESTAMP_LOG_APPEND_TIME { Some(f.timestamp) } else { None },
         size,
     };
-    Ok(Some((held, Job { value, key, owned, raw, partition: f.partition as u32 })))
+    let origin = Some((topic_str, (f.offset >= 0).then_some(f.offset), held.timestamp_ms));
+    Ok(Some((held, Job { value, key, owned, raw, partition: f.partition as u32, origin })))
 }
 
 /// Ok(None): the record goes the Python path.
@@ -220,6 +226,11 @@ fn take<'py>(
         headers = owned;
     }
     let (ts_type, ts): (i64, i64) = m.call_method0(intern!(py, "timestamp"))?.extract()?;
+    let timestamp_ms = if ts_type == TIMESTAMP_NOT_AVAILABLE { None } else { Some(ts) };
+    let origin = match (topic.extract::<PyBackedStr>(), offset.extract::<Option<i64>>()) {
+        (Ok(t), Ok(o)) => Some((t, o, timestamp_ms)),
+        _ => None,
+    };
     let held = Held {
         topic: topic.unbind(),
         partition,
@@ -227,11 +238,11 @@ fn take<'py>(
         key_obj: key_obj.unbind(),
         value_obj: value_obj.unbind(),
         headers_obj: headers_obj.unbind(),
-        timestamp_ms: if ts_type == TIMESTAMP_NOT_AVAILABLE { None } else { Some(ts) },
+        timestamp_ms,
         broker_time_ms: if ts_type == TIMESTAMP_LOG_APPEND_TIME { Some(ts) } else { None },
         size,
     };
-    Ok(Some((held, Job { value, key, owned: headers, raw: Vec::new(), partition: partition as u32 })))
+    Ok(Some((held, Job { value, key, owned: headers, raw: Vec::new(), partition: partition as u32, origin })))
 }
 
 /// An authentic record: the indices of the headers holding its kid, stream and ce_id (handed back
@@ -239,8 +250,10 @@ fn take<'py>(
 type Auth = (usize, usize, u64, u64, Option<usize>);
 
 enum Rendered {
-    /// The line is `text[start..mid]`, the event id `text[mid..end]`, of the batch's one buffer.
-    Line(usize, usize, usize, bool),
+    /// The line is `text[start..mid]`, the event id `text[mid..end]`, of the batch's one buffer;
+    /// with holes, the "line" is the record's audit ledger draft instead, its holes at those
+    /// offsets from `start` (`ledger_draft.rs`).
+    Line(usize, usize, usize, bool, Option<(usize, usize)>),
     Error(&'static str),
     Defer,
     Panic,
@@ -302,6 +315,7 @@ fn work<'a>(
     mut checker: Option<&mut Checker>,
     code: &str,
     keep: bool,
+    ledger: Option<&Spec>,
 ) -> (Answers, Kept<'a>) {
     let mut text = Vec::with_capacity(jobs.len() * 512);
     let mut kept: Kept<'a> = Vec::new();
@@ -337,23 +351,44 @@ fn work<'a>(
                     if probe_hit(&job.value) {
                         panic!("govbus._native panic probe");
                     }
-                    if keep {
-                        record::process_keep(&job.value, &headers, &v, schemas)
-                    } else {
-                        (record::process(&job.value, &headers, &v, schemas), None)
+                    if !keep && ledger.is_none() {
+                        return (record::process(&job.value, &headers, &v, schemas), None, None);
                     }
+                    let (outcome, decoded) = record::process_keep(&job.value, &headers, &v, schemas);
+                    let drafted = match (ledger, &outcome, &decoded, &job.origin) {
+                        (Some(spec), Outcome::Line(..), Some(d), Some((topic, offset, timestamp_ms))) => {
+                            let src = Source {
+                                topic,
+                                partition: job.partition,
+                                offset: *offset,
+                                timestamp_ms: *timestamp_ms,
+                                key,
+                                value: &job.value,
+                                headers: &headers,
+                            };
+                            // A panic here leaves the record undrafted, not undelivered: it is
+                            // sealed from its Python event.
+                            catch_unwind(AssertUnwindSafe(|| ledger_draft::draft(d, &schemas.writers[d.writer], &src, code, spec)))
+                                .ok()
+                                .flatten()
+                        }
+                        _ => None,
+                    };
+                    (outcome, decoded.filter(|_| keep), drafted)
                 })) {
-                    Ok((outcome, decoded)) => {
+                    Ok((outcome, decoded, drafted)) => {
                         if let Some(slot) = kept.get_mut(at) {
                             *slot = decoded;
                         }
                         match outcome {
                             Outcome::Line(line, id, legacy) => {
                                 let start = text.len();
-                                text.extend_from_slice(&line);
+                                // The audit sink's draft takes the place of the line it does not write.
+                                let holes = drafted.as_ref().map(|(_, prev_at, seq_at)| (*prev_at, *seq_at));
+                                text.extend_from_slice(drafted.as_ref().map_or(&line[..], |(body, _, _)| &body[..]));
                                 let mid = text.len();
                                 text.extend_from_slice(id.as_bytes());
-                                Rendered::Line(start, mid, text.len(), legacy)
+                                Rendered::Line(start, mid, text.len(), legacy, holes)
                             }
                             Outcome::Error(reason) => Rendered::Error(reason),
                             Outcome::Defer => Rendered::Defer,
@@ -398,7 +433,7 @@ fn rows<'a, 'py>(
             None => py.None(),
         };
         let rendered: PyObject = match rendered {
-            Rendered::Line(start, mid, end, legacy) if works.is_some() => {
+            Rendered::Line(start, mid, end, legacy, holes) if works.is_some() => {
                 // The record's Work and NativeRecord, built here: the row is (work, authentic,
                 // broker_time_ms, legacy).
                 let (builder, verdict) = works.as_ref().expect("checked by the guard");
@@ -408,6 +443,13 @@ fn rows<'a, 'py>(
                     _ => (None, None),
                 };
                 let none = || py.None().into_bound(py);
+                let (line, ledger) = match holes {
+                    None => (PyBytes::new(py, &text[start..mid]).into_any(), none()),
+                    Some((prev_at, seq_at)) => {
+                        let draft = LedgerDraft { body: text[start..mid].to_vec(), prev_at, seq_at, verdict: verdict.to_string() };
+                        (none(), Bound::new(py, draft)?.into_any())
+                    }
+                };
                 let parts = Parts {
                     topic: t.topic.into_bound(py),
                     partition: t.partition.into_pyobject(py)?.into_any(),
@@ -417,7 +459,8 @@ fn rows<'a, 'py>(
                     value: t.value_obj.into_bound(py),
                     headers: t.headers_obj.into_bound(py),
                     timestamp_ms: t.timestamp_ms.into_pyobject(py)?.into_any(),
-                    line: PyBytes::new(py, &text[start..mid]).into_any(),
+                    line,
+                    ledger,
                     event_id: id.into_any(),
                     event: event.unwrap_or_else(none),
                     attrs: attrs.unwrap_or_else(none),
@@ -428,7 +471,9 @@ fn rows<'a, 'py>(
                 result.append(PyTuple::new(py, [work, auth.into_bound(py), broker, legacy])?)?;
                 continue;
             }
-            Rendered::Line(start, mid, end, legacy) => {
+            // A draft is for a NativeRecord: without `works`, the Python path decodes the record.
+            Rendered::Line(_, _, _, _, Some(_)) => py.None(),
+            Rendered::Line(start, mid, end, legacy, None) => {
                 let id = PyString::new(py, std::str::from_utf8(&text[mid..end]).unwrap_or_default());
                 let line = PyBytes::new(py, &text[start..mid]);
                 match (events, kept.get(at).and_then(|d| d.as_deref())) {
@@ -475,7 +520,7 @@ fn rows<'a, 'py>(
 /// broker_time_ms, legacy)`: its `Work` (epoch 0) delivering its `NativeRecord` of verdict
 /// `verdict` (with `events`, the event and attributes in it; None when not built).
 #[pyfunction]
-#[pyo3(signature = (renderer, checker, messages, max_record_bytes, replay_topic, verdict, events=None, works=None, reader=None))]
+#[pyo3(signature = (renderer, checker, messages, max_record_bytes, replay_topic, verdict, events=None, works=None, reader=None, ledger=None))]
 #[allow(clippy::too_many_arguments)]
 pub fn intake_batch<'py>(
     py: Python<'py>,
@@ -488,15 +533,18 @@ pub fn intake_batch<'py>(
     events: Option<PyRef<'py, EventBuilder>>,
     works: Option<PyRef<'py, WorkBuilder>>,
     reader: Option<Py<MessageReader>>,
+    ledger: Option<PyRef<'py, LedgerFormat>>,
 ) -> PyResult<Bound<'py, PyList>> {
     let (held, jobs) = take_all(py, messages, max_record_bytes, replay_topic.as_deref(), reader.as_ref());
     let schemas: &Schemas = &renderer.schemas;
     let shared = checker.as_ref().map(|c| &c.inner);
     let code: &str = &verdict;
     let keep = events.is_some(); // what the decode read is kept only to build events from it
+    // Drafts go into the NativeRecords `works` builds, only.
+    let spec: Option<&Spec> = ledger.as_ref().filter(|_| works.is_some()).map(|l| &*l.spec);
     let (answers, kept) = py.allow_threads(|| {
         let mut guard = shared.map(|m| lock(m));
-        work(&jobs, schemas, guard.as_deref_mut(), code, keep)
+        work(&jobs, schemas, guard.as_deref_mut(), code, keep, spec)
     });
     rows(py, held, &jobs, answers, &kept, events.as_deref().map(|b| (b, schemas)), works.as_deref().map(|w| (w, code)))
 }
@@ -559,7 +607,7 @@ impl Drop for PendingIntake {
 /// `intake_batch` in two steps: reads the accessors now, checks and renders on another thread
 /// (for sinks that do not read events: an event is built with the GIL, from what the decode kept).
 #[pyfunction]
-#[pyo3(signature = (renderer, checker, messages, max_record_bytes, replay_topic, verdict, works=None))]
+#[pyo3(signature = (renderer, checker, messages, max_record_bytes, replay_topic, verdict, works=None, ledger=None))]
 #[allow(clippy::too_many_arguments)]
 pub fn intake_start(
     py: Python<'_>,
@@ -570,6 +618,7 @@ pub fn intake_start(
     replay_topic: Option<PyBackedStr>,
     verdict: PyBackedStr,
     works: Option<Py<WorkBuilder>>,
+    ledger: Option<PyRef<'_, LedgerFormat>>,
 ) -> PyResult<PendingIntake> {
     // Through the accessors: this pass runs on a thread of its own, past this call (message.rs).
     let (held, jobs) = take_all(py, messages, max_record_bytes, replay_topic.as_deref(), None);
@@ -582,6 +631,7 @@ pub fn intake_start(
     let generation = shared.as_ref().map(|(_, g)| g.load(Ordering::SeqCst));
     let keys = shared.as_ref().zip(generation).map(|((_, g), at)| (Arc::clone(g), at));
     let code = verdict.to_string();
+    let spec: Option<Arc<Spec>> = ledger.as_ref().filter(|_| works.is_some()).map(|l| Arc::clone(&l.spec));
     let works = works.map(|w| (w, code.clone()));
     let pass = std::thread::Builder::new()
         .name("govbus-intake".into())
@@ -589,7 +639,7 @@ pub fn intake_start(
             let mut guard = shared.as_ref().map(|(m, _)| lock(m));
             let current = shared.as_ref().map(|(_, g)| g.load(Ordering::SeqCst));
             let answers = if current == generation {
-                work(&jobs, &schemas, guard.as_deref_mut(), &code, false).0
+                work(&jobs, &schemas, guard.as_deref_mut(), &code, false, spec.as_deref()).0
             } else {
                 drop(guard);
                 let outs = jobs.iter().map(|j| j.as_ref().map(|_| (None, Rendered::NotTried))).collect();

@@ -143,6 +143,18 @@ const MAX_INT_DIGITS: usize = 4300; // CPython's int_max_str_digits default
 /// Parses `text` as `json.JSONDecoder(parse_constant=...)` does and appends it re-encoded as
 /// `json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)` would.
 pub fn reencode(out: &mut Vec<u8>, text: &str) -> Result<(), JsonError> {
+    write(out, &parse(text)?, false);
+    Ok(())
+}
+
+/// `reencode` with every object's members sorted by key (`json.dumps(sort_keys=True)`): the
+/// canonical form the audit ledger stores nested values in.
+pub fn reencode_sorted(out: &mut Vec<u8>, text: &str) -> Result<(), JsonError> {
+    write(out, &parse(text)?, true);
+    Ok(())
+}
+
+fn parse(text: &str) -> Result<Value, JsonError> {
     let mut p = Parser::new(text.as_bytes());
     p.ws();
     let v = p.value(0)?;
@@ -150,11 +162,24 @@ pub fn reencode(out: &mut Vec<u8>, text: &str) -> Result<(), JsonError> {
     if p.i != p.s.len() {
         return Err(JsonError::Invalid); // "Extra data"
     }
-    write(out, &v);
-    Ok(())
+    Ok(v)
 }
 
-fn write(out: &mut Vec<u8>, v: &Value) {
+/// What a rendered key sorts by: the key's text (Python sorts str keys by code point, which is
+/// the UTF-8 byte order), not its escaped form.
+fn key_text(rendered: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    let inner = &rendered[1..rendered.len() - 1];
+    if !inner.contains(&b'\\') {
+        return std::borrow::Cow::Borrowed(inner);
+    }
+    match Parser::new(rendered).string() {
+        Ok(text) => std::borrow::Cow::Owned(text.into_bytes()),
+        Err(_) => std::borrow::Cow::Borrowed(inner), // not reached: the key was rendered by `string`
+    }
+}
+
+/// Appends `v`; with `sorted`, every object's members sorted by key.
+fn write(out: &mut Vec<u8>, v: &Value, sorted: bool) {
     match v {
         Value::Raw(r) => out.extend_from_slice(r),
         Value::Array(items) => {
@@ -163,19 +188,23 @@ fn write(out: &mut Vec<u8>, v: &Value) {
                 if i > 0 {
                     out.push(b',');
                 }
-                write(out, item);
+                write(out, item, sorted);
             }
             out.push(b']');
         }
         Value::Object(items) => {
+            let mut order: Vec<&(Vec<u8>, Value)> = items.iter().collect();
+            if sorted {
+                order.sort_by_cached_key(|(k, _)| key_text(k).into_owned());
+            }
             out.push(b'{');
-            for (i, (k, item)) in items.iter().enumerate() {
+            for (i, (k, item)) in order.into_iter().enumerate() {
                 if i > 0 {
                     out.push(b',');
                 }
                 out.extend_from_slice(k);
                 out.push(b':');
-                write(out, item);
+                write(out, item, sorted);
             }
             out.push(b'}');
         }
@@ -516,5 +545,13 @@ mod tests {
         assert_eq!(reencode(&mut Vec::new(), "NaN"), Err(JsonError::Invalid));
         assert_eq!(reencode(&mut Vec::new(), "1 2"), Err(JsonError::Invalid));
         assert_eq!(reencode(&mut Vec::new(), "\"\\ud800\""), Err(JsonError::Defer));
+    }
+
+    #[test]
+    fn reencode_sorted_sorts_by_the_keys_text() {
+        let mut v = Vec::new();
+        // "\n" (0x0a) sorts before "a" though its escaped form ("\\n") sorts after it.
+        reencode_sorted(&mut v, "{\"b\": [{\"z\": 1, \"y\": 2}], \"a\": 0, \"\\n\": 1, \"\\u00e9\": 2, \"a\": 3}").unwrap();
+        assert_eq!(String::from_utf8(v).unwrap(), "{\"\\n\":1,\"a\":3,\"b\":[{\"y\":2,\"z\":1}],\"\u{e9}\":2}");
     }
 }

@@ -22,6 +22,7 @@ use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyT
 use sha2::{Digest, Sha256};
 
 use crate::json;
+use crate::ledger_draft::LedgerDraft;
 use crate::message::ConsumedHeaders;
 
 const MAX_DEPTH: usize = 100;
@@ -103,11 +104,16 @@ pub fn seal(entry: &J) -> (Vec<u8>, String) {
     let mut body = Vec::with_capacity(4096);
     write(&mut body, entry);
     let digest = hex(&Sha256::digest(&body));
-    body.pop(); // the closing brace: the hash member goes last
+    close(&mut body, &digest);
+    (body, digest)
+}
+
+/// Appends the hash member to an entry's canonical JSON (its closing brace goes after it).
+fn close(body: &mut Vec<u8>, digest: &str) {
+    body.pop();
     body.extend_from_slice(b",\"hash\":\"");
     body.extend_from_slice(digest.as_bytes());
     body.extend_from_slice(b"\"}\n");
-    (body, digest)
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -126,16 +132,47 @@ pub fn chain(entries: &mut [J], prev: &str) -> (Vec<u8>, String) {
     let mut out = Vec::with_capacity(entries.len() * 3072);
     let mut head = prev.to_owned();
     for entry in entries.iter_mut() {
-        if let J::Obj(members) = entry {
-            for (k, v) in members.iter_mut() {
-                if k.as_ref() == "prev" {
-                    *v = J::Str(std::mem::take(&mut head).into());
-                }
+        head = seal_tree(&mut out, entry, head);
+    }
+    (out, head)
+}
+
+fn seal_tree(out: &mut Vec<u8>, entry: &mut J, prev: String) -> String {
+    if let J::Obj(members) = entry {
+        for (k, v) in members.iter_mut() {
+            if k.as_ref() == "prev" {
+                *v = J::Str(prev.clone().into());
             }
         }
-        let (line, digest) = seal(entry);
-        out.extend_from_slice(&line);
-        head = digest;
+    }
+    let (line, digest) = seal(entry);
+    out.extend_from_slice(&line);
+    digest
+}
+
+/// An entry to seal: built here from the record's Python objects, or drafted at intake
+/// (`ledger_draft.rs`) and numbered `seq`.
+enum Entry {
+    Tree(J),
+    Draft(Py<LedgerDraft>, u64),
+}
+
+fn chain_entries(entries: &mut [Entry], prev: &str) -> (Vec<u8>, String) {
+    let mut out = Vec::with_capacity(entries.len() * 3072);
+    let mut head = prev.to_owned();
+    let mut body = Vec::with_capacity(4096);
+    for entry in entries.iter_mut() {
+        head = match entry {
+            Entry::Tree(j) => seal_tree(&mut out, j, head),
+            Entry::Draft(d, seq) => {
+                body.clear();
+                d.get().fill(&mut body, *seq, &head);
+                let digest = hex(&Sha256::digest(&body));
+                close(&mut body, &digest);
+                out.extend_from_slice(&body);
+                digest
+            }
+        };
     }
     (out, head)
 }
@@ -519,15 +556,31 @@ impl LedgerSealer {
         };
         let mut entries = Vec::with_capacity(records.len());
         for (i, record) in records.iter().enumerate() {
-            entries.push(reader.entry(py, seq + i as u64, &record)?);
+            let seq = seq + i as u64;
+            entries.push(match drafted(py, &record)? {
+                Some(draft) => Entry::Draft(draft, seq),
+                None => Entry::Tree(reader.entry(py, seq, &record)?),
+            });
         }
         let prev = prev.to_owned();
-        let sealed = py.allow_threads(|| catch_unwind(AssertUnwindSafe(|| chain(&mut entries, &prev))));
+        let sealed = py.allow_threads(|| catch_unwind(AssertUnwindSafe(|| chain_entries(&mut entries, &prev))));
         match sealed {
             Ok((lines, head)) => Ok((PyBytes::new(py, &lines), head)),
             Err(_) => Err(PyRuntimeError::new_err("ledger sealing panicked")),
         }
     }
+}
+
+/// The entry drafted for `record` at intake (`NativeRecord._ledger`), if it still applies: the
+/// record's verdict is the one it was drafted with and no detail came with it since.
+fn drafted(py: Python<'_>, record: &Bound<'_, PyAny>) -> PyResult<Option<Py<LedgerDraft>>> {
+    let Ok(draft) = record.getattr(intern!(py, "_ledger")) else { return Ok(None) };
+    let Ok(draft) = draft.downcast_into_exact::<LedgerDraft>() else { return Ok(None) };
+    let verdict = record.getattr(intern!(py, "verdict"))?;
+    let detail = record.getattr(intern!(py, "verdict_detail"))?;
+    let same = verdict.downcast::<PyString>().is_ok_and(|v| v.to_str().is_ok_and(|v| v == draft.get().verdict))
+        && detail.downcast::<PyString>().is_ok_and(|d| d.to_str().is_ok_and(str::is_empty));
+    Ok(same.then(|| draft.unbind()))
 }
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {

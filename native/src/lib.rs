@@ -12,6 +12,7 @@ pub mod fuzzing;
 pub mod intake;
 pub mod json;
 pub mod ledger;
+pub mod ledger_draft;
 pub mod message;
 pub mod otlp;
 pub mod otlp_map;
@@ -328,6 +329,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     encode::register(m)?;
     pyevent::register(m)?;
     ledger::register(m)?;
+    ledger_draft::register(m)?;
     otlp_map::register(m)?;
     Ok(())
 }

@@ -32,7 +32,7 @@ const WORK_SLOTS: [&str; 13] = [
 
 /// `NativeRecord`'s slots (its own and `DeliveredRecord`'s but `event`/`attributes`, which its
 /// properties shadow and `NativeRecord.create` leaves unset), in the order `build` fills them.
-const RECORD_SLOTS: [&str; 15] = [
+const RECORD_SLOTS: [&str; 16] = [
     "topic",
     "partition",
     "offset",
@@ -48,6 +48,7 @@ const RECORD_SLOTS: [&str; 15] = [
     "_decoder",
     "_event",
     "_attrs",
+    "_ledger",
 ];
 
 /// What `rows` hands a rendered record's objects from.
@@ -61,6 +62,8 @@ pub(crate) struct Parts<'py> {
     pub headers: Bound<'py, PyAny>,
     pub timestamp_ms: Bound<'py, PyAny>,
     pub line: Bound<'py, PyAny>,
+    /// The record's audit ledger draft (`ledger_draft.rs`) or None.
+    pub ledger: Bound<'py, PyAny>,
     pub event_id: Bound<'py, PyAny>,
     pub event: Bound<'py, PyAny>,
     pub attrs: Bound<'py, PyAny>,
@@ -208,6 +211,7 @@ impl WorkBuilder {
             fill(record, r[12], self.decoder.bind(py).clone());
             fill(record, r[13], p.event);
             fill(record, r[14], p.attrs);
+            fill(record, r[15], p.ledger);
         }
         let work = alloc(py, &self.work_type)?;
         // SAFETY: as above.

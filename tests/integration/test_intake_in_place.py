@@ -94,6 +94,24 @@ def test_consumed_messages_give_the_rows_the_accessors_give(
     assert all(r.headers.materialized for r in fresh)
     assert sealer(5, _ledger.GENESIS, fresh) == sealed  # and from the list, once made
 
+    # For the audit sink itself the intake drafts each entry in its pass (native/src/ledger_draft.rs)
+    # from in-place headers: the sealer fills in seq and prev, and the lines are the Python writer's.
+    drafting = Intake(
+        Decoder(),
+        verification=Verification(Verifier(keyring), VerdictPolicy()),
+        ledger=_ledger.native_ledger_format(),
+    )
+    rows = drafting.prepare(copies[2][128:256])
+    assert rows is not None
+    drafted = [r[0].record for r in rows if r is not None and len(r) == 4]
+    assert len(drafted) > 100
+    assert all(type(r._ledger).__name__ == "LedgerDraft" and r.line is None for r in drafted)
+    assert all(r.verdict == "valid" for r in drafted)
+    sealed = sealer(7, "ab" * 32, drafted)
+    assert not any(r.headers.materialized for r in drafted)
+    assert all(r._event is None for r in drafted), "the sealer decoded a drafted record's event"
+    assert sealed == _ledger.seal_events(7, "ab" * 32, drafted)
+
     # A delivered record's headers were never turned into Python objects; read, they are the
     # message's own (headers() once, on first use), by every way the pipeline reads them.
     for work, twin in taken:
