@@ -137,6 +137,7 @@ class SinkRuntime:
         self._dlq_marks: dict[TP, DlqFailedMark] = {}
         self._paused: set[TP] = set()
         self._paused_all = False
+        self._full_since: float | None = None  # when the in-flight budget filled (not paused yet)
         self._operator_paused = False  # POST /control/pause on the health endpoint (the console)
         # Partitions held back while the schema registry is unreachable: when to resume them.
         self._held: dict[TP, float] = {}
@@ -396,7 +397,16 @@ class SinkRuntime:
             msgs = consumer.consume(num_messages=1, timeout=0)
             if not msgs:
                 self._drain_reports(timeout=0.05)
+        elif self._budget_full():
+            # Wait for the sink to acknowledge instead of taking more, without pausing (see
+            # InflightSettings.pause_after_ms); _backpressure pauses if it lasts.
+            self._finish_started()
+            if self._full_since is None:
+                self._full_since = time.monotonic()
+            self._drain_reports(timeout=0.05)
+            return
         else:
+            self._full_since = None
             # poll() returns as soon as one record is there (consume() would wait for a full
             # batch or the timeout, adding its timeout to every record's latency at low rates);
             # consume(timeout=0) then takes whatever else is already fetched. With a batch
@@ -778,9 +788,11 @@ class SinkRuntime:
         if consumer is None or worker is None:
             return
         inf = self.settings.inflight
-        full = self._inflight_records >= inf.max_records or self._inflight_bytes >= inf.max_bytes
+        waited = 0.0 if self._full_since is None else time.monotonic() - self._full_since
+        full = self._budget_full() and waited >= inf.pause_after_ms / 1000
         blocked = worker.backing_off or worker.breaker.state is BreakerState.OPEN or self._operator_paused
         if not self._paused_all and (full or blocked):
+            self._full_since = None
             owned = [TopicPartition(t, p) for t, p in self._ownership.owned()]
             if owned:
                 consumer.pause(owned)
@@ -805,6 +817,10 @@ class SinkRuntime:
                 self._paused.clear()
                 self._paused_all = False
                 log.info("sink %s: resumed %d partition(s)", self.name, len(paused))
+
+    def _budget_full(self) -> bool:
+        inf = self.settings.inflight
+        return self._inflight_records >= inf.max_records or self._inflight_bytes >= inf.max_bytes
 
     def _housekeeping(self) -> None:
         m = self.metrics

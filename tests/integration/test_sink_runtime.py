@@ -292,6 +292,48 @@ def test_backpressure_pauses_within_the_budget_and_resumes(
     r.stop()
 
 
+@pytest.mark.parametrize("pause_after_ms", [60_000, 0], ids=["waits", "pauses-at-once"])
+def test_a_sink_slower_than_its_intake_is_waited_for_not_paused(
+    start: Callable[..., Running], new_topic: Callable[..., str], kafka_bootstrap: str, pause_after_ms: int
+) -> None:
+    # The budget fills on every batch (the sink takes 20 ms per 100 records), but it is never full
+    # for long: the consume loop waits for the sink instead of pausing (pausing would throw away
+    # librdkafka's pre-fetched records and stall ~1 s at every resume), and stays within the budget.
+    topic = new_topic(partitions=3)
+    recs = records(events(2000))
+    produce(kafka_bootstrap, topic, recs)
+    running: list[Running] = []
+    peak = {"inflight": 0}
+
+    def slow(call: int, batch: Batch) -> None:
+        if running:
+            peak["inflight"] = max(peak["inflight"], running[0].runtime._inflight_records)
+        time.sleep(0.02)  # a slow destination, not a wait for an event
+
+    sink = CollectingSink(slow)
+    running.append(
+        start(
+            sink,
+            topic,
+            name=f"it-slow-{pause_after_ms}",
+            sink_settings={
+                "inflight": {"max_records": 300, "pause_after_ms": pause_after_ms},
+                "batch": {"max_records": 100},
+            },
+        )  # fmt: skip
+    )
+    r = running[0]
+    wait_for(lambda: len(sink.records) >= 2000, 120, what="all delivered")
+    assert sorted(sink.ids()) == sorted(x.event_id for x in recs)
+    assert peak["inflight"] <= 300
+    if pause_after_ms:
+        assert r.metric("govbus_sink_pauses_total") == 0
+        assert peak["inflight"] >= 200  # the budget did fill: the loop waited at it
+    else:
+        assert r.metric("govbus_sink_pauses_total") >= 1
+    r.stop()
+
+
 def test_retry_later_backs_off_pauses_and_loses_nothing(
     start: Callable[..., Running], new_topic: Callable[..., str], kafka_bootstrap: str
 ) -> None:
