@@ -311,17 +311,8 @@ def test_a_sink_slower_than_its_intake_is_waited_for_not_paused(
         time.sleep(0.02)  # a slow destination, not a wait for an event
 
     sink = CollectingSink(slow)
-    running.append(
-        start(
-            sink,
-            topic,
-            name=f"it-slow-{pause_after_ms}",
-            sink_settings={
-                "inflight": {"max_records": 300, "pause_after_ms": pause_after_ms},
-                "batch": {"max_records": 100},
-            },
-        )  # fmt: skip
-    )
+    budget = {"inflight": {"max_records": 300, "pause_after_ms": pause_after_ms}, "batch": {"max_records": 100}}
+    running.append(start(sink, topic, name=f"it-slow-{pause_after_ms}", sink_settings=budget))
     r = running[0]
     wait_for(lambda: len(sink.records) >= 2000, 120, what="all delivered")
     assert sorted(sink.ids()) == sorted(x.event_id for x in recs)
