@@ -50,24 +50,42 @@ _time = st.datetimes(min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 3
 )
 
 
+_ATTRIBUTES = st.dictionaries(_text, _attr, max_size=20)
+_NO_PRODUCER: st.SearchStrategy[ProducerInfo | None] = st.none()
+_NO_IDS: st.SearchStrategy[str] = st.nothing()
+
+
 @st.composite
-def events(draw: st.DrawFn) -> GovernanceEvent:
+def events(
+    draw: st.DrawFn,
+    *,
+    texts: st.SearchStrategy[str] = _field,
+    attributes: st.SearchStrategy[dict[str, Any]] = _ATTRIBUTES,
+    times: st.SearchStrategy[datetime] = _time,
+    producers: st.SearchStrategy[ProducerInfo | None] = _NO_PRODUCER,
+    trace_ids: st.SearchStrategy[str] = _NO_IDS,
+) -> GovernanceEvent:
+    """Valid events of every kind with every optional field. ``trace_ids``: ids a trace id is
+    sometimes drawn from (to match traceparent headers), besides random ones."""
+
     def hexid(n: int) -> str | None:
         if not draw(st.booleans()):
             return None
+        if n == 32 and not trace_ids.is_empty and draw(st.booleans()):
+            return draw(trace_ids)
         v = "".join(draw(st.lists(_hex, min_size=n, max_size=n)))
         assume(v != "0" * n)
         return v
 
-    return GovernanceEvent(
+    fields = dict(
         agent_id=draw(_id),
         kind=draw(st.sampled_from(list(EventKind))),
         severity=draw(_id),
-        action=draw(_field),
-        decision=draw(_field),
-        reason=draw(_field),
+        action=draw(texts),
+        decision=draw(texts),
+        reason=draw(texts),
         event_id=draw(_id),
-        occurred_at=draw(_time),
+        occurred_at=draw(times),
         agent_did=draw(_opt_id),
         session_id=draw(_opt_id),
         resource=draw(_opt_id),
@@ -76,12 +94,18 @@ def events(draw: st.DrawFn) -> GovernanceEvent:
         trace_id=hexid(32),
         span_id=hexid(16),
         parent_span_id=hexid(16),
-        attributes=draw(st.dictionaries(_text, _attr, max_size=20)),
+        attributes=draw(attributes),
         schema_version=draw(_id),
+        producer=draw(producers),
         tenant_id=draw(_opt_id),
         policy_version=draw(_opt_id),
         risk_score=draw(st.none() | st.floats(min_value=0, max_value=1)),
     )
+    try:
+        return GovernanceEvent(**fields)
+    except InvalidEventError:
+        assume(False)
+        raise
 
 
 def encode(event: GovernanceEvent, writer: int, producer: ProducerInfo = PRODUCERS[0]) -> Any:

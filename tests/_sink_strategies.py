@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from _native_strategies import _id, _json_leaf, _text
+from _native_strategies import events as _events
 from hypothesis import assume
 from hypothesis import strategies as st
 
@@ -15,17 +17,11 @@ from govbus._contract import Decoder, Encoder
 from govbus._record import from_record, to_record
 from govbus.consumers._spi import DeliveredRecord
 from govbus.errors import DecodeError, InvalidEventError
-from govbus.event import EventKind, GovernanceEvent, ProducerInfo
+from govbus.event import GovernanceEvent, ProducerInfo
 from govbus.signing import SIGNATURE_HEADERS
 
 __all__ = ["attributes", "events", "records"]
 
-_text = st.text(st.characters(exclude_categories=["Cs"]), max_size=12)
-_id = st.text(st.characters(exclude_categories=["Cs"], exclude_characters="\x00"), min_size=1, max_size=10)
-_opt_id = st.none() | _id
-_hex = st.sampled_from("0123456789abcdef")
-_int64 = st.integers(-(2**63), 2**63 - 1)
-_json_leaf = st.none() | st.booleans() | _int64 | st.floats(allow_nan=False, allow_infinity=False) | _text
 _json = st.recursive(
     _json_leaf,
     lambda inner: st.lists(inner, max_size=3) | st.tuples(inner) | st.dictionaries(_text, inner, max_size=3),
@@ -52,47 +48,16 @@ _header_name = st.sampled_from(
 )
 
 
-@st.composite
-def events(draw: st.DrawFn) -> GovernanceEvent:
-    def hexid(n: int) -> str | None:
-        if not draw(st.booleans()):
-            return None
-        if n == 32 and draw(st.booleans()):
-            return "0af7651916cd43dd8448eb211c80319c"  # the traceparents' trace id
-        v = "".join(draw(st.lists(_hex, min_size=n, max_size=n)))
-        assume(v != "0" * n)
-        return v
-
-    producer = draw(st.none() | st.builds(ProducerInfo, _text, _text, _text, _text))
-    fields = dict(
-        agent_id=draw(_id),
-        kind=draw(st.sampled_from(list(EventKind))),
-        severity=draw(_id),
-        action=draw(_text),
-        decision=draw(_text),
-        reason=draw(_text),
-        event_id=draw(_id),
-        occurred_at=draw(_time),
-        agent_did=draw(_opt_id),
-        session_id=draw(_opt_id),
-        resource=draw(_opt_id),
-        policy_name=draw(_opt_id),
-        latency_ms=draw(st.floats(min_value=0, allow_nan=False, allow_infinity=False)),
-        trace_id=hexid(32),
-        span_id=hexid(16),
-        parent_span_id=hexid(16),
-        attributes=draw(st.dictionaries(_text, _attr, max_size=8)),
-        schema_version=draw(_id),
-        producer=producer,
-        tenant_id=draw(_opt_id),
-        policy_version=draw(_opt_id),
-        risk_score=draw(st.none() | st.floats(min_value=0, max_value=1)),
+def events() -> st.SearchStrategy[GovernanceEvent]:
+    """Events as sinks get them: any text (NUL too), a producer or none, trace ids that match
+    the traceparent headers, bytes and non-finite floats among the attributes."""
+    return _events(
+        texts=_text,
+        attributes=st.dictionaries(_text, _attr, max_size=8),
+        times=_time,
+        producers=st.none() | st.builds(ProducerInfo, _text, _text, _text, _text),
+        trace_ids=st.just("0af7651916cd43dd8448eb211c80319c"),
     )
-    try:
-        return GovernanceEvent(**fields)
-    except InvalidEventError:
-        assume(False)
-        raise
 
 
 @st.composite
