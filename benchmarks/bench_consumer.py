@@ -151,9 +151,9 @@ class _Timed:
         self.per_event = per_event
         # The runtime asks the sink it runs (this wrapper) whether write() reads record.event.
         self.reads_events = per_event or getattr(inner, "reads_events", True)
-        # ... and what it drafts the audit sink's ledger entries in (AuditSink._native_ledger_format).
-        if not per_event and hasattr(inner, "_native_ledger_format"):
-            self._native_ledger_format = inner._native_ledger_format
+        # ... and what the intake drafts for it (the audit and otlp sinks' _native_draft_format).
+        if not per_event and hasattr(inner, "_native_draft_format"):
+            self._native_draft_format = inner._native_draft_format
         self.first: float | None = None
         self.first_batch = 0
         self.last = 0.0

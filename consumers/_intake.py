@@ -96,7 +96,7 @@ class Intake:
         native: bool = True,
         deliver_heartbeats: bool = True,
         events: bool = False,
-        ledger: Any | None = None,
+        draft: Any | None = None,
     ) -> None:
         self.decoder = decoder
         # False: producer heartbeats are acknowledged without delivery (unless they reveal a gap).
@@ -128,9 +128,10 @@ class Intake:
         # Reads the consumed messages' fields in place (their headers are read from the message
         # when someone looks: most records are delivered without that).
         self._reader = native_message_reader() if whole else None
-        # The audit ledger's entry format: the records the batch intake renders get their entry
-        # drafted instead of their JSON Lines line (NativeRecord._ledger).
-        self._ledger = ledger if whole and self._works is not None else None
+        # What the sink has drafted at intake (the audit ledger's entry format, the otlp sink's log
+        # record format): the records the batch intake renders get that drafted instead of their
+        # JSON Lines line (NativeRecord._draft).
+        self._draft = draft if whole and self._works is not None else None
 
     @property
     def native(self) -> bool:
@@ -170,7 +171,7 @@ class Intake:
         try:
             rows: list[Prepared | None] = batch(
                 self._renderer, checker, msgs, self.max_record_bytes, self.replay_topic, verdict,
-                self._events, self._works, self._reader, self._ledger,
+                self._events, self._works, self._reader, self._draft,
             )  # fmt: skip
         except Exception:  # a fault of the binding itself: the per-record path judges the batch
             log.exception("native intake failed on a batch of %d records; judging them one by one", len(msgs))
@@ -190,7 +191,7 @@ class Intake:
         try:
             pending = start(
                 self._renderer, checker, msgs, self.max_record_bytes, self.replay_topic, verdict, self._works,
-                self._ledger,
+                self._draft,
             )  # fmt: skip
         except Exception:
             log.exception("native intake could not start on a batch of %d records; preparing it at once", len(msgs))

@@ -34,16 +34,17 @@ class NativeRecord(DeliveredRecord):
     given), else they decode lazily on the Python path (with a decoder of the same reader
     version), so text sinks never pay for them; ``event_id`` is known without either.
 
-    For the audit sink the compiled core drafts the record's ledger entry instead of its line
-    (``_ledger``, a ``govbus._native.LedgerDraft``; ``line`` is then None and renders lazily).
+    For the audit and otlp sinks the compiled core drafts what the sink writes instead of the
+    line (``_draft``: a ``govbus._native.LedgerDraft`` or ``OtlpDraft``; ``line`` is then None and
+    renders lazily).
     """
 
-    __slots__ = ("_attrs", "_decoder", "_event", "_ledger", "event_id", "line")
+    __slots__ = ("_attrs", "_decoder", "_draft", "_event", "event_id", "line")
 
     _event: GovernanceEvent | None
     _attrs: CloudEventAttributes | None
     _decoder: Decoder
-    _ledger: Any
+    _draft: Any
     line: bytes | None
 
     @classmethod
@@ -64,7 +65,7 @@ class NativeRecord(DeliveredRecord):
         flagged: bool,
         event: GovernanceEvent | None = None,
         attrs: CloudEventAttributes | None = None,
-        ledger: Any = None,
+        draft: Any = None,
     ) -> NativeRecord:
         r = _new(cls)
         _set_topic(r, topic)
@@ -82,7 +83,7 @@ class NativeRecord(DeliveredRecord):
         _set_decoder(r, decoder)
         _set_event(r, event)
         _set_attrs(r, attrs)
-        _set_ledger(r, ledger)
+        _set_draft(r, draft)
         return r
 
     @property
@@ -103,7 +104,7 @@ class NativeRecord(DeliveredRecord):
         object.__setattr__(self, "_event", value)
         object.__setattr__(self, "event_id", value.event_id)
         object.__setattr__(self, "line", None)
-        object.__setattr__(self, "_ledger", None)
+        object.__setattr__(self, "_draft", None)
         if not hasattr(self, "_attrs"):
             object.__setattr__(self, "_attrs", None)
 
@@ -119,9 +120,9 @@ class NativeRecord(DeliveredRecord):
     def attributes(self, value: CloudEventAttributes) -> None:
         object.__setattr__(self, "_attrs", value)
         object.__setattr__(self, "line", None)
-        object.__setattr__(self, "_ledger", None)
+        object.__setattr__(self, "_draft", None)
 
 
-_set_line, _set_event_id, _set_decoder, _set_event, _set_attrs, _set_ledger = (
-    getattr(NativeRecord, n).__set__ for n in ("line", "event_id", "_decoder", "_event", "_attrs", "_ledger")
+_set_line, _set_event_id, _set_decoder, _set_event, _set_attrs, _set_draft = (
+    getattr(NativeRecord, n).__set__ for n in ("line", "event_id", "_decoder", "_event", "_attrs", "_draft")
 )

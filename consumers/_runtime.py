@@ -121,8 +121,8 @@ class SinkRuntime:
             deliver_heartbeats=s.heartbeats == "deliver" or (s.heartbeats == "auto" and self.sink_class == "audit"),
             # The compiled core builds record.event in the decoding pass for sinks that read it.
             events=bool(getattr(sink, "reads_events", True)),
-            # ... and drafts the audit sink's ledger entries in it (AuditSink._native_ledger_format).
-            ledger=_ledger_format(sink),
+            # ... and drafts what the audit and otlp sinks write in it (_native_draft_format).
+            draft=_draft_format(sink),
         )
         self._work = WorkQueue()
         self._reports: queue.SimpleQueue[Report] = queue.SimpleQueue()
@@ -1033,7 +1033,8 @@ def _show(partitions: list[TopicPartition]) -> str:
     return "; ".join(f"{t}[{','.join(ps)}]" for t, ps in sorted(by_topic.items()))
 
 
-def _ledger_format(sink: Any) -> Any | None:
-    """The audit ledger format the intake drafts entries in for ``sink`` (the audit sink's; None)."""
-    make = getattr(sink, "_native_ledger_format", None)
+def _draft_format(sink: Any) -> Any | None:
+    """What the intake drafts for ``sink`` (the audit sink's ledger entries, the otlp sink's log
+    records; None: nothing)."""
+    make = getattr(sink, "_native_draft_format", None)
     return make() if callable(make) else None

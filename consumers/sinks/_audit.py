@@ -52,7 +52,7 @@ class AuditSink(SinkBase):
     """Appends events to an audit ledger; see the module docstring."""
 
     # The compiled core drafts each record's ledger entry in its decoding pass
-    # (_native_ledger_format): the writer seals drafts and never reads the Python event of a record
+    # (_native_draft_format): the writer seals drafts and never reads the Python event of a record
     # that has one (records without one are sealed from their event, decoded when read).
     reads_events = False
 
@@ -86,7 +86,7 @@ class AuditSink(SinkBase):
         ledger.open()
         self._ledger = ledger
 
-    def _native_ledger_format(self) -> Any | None:
+    def _native_draft_format(self) -> Any | None:
         """For the runtime's intake: what it drafts ledger entries with (None: it does not)."""
         return native_ledger_format()
 

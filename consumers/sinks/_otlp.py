@@ -2,9 +2,11 @@
 
 OTLP/HTTP (the default): each batch becomes one ``ExportLogsServiceRequest`` (no SDK ``LogRecord``
 per event), POSTed once; the batch is acknowledged only on a 2xx answer. With the compiled core in
-use the whole batch is mapped and encoded in one native call (``OtlpMapper``, docs/native.md);
-the mapping below (``_row``, ``log_attributes``) with ``_otlp_request``'s encoder is the reference
-it is held to, and the path a batch it declines takes. The resource and scope are the
+use the whole batch is mapped and encoded in one native call (``OtlpMapper``, docs/native.md),
+and the runtime's intake has already drafted most records' log records in its decoding pass
+(``native_log_format``: no Python event is built for them); the mapping below (``_row``,
+``log_attributes``) with ``_otlp_request``'s encoder is the reference both are held to, and the
+path a batch they decline takes. The resource and scope are the
 SDK's own (``Resource.create``: ``OTEL_RESOURCE_ATTRIBUTES``, ``telemetry.sdk.*``).
 
 gRPC: records go through opentelemetry-sdk's ``LoggerProvider`` into a processor that only
@@ -47,13 +49,14 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.trace import INVALID_SPAN, NonRecordingSpan, SpanContext, TraceFlags, set_span_in_context
 from pydantic import Field, SecretStr, field_validator
 
+from govbus import _accel as native_core
 from govbus._cloudevents import TRACEPARENT
 from govbus.consumers._errors import SinkError
 from govbus.consumers._spi import OK, Batch, DeliveredRecord, RetryLater, SinkBase, SinkContext, WriteResult
 from govbus.consumers.sinks._options import SinkOptions, env_name, parse_pairs, resolve_options
 from govbus.consumers.sinks._otlp_request import RequestEncoder, Row
 from govbus.consumers.sinks._retry_after import parse_retry_after
-from govbus.consumers.sinks._severity import severity
+from govbus.consumers.sinks._severity import UNKNOWN, otel_table, severity
 from govbus.errors import ConfigError
 from govbus.event import FIELDS, GovernanceEvent, ProducerInfo
 
@@ -231,6 +234,11 @@ class OtlpSink(SinkBase):
         self._encoder: RequestEncoder | None = None
         self._mapper: Callable[[list[Any], int], bytes] | None = None
         self._http: _HttpPost | None = None
+        # OTLP/HTTP with the compiled core: the intake drafts each record's log record in its
+        # decoding pass (native/src/otlp_draft.rs), so no Python event is built for the mapping;
+        # a record without a draft is mapped from its event, decoded when read.
+        self._log_format = native_log_format(self.options.max_attributes) if self.options.protocol != "grpc" else None
+        self.reads_events = self._log_format is None
 
     # -- lifecycle -------------------------------------------------------------------------
     def open(self, context: SinkContext) -> None:
@@ -253,10 +261,14 @@ class OtlpSink(SinkBase):
             # the records are encoded directly (see _otlp_request).
             self._http = _HttpPost(o)
             self._encoder = request_encoder(resource, o)
-            self._mapper = native_mapper(self._encoder)
+            self._mapper = native_mapper(self._encoder, self._log_format)
         self._provider = provider
         self._logger = logger
         _log.info("otlp sink exporting to %s over %s", o.endpoint, o.protocol)
+
+    def _native_draft_format(self) -> Any | None:
+        """For the runtime's intake: what it drafts log records with (None: it does not)."""
+        return self._log_format
 
     def close(self) -> None:
         if self._http is not None:
@@ -379,13 +391,33 @@ def request_encoder(resource: Resource, options: OtlpSinkOptions) -> RequestEnco
     )
 
 
-def native_mapper(encoder: RequestEncoder) -> Callable[[list[Any], int], bytes] | None:
+def native_mapper(encoder: RequestEncoder, log_format: Any = None) -> Callable[[list[Any], int], bytes] | None:
     """The compiled core's mapping of this module's tables (see :meth:`RequestEncoder.native_mapper`)."""
     return encoder.native_mapper(
         list(_EVENT_ATTRIBUTES),
         list(_PRODUCER_ATTRIBUTES),
         ATTRIBUTE_PREFIX,
         _severity_number,
+        log_format,
+    )
+
+
+def native_log_format(max_attributes: int) -> Any | None:
+    """What the compiled core's intake drafts this module's log records with
+    (``govbus._native.OtlpLogFormat``, native/src/otlp_draft.rs), or None when the core is not in
+    use or predates it."""
+    if not native_core.active():
+        return None
+    cls = getattr(importlib.import_module("govbus._native"), "OtlpLogFormat", None)
+    if cls is None:
+        return None
+    return cls(
+        max_attributes,
+        list(_EVENT_ATTRIBUTES),
+        list(_PRODUCER_ATTRIBUTES),
+        ATTRIBUTE_PREFIX,
+        otel_table(),
+        UNKNOWN.otel,
     )
 
 

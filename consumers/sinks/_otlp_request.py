@@ -139,10 +139,13 @@ class RequestEncoder:
         producer_attributes: Sequence[tuple[str, str]],
         prefix: str,
         severity: Callable[[str], int],
+        log_format: Any = None,
     ) -> Callable[[list[Any], int], bytes] | None:
         """The compiled core's whole-batch mapping + encoding (``govbus._native.OtlpMapper``:
         delivered records and the batch's observed time in, the serialized request out), for a
-        sink whose mapping is these tables; None when the core is not in use or predates it."""
+        sink whose mapping is these tables; None when the core is not in use or predates it.
+        ``log_format``: the ``OtlpLogFormat`` the intake drafted log records with (those are taken
+        as drafted)."""
         if self._native is None:
             return None
         cls = getattr(importlib.import_module("govbus._native"), "OtlpMapper", None)
@@ -152,7 +155,7 @@ class RequestEncoder:
             mapper = cls(
                 self._resource_bytes, self._resource_schema_url, self._scope_bytes, self._scope_schema_url or "",
                 self._max, list(event_attributes), list(producer_attributes), prefix, severity,
-                (FrozenDict, FrozenList),
+                (FrozenDict, FrozenList), log_format,
             )  # fmt: skip
         except ValueError as exc:  # tables it cannot map without looking keys up
             _log.info("otlp request: no native mapping (%s)", exc)

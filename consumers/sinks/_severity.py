@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-__all__ = ["UNKNOWN", "Severity", "severity"]
+__all__ = ["UNKNOWN", "Severity", "otel_table", "severity"]
 
 
 class Severity(NamedTuple):
@@ -38,3 +38,9 @@ UNKNOWN = Severity(5, 0)
 
 def severity(text: str) -> Severity:
     return _TABLE.get(text.strip().lower(), UNKNOWN)
+
+
+def otel_table() -> dict[str, int]:
+    """Each word of the table (lowercase) and its OpenTelemetry severity number; any other word
+    maps to ``UNKNOWN.otel`` (for the compiled core, which maps ASCII words itself)."""
+    return {name: level.otel for name, level in _TABLE.items()}

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 
 use crate::event::Writer;
-use crate::ledger_draft;
+use crate::{ledger_draft, otlp_draft};
 use crate::record::{self, Outcome, Schemas, Verdict};
 use crate::verify::Checker;
 
@@ -53,7 +53,8 @@ fn bits(n: usize) -> u32 {
 }
 
 /// Decode target: the input is a record value; the headers are a fixed valid set (ce_id "e1").
-/// A rendered record's audit ledger entry is drafted too (`ledger_draft.rs`).
+/// A rendered record's audit ledger entry and OTLP log record are drafted too (`ledger_draft.rs`,
+/// `otlp_draft.rs`).
 pub fn decode(input: &[u8], schemas: &Schemas) -> String {
     let headers: Vec<(&str, Option<&[u8]>)> = HEADERS.iter().map(|(n, v)| (*n, Some(*v))).collect();
     let verdict = Verdict { code: "valid", detail: "", flagged: false };
@@ -70,13 +71,15 @@ pub fn decode(input: &[u8], schemas: &Schemas) -> String {
                     .collect(),
                 spec_version: "1.0".into(),
             };
-            let src = ledger_draft::Source { topic: "t", partition: 0, offset: Some(0), timestamp_ms: None, key: None, value: input, headers: &headers };
+            let src = crate::record::Source { topic: "t", partition: 0, offset: Some(0), timestamp_ms: Some(1_700_000_000_000), key: None, value: input, headers: &headers };
             let drafted = ledger_draft::draft(&d, &schemas.writers[d.writer], &src, "valid", &spec);
             if let Some((body, prev_at, seq_at)) = &drafted {
                 assert!(std::str::from_utf8(body).is_ok() && body.starts_with(b"{\"event\":{") && body.ends_with(b"}"));
                 assert!(body[..*prev_at].ends_with(b",\"prev\":\"") && body[..*seq_at].ends_with(b",\"seq\":"));
             }
-            format!("line:{legacy}:{}:{}", drafted.is_some(), bits(line.len()))
+            let format = otlp_draft::LogFormat::for_tests(32);
+            let logged = otlp_draft::draft(&format, &d, &schemas.writers[d.writer], &src, "valid");
+            format!("line:{legacy}:{}:{}:{}", drafted.is_some(), logged.is_some(), bits(line.len()))
         }
         (Outcome::Error(reason), _) => format!("error:{reason}:{}", bits(input.len())),
         (Outcome::Defer, _) => "defer".into(),

@@ -17,10 +17,11 @@ use pyo3::prelude::*;
 use pyo3::pybacked::{PyBackedBytes, PyBackedStr};
 use pyo3::types::{PyBool, PyBytes, PyList, PyString, PyTuple};
 
-use crate::ledger_draft::{self, LedgerDraft, LedgerFormat, Source, Spec};
+use crate::ledger_draft::{self, LedgerDraft, LedgerFormat, Spec};
+use crate::otlp_draft::{self, LogFormat, OtlpDraft, OtlpLogFormat};
 use crate::message::{as_headers, ConsumedHeaders, Fields, MessageReader, RawHeader};
 use crate::pyevent::{self, BatchCache, EventBuilder};
-use crate::record::{self, Decoded, Header, Outcome, Schemas, Verdict};
+use crate::record::{self, Decoded, Header, Outcome, Schemas, Source, Verdict};
 use crate::verify::{Authentic, Checker};
 use crate::works::{Parts, WorkBuilder};
 use crate::{lock, probe_hit, RecordRenderer, SignatureChecker};
@@ -251,9 +252,8 @@ type Auth = (usize, usize, u64, u64, Option<usize>);
 
 enum Rendered {
     /// The line is `text[start..mid]`, the event id `text[mid..end]`, of the batch's one buffer;
-    /// with holes, the "line" is the record's audit ledger draft instead, its holes at those
-    /// offsets from `start` (`ledger_draft.rs`).
-    Line(usize, usize, usize, bool, Option<(usize, usize)>),
+    /// with `Drafted`, the "line" is the record's draft instead (`ledger_draft.rs`, `otlp_draft.rs`).
+    Line(usize, usize, usize, bool, Option<Drafted>),
     Error(&'static str),
     Defer,
     Panic,
@@ -261,6 +261,34 @@ enum Rendered {
 }
 
 type Answer = Option<(Option<Auth>, Rendered)>;
+
+/// What a sink has drafted for it at intake instead of the record's line: the audit ledger's
+/// entries or the otlp sink's log records.
+#[derive(Clone)]
+pub(crate) enum DraftFor {
+    Ledger(Arc<Spec>),
+    Otlp(Arc<LogFormat>),
+}
+
+impl DraftFor {
+    /// `LedgerFormat` or `OtlpLogFormat`, as the intake is handed it.
+    fn of(obj: &Bound<'_, PyAny>) -> PyResult<Self> {
+        if let Ok(l) = obj.downcast::<LedgerFormat>() {
+            Ok(DraftFor::Ledger(Arc::clone(&l.get().spec)))
+        } else if let Ok(o) = obj.downcast::<OtlpLogFormat>() {
+            Ok(DraftFor::Otlp(Arc::clone(&o.get().format)))
+        } else {
+            Err(pyo3::exceptions::PyTypeError::new_err("draft: a LedgerFormat or an OtlpLogFormat"))
+        }
+    }
+}
+
+/// A drafted record: the audit ledger entry's holes (prev, seq), or an otlp log record.
+#[derive(Clone, Copy)]
+enum Drafted {
+    Ledger(usize, usize),
+    Otlp,
+}
 
 /// What the pass answers for a batch. The rendered text of every record goes into one buffer, so
 /// the consume loop frees one allocation per batch instead of two per record made on another thread.
@@ -315,7 +343,7 @@ fn work<'a>(
     mut checker: Option<&mut Checker>,
     code: &str,
     keep: bool,
-    ledger: Option<&Spec>,
+    draft: Option<&DraftFor>,
 ) -> (Answers, Kept<'a>) {
     let mut text = Vec::with_capacity(jobs.len() * 512);
     let mut kept: Kept<'a> = Vec::new();
@@ -351,12 +379,12 @@ fn work<'a>(
                     if probe_hit(&job.value) {
                         panic!("govbus._native panic probe");
                     }
-                    if !keep && ledger.is_none() {
+                    if !keep && draft.is_none() {
                         return (record::process(&job.value, &headers, &v, schemas), None, None);
                     }
                     let (outcome, decoded) = record::process_keep(&job.value, &headers, &v, schemas);
-                    let drafted = match (ledger, &outcome, &decoded, &job.origin) {
-                        (Some(spec), Outcome::Line(..), Some(d), Some((topic, offset, timestamp_ms))) => {
+                    let drafted = match (draft, &outcome, &decoded, &job.origin) {
+                        (Some(draft), Outcome::Line(..), Some(d), Some((topic, offset, timestamp_ms))) => {
                             let src = Source {
                                 topic,
                                 partition: job.partition,
@@ -366,11 +394,16 @@ fn work<'a>(
                                 value: &job.value,
                                 headers: &headers,
                             };
-                            // A panic here leaves the record undrafted, not undelivered: it is
-                            // sealed from its Python event.
-                            catch_unwind(AssertUnwindSafe(|| ledger_draft::draft(d, &schemas.writers[d.writer], &src, code, spec)))
-                                .ok()
-                                .flatten()
+                            let w = &schemas.writers[d.writer];
+                            // A panic here leaves the record undrafted, not undelivered: the sink
+                            // maps it from its Python event.
+                            catch_unwind(AssertUnwindSafe(|| match draft {
+                                DraftFor::Ledger(spec) => ledger_draft::draft(d, w, &src, code, spec)
+                                    .map(|(body, prev_at, seq_at)| (body, Drafted::Ledger(prev_at, seq_at))),
+                                DraftFor::Otlp(format) => otlp_draft::draft(format, d, w, &src, code).map(|r| (r, Drafted::Otlp)),
+                            }))
+                            .ok()
+                            .flatten()
                         }
                         _ => None,
                     };
@@ -383,12 +416,11 @@ fn work<'a>(
                         match outcome {
                             Outcome::Line(line, id, legacy) => {
                                 let start = text.len();
-                                // The audit sink's draft takes the place of the line it does not write.
-                                let holes = drafted.as_ref().map(|(_, prev_at, seq_at)| (*prev_at, *seq_at));
-                                text.extend_from_slice(drafted.as_ref().map_or(&line[..], |(body, _, _)| &body[..]));
+                                // A draft takes the place of the line the sink does not write.
+                                text.extend_from_slice(drafted.as_ref().map_or(&line[..], |(body, _)| &body[..]));
                                 let mid = text.len();
                                 text.extend_from_slice(id.as_bytes());
-                                Rendered::Line(start, mid, text.len(), legacy, holes)
+                                Rendered::Line(start, mid, text.len(), legacy, drafted.map(|(_, how)| how))
                             }
                             Outcome::Error(reason) => Rendered::Error(reason),
                             Outcome::Defer => Rendered::Defer,
@@ -414,6 +446,7 @@ fn rows<'a, 'py>(
     kept: &Kept<'a>,
     events: Option<(&EventBuilder, &Schemas)>,
     works: Option<(&WorkBuilder, &str)>,
+    draft: Option<&DraftFor>,
 ) -> PyResult<Bound<'py, PyList>> {
     let result = PyList::empty(py);
     let works = works.map(|(b, code)| (b, PyString::intern(py, code)));
@@ -433,7 +466,7 @@ fn rows<'a, 'py>(
             None => py.None(),
         };
         let rendered: PyObject = match rendered {
-            Rendered::Line(start, mid, end, legacy, holes) if works.is_some() => {
+            Rendered::Line(start, mid, end, legacy, drafted) if works.is_some() => {
                 // The record's Work and NativeRecord, built here: the row is (work, authentic,
                 // broker_time_ms, legacy).
                 let (builder, verdict) = works.as_ref().expect("checked by the guard");
@@ -443,12 +476,17 @@ fn rows<'a, 'py>(
                     _ => (None, None),
                 };
                 let none = || py.None().into_bound(py);
-                let (line, ledger) = match holes {
-                    None => (PyBytes::new(py, &text[start..mid]).into_any(), none()),
-                    Some((prev_at, seq_at)) => {
-                        let draft = LedgerDraft { body: text[start..mid].to_vec(), prev_at, seq_at, verdict: verdict.to_string() };
-                        (none(), Bound::new(py, draft)?.into_any())
+                let body = || text[start..mid].to_vec();
+                let (line, draft) = match (drafted, draft) {
+                    (Some(Drafted::Ledger(prev_at, seq_at)), _) => {
+                        let d = LedgerDraft { body: body(), prev_at, seq_at, verdict: verdict.to_string() };
+                        (none(), Bound::new(py, d)?.into_any())
                     }
+                    (Some(Drafted::Otlp), Some(DraftFor::Otlp(format))) => {
+                        let d = OtlpDraft { record: body(), verdict: verdict.to_string(), format: Arc::clone(format) };
+                        (none(), Bound::new(py, d)?.into_any())
+                    }
+                    _ => (PyBytes::new(py, &text[start..mid]).into_any(), none()),
                 };
                 let parts = Parts {
                     topic: t.topic.into_bound(py),
@@ -460,7 +498,7 @@ fn rows<'a, 'py>(
                     headers: t.headers_obj.into_bound(py),
                     timestamp_ms: t.timestamp_ms.into_pyobject(py)?.into_any(),
                     line,
-                    ledger,
+                    draft,
                     event_id: id.into_any(),
                     event: event.unwrap_or_else(none),
                     attrs: attrs.unwrap_or_else(none),
@@ -520,7 +558,7 @@ fn rows<'a, 'py>(
 /// broker_time_ms, legacy)`: its `Work` (epoch 0) delivering its `NativeRecord` of verdict
 /// `verdict` (with `events`, the event and attributes in it; None when not built).
 #[pyfunction]
-#[pyo3(signature = (renderer, checker, messages, max_record_bytes, replay_topic, verdict, events=None, works=None, reader=None, ledger=None))]
+#[pyo3(signature = (renderer, checker, messages, max_record_bytes, replay_topic, verdict, events=None, works=None, reader=None, draft=None))]
 #[allow(clippy::too_many_arguments)]
 pub fn intake_batch<'py>(
     py: Python<'py>,
@@ -533,7 +571,7 @@ pub fn intake_batch<'py>(
     events: Option<PyRef<'py, EventBuilder>>,
     works: Option<PyRef<'py, WorkBuilder>>,
     reader: Option<Py<MessageReader>>,
-    ledger: Option<PyRef<'py, LedgerFormat>>,
+    draft: Option<Bound<'py, PyAny>>,
 ) -> PyResult<Bound<'py, PyList>> {
     let (held, jobs) = take_all(py, messages, max_record_bytes, replay_topic.as_deref(), reader.as_ref());
     let schemas: &Schemas = &renderer.schemas;
@@ -541,12 +579,13 @@ pub fn intake_batch<'py>(
     let code: &str = &verdict;
     let keep = events.is_some(); // what the decode read is kept only to build events from it
     // Drafts go into the NativeRecords `works` builds, only.
-    let spec: Option<&Spec> = ledger.as_ref().filter(|_| works.is_some()).map(|l| &*l.spec);
+    let draft = draft.filter(|_| works.is_some()).map(|d| DraftFor::of(&d)).transpose()?;
     let (answers, kept) = py.allow_threads(|| {
         let mut guard = shared.map(|m| lock(m));
-        work(&jobs, schemas, guard.as_deref_mut(), code, keep, spec)
+        work(&jobs, schemas, guard.as_deref_mut(), code, keep, draft.as_ref())
     });
-    rows(py, held, &jobs, answers, &kept, events.as_deref().map(|b| (b, schemas)), works.as_deref().map(|w| (w, code)))
+    let events = events.as_deref().map(|b| (b, schemas));
+    rows(py, held, &jobs, answers, &kept, events, works.as_deref().map(|w| (w, code)), draft.as_ref())
 }
 
 type Pass = (Vec<Option<Job>>, Answers);
@@ -560,6 +599,8 @@ pub struct PendingIntake {
     keys: Option<(Arc<AtomicU64>, u64)>,
     // Builds the rendered records' Work objects, of this verdict ("valid" / "unverified").
     works: Option<(Py<WorkBuilder>, String)>,
+    // What the sink has drafted for it.
+    draft: Option<DraftFor>,
 }
 
 #[pymethods]
@@ -590,7 +631,7 @@ impl PendingIntake {
             }
         }
         let works = self.works.as_ref().map(|(b, code)| (b.get(), code.as_str()));
-        rows(py, held, &jobs, answers, &Vec::new(), None, works)
+        rows(py, held, &jobs, answers, &Vec::new(), None, works, self.draft.as_ref())
     }
 }
 
@@ -607,7 +648,7 @@ impl Drop for PendingIntake {
 /// `intake_batch` in two steps: reads the accessors now, checks and renders on another thread
 /// (for sinks that do not read events: an event is built with the GIL, from what the decode kept).
 #[pyfunction]
-#[pyo3(signature = (renderer, checker, messages, max_record_bytes, replay_topic, verdict, works=None, ledger=None))]
+#[pyo3(signature = (renderer, checker, messages, max_record_bytes, replay_topic, verdict, works=None, draft=None))]
 #[allow(clippy::too_many_arguments)]
 pub fn intake_start(
     py: Python<'_>,
@@ -618,7 +659,7 @@ pub fn intake_start(
     replay_topic: Option<PyBackedStr>,
     verdict: PyBackedStr,
     works: Option<Py<WorkBuilder>>,
-    ledger: Option<PyRef<'_, LedgerFormat>>,
+    draft: Option<Bound<'_, PyAny>>,
 ) -> PyResult<PendingIntake> {
     // Through the accessors: this pass runs on a thread of its own, past this call (message.rs).
     let (held, jobs) = take_all(py, messages, max_record_bytes, replay_topic.as_deref(), None);
@@ -631,7 +672,8 @@ pub fn intake_start(
     let generation = shared.as_ref().map(|(_, g)| g.load(Ordering::SeqCst));
     let keys = shared.as_ref().zip(generation).map(|((_, g), at)| (Arc::clone(g), at));
     let code = verdict.to_string();
-    let spec: Option<Arc<Spec>> = ledger.as_ref().filter(|_| works.is_some()).map(|l| Arc::clone(&l.spec));
+    let draft = draft.filter(|_| works.is_some()).map(|d| DraftFor::of(&d)).transpose()?;
+    let for_pass = draft.clone();
     let works = works.map(|w| (w, code.clone()));
     let pass = std::thread::Builder::new()
         .name("govbus-intake".into())
@@ -639,7 +681,7 @@ pub fn intake_start(
             let mut guard = shared.as_ref().map(|(m, _)| lock(m));
             let current = shared.as_ref().map(|(_, g)| g.load(Ordering::SeqCst));
             let answers = if current == generation {
-                work(&jobs, &schemas, guard.as_deref_mut(), &code, false, spec.as_deref()).0
+                work(&jobs, &schemas, guard.as_deref_mut(), &code, false, for_pass.as_ref()).0
             } else {
                 drop(guard);
                 let outs = jobs.iter().map(|j| j.as_ref().map(|_| (None, Rendered::NotTried))).collect();
@@ -648,5 +690,5 @@ pub fn intake_start(
             (jobs, answers)
         })
         .map_err(|e| pyo3::exceptions::PyRuntimeError::new_err(format!("cannot start the intake pass: {e}")))?;
-    Ok(PendingIntake { held: Some(held), pass: Some(pass), keys, works })
+    Ok(PendingIntake { held: Some(held), pass: Some(pass), keys, works, draft })
 }

@@ -571,10 +571,10 @@ impl LedgerSealer {
     }
 }
 
-/// The entry drafted for `record` at intake (`NativeRecord._ledger`), if it still applies: the
+/// The entry drafted for `record` at intake (`NativeRecord._draft`), if it still applies: the
 /// record's verdict is the one it was drafted with and no detail came with it since.
 fn drafted(py: Python<'_>, record: &Bound<'_, PyAny>) -> PyResult<Option<Py<LedgerDraft>>> {
-    let Ok(draft) = record.getattr(intern!(py, "_ledger")) else { return Ok(None) };
+    let Ok(draft) = record.getattr(intern!(py, "_draft")) else { return Ok(None) };
     let Ok(draft) = draft.downcast_into_exact::<LedgerDraft>() else { return Ok(None) };
     let verdict = record.getattr(intern!(py, "verdict"))?;
     let detail = record.getattr(intern!(py, "verdict_detail"))?;

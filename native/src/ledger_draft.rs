@@ -20,7 +20,7 @@ use pyo3::prelude::*;
 use crate::civil::format_time;
 use crate::event::{Attr, Event, Writer};
 use crate::json;
-use crate::record::{Decoded, Header};
+use crate::record::{Decoded, Header, Source};
 
 /// The constants of ledger format 1 the draft needs, from `_ledger` (`native_ledger_format`).
 #[pyclass(module = "govbus._native", frozen)]
@@ -78,17 +78,6 @@ fn _set_draft_panic_probe(value: Option<Vec<u8>>) {
     if let Ok(mut p) = PROBE.lock() {
         *p = value;
     }
-}
-
-/// Where a record came from, as the delivered record holds it.
-pub struct Source<'a> {
-    pub topic: &'a str,
-    pub partition: u32,
-    pub offset: Option<i64>,
-    pub timestamp_ms: Option<i64>,
-    pub key: Option<&'a [u8]>,
-    pub value: &'a [u8],
-    pub headers: &'a [Header<'a>],
 }
 
 /// The draft of a record the decode rendered: `(body, prev_at, seq_at)`. None: a nested JSON

@@ -15,6 +15,7 @@ pub mod ledger;
 pub mod ledger_draft;
 pub mod message;
 pub mod otlp;
+pub mod otlp_draft;
 pub mod otlp_map;
 pub mod partition;
 pub mod pyevent;
@@ -331,5 +332,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     ledger::register(m)?;
     ledger_draft::register(m)?;
     otlp_map::register(m)?;
+    otlp_draft::register(m)?;
     Ok(())
 }

@@ -144,7 +144,7 @@ fn key_value(buf: &mut Vec<u8>, field: u32, key: &str, value: &Value) {
     any_value(buf, value);
 }
 
-fn log_record(buf: &mut Vec<u8>, row: &Row<'_>, max_attributes: usize) {
+pub(crate) fn log_record(buf: &mut Vec<u8>, row: &Row<'_>, max_attributes: usize) {
     fixed64_field(buf, 1, row.time_unix_nano);
     varint_field(buf, 2, row.severity_number as u64);
     str_field(buf, 3, &row.severity_text);
@@ -171,6 +171,12 @@ fn log_record(buf: &mut Vec<u8>, row: &Row<'_>, max_attributes: usize) {
     str_field(buf, 12, &row.event_name);
 }
 
+/// A log record of a request: mapped here, or encoded already (drafted at intake, `otlp_draft.rs`).
+pub enum Log<'a> {
+    Row(Row<'a>),
+    Encoded(&'a [u8]),
+}
+
 /// The serialized request: one ResourceLogs (`resource`, an encoded `Resource`) holding one
 /// ScopeLogs (`scope`, an encoded `InstrumentationScope`) with every row's log record.
 pub fn request(
@@ -178,7 +184,7 @@ pub fn request(
     resource_schema_url: &str,
     scope: &[u8],
     scope_schema_url: &str,
-    rows: &[Row<'_>],
+    rows: &[Log<'_>],
     max_attributes: usize,
 ) -> Vec<u8> {
     // The log records first (each through one reused scratch buffer for its length), then the
@@ -186,9 +192,14 @@ pub fn request(
     let mut records = Vec::with_capacity(rows.len() * 1536);
     let mut scratch = Vec::with_capacity(4096);
     for row in rows {
-        scratch.clear();
-        log_record(&mut scratch, row, max_attributes);
-        bytes_field(&mut records, 2, &scratch);
+        match row {
+            Log::Row(row) => {
+                scratch.clear();
+                log_record(&mut scratch, row, max_attributes);
+                bytes_field(&mut records, 2, &scratch);
+            }
+            Log::Encoded(encoded) => bytes_field(&mut records, 2, encoded),
+        }
     }
     let len_field = |n: usize| 1 + varint_len(n as u64) + n;
     let opt_str = |s: &str| if s.is_empty() { 0 } else { len_field(s.len()) };
@@ -265,8 +276,8 @@ pub fn otlp_logs_request<'py>(
 ) -> PyResult<Bound<'py, PyBytes>> {
     let rows = rows
         .iter()
-        .map(|r| extract_row(&r))
-        .collect::<PyResult<Vec<Row>>>()?;
+        .map(|r| extract_row(&r).map(Log::Row))
+        .collect::<PyResult<Vec<Log>>>()?;
     let encoded = py.allow_threads(|| {
         catch_unwind(AssertUnwindSafe(|| {
             request(

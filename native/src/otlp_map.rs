@@ -13,6 +13,7 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
 
 use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::intern;
@@ -20,7 +21,8 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple, PyType};
 
 use crate::ledger::{header_pair, write as write_json, J};
-use crate::otlp::{request, Row, Value};
+use crate::otlp::{request, Log, Row, Value};
+use crate::otlp_draft::{LogFormat, OtlpDraft, OtlpLogFormat};
 
 const MAX_DEPTH: usize = 100;
 
@@ -34,7 +36,7 @@ fn text(o: &Bound<'_, PyAny>) -> PyResult<String> {
 }
 
 /// Python's `str.isspace()`: what `str.strip()` removes.
-fn py_space(c: char) -> bool {
+pub(crate) fn py_space(c: char) -> bool {
     matches!(c, '\t'..='\r' | '\x1c'..='\x20' | '\u{85}' | '\u{a0}' | '\u{1680}' | '\u{2000}'..='\u{200a}'
         | '\u{2028}' | '\u{2029}' | '\u{202f}' | '\u{205f}' | '\u{3000}')
 }
@@ -57,7 +59,7 @@ fn scalar(v: &Bound<'_, PyAny>) -> PyResult<Option<Value>> {
 }
 
 /// The W3C traceparent `_otlp._parse_traceparent` accepts: (trace id, span id, flags) as hex text.
-fn parse_traceparent(raw: &[u8]) -> Option<(&str, &str, u32)> {
+pub(crate) fn parse_traceparent(raw: &[u8]) -> Option<(&str, &str, u32)> {
     if !raw.is_ascii() {
         return None;
     }
@@ -108,6 +110,8 @@ pub struct OtlpMapper {
     severity: Py<PyAny>,
     frozen_dict: Py<PyType>,
     frozen_list: Py<PyType>,
+    /// The mapping records were drafted for at intake (their log records are taken as drafted).
+    log_format: Option<Arc<LogFormat>>,
 }
 
 struct Ctx<'a, 'py> {
@@ -323,7 +327,7 @@ impl OtlpMapper {
     #[new]
     #[allow(clippy::too_many_arguments)]
     #[pyo3(signature = (resource, resource_schema_url, scope, scope_schema_url, max_attributes, event_attributes,
-                        producer_attributes, prefix, severity, frozen_types))]
+                        producer_attributes, prefix, severity, frozen_types, log_format=None))]
     fn new(
         resource: Vec<u8>,
         resource_schema_url: String,
@@ -335,6 +339,7 @@ impl OtlpMapper {
         prefix: String,
         severity: Py<PyAny>,
         frozen_types: (Py<PyType>, Py<PyType>),
+        log_format: Option<PyRef<'_, OtlpLogFormat>>,
     ) -> PyResult<Self> {
         // The mapping pushes attributes without looking for an earlier one of the same key: the
         // fixed keys must be distinct and none may start with the prefix of the event's own.
@@ -371,6 +376,7 @@ impl OtlpMapper {
             severity,
             frozen_dict: frozen_types.0,
             frozen_list: frozen_types.1,
+            log_format: log_format.map(|f| Arc::clone(&f.format)),
         })
     }
 
@@ -384,10 +390,24 @@ impl OtlpMapper {
             severities: HashMap::new(),
             now_ns,
         };
-        let mut rows = Vec::with_capacity(records.len());
+        // A record drafted for this mapping is taken as drafted; the drafts are held (as Python
+        // objects) while the request is written without the GIL.
+        let mut drafts: Vec<Option<Bound<'py, OtlpDraft>>> = Vec::with_capacity(records.len());
+        let mut mapped = Vec::with_capacity(records.len());
         for record in records.iter() {
-            rows.push(ctx.row(py, &record)?);
+            let draft = self.drafted(py, &record)?;
+            mapped.push(if draft.is_some() { None } else { Some(ctx.row(py, &record)?) });
+            drafts.push(draft);
         }
+        let rows: Vec<Log<'_>> = mapped
+            .into_iter()
+            .zip(&drafts)
+            .map(|(row, draft)| match (row, draft) {
+                (Some(row), _) => Log::Row(row),
+                (None, Some(d)) => Log::Encoded(&d.get().record),
+                (None, None) => unreachable!("a record is either mapped or drafted"),
+            })
+            .collect();
         let encoded = py.allow_threads(|| {
             catch_unwind(AssertUnwindSafe(|| {
                 request(
@@ -404,6 +424,23 @@ impl OtlpMapper {
             Ok(bytes) => Ok(PyBytes::new(py, &bytes)),
             Err(_) => Err(PyRuntimeError::new_err("otlp request encoding panicked")),
         }
+    }
+}
+
+impl OtlpMapper {
+    /// The log record drafted for `record` at intake (`NativeRecord._draft`), if it is for this
+    /// mapping and still applies: the record's verdict is the drafted one and it is not flagged.
+    fn drafted<'py>(&self, py: Python<'py>, record: &Bound<'py, PyAny>) -> PyResult<Option<Bound<'py, OtlpDraft>>> {
+        let Some(format) = &self.log_format else { return Ok(None) };
+        let Ok(draft) = record.getattr(intern!(py, "_draft")) else { return Ok(None) };
+        let Ok(draft) = draft.downcast_into_exact::<OtlpDraft>() else { return Ok(None) };
+        let d = draft.get();
+        if !Arc::ptr_eq(&d.format, format) || record.getattr(intern!(py, "flagged"))?.is_truthy()? {
+            return Ok(None);
+        }
+        let verdict = record.getattr(intern!(py, "verdict"))?;
+        let same = verdict.downcast::<PyString>().is_ok_and(|v| v.to_str().is_ok_and(|v| v == d.verdict));
+        Ok(same.then_some(draft))
     }
 }
 

@@ -9,6 +9,17 @@ use crate::json::{self, JsonError};
 /// A header as consumed: name, and value (None: a header without a value).
 pub type Header<'a> = (&'a str, Option<&'a [u8]>);
 
+/// Where a record came from, as the delivered record holds it.
+pub struct Source<'a> {
+    pub topic: &'a str,
+    pub partition: u32,
+    pub offset: Option<i64>,
+    pub timestamp_ms: Option<i64>,
+    pub key: Option<&'a [u8]>,
+    pub value: &'a [u8],
+    pub headers: &'a [Header<'a>],
+}
+
 pub struct Verdict<'a> {
     pub code: &'a str,
     pub detail: &'a str,

@@ -48,7 +48,7 @@ const RECORD_SLOTS: [&str; 16] = [
     "_decoder",
     "_event",
     "_attrs",
-    "_ledger",
+    "_draft",
 ];
 
 /// What `rows` hands a rendered record's objects from.
@@ -62,8 +62,8 @@ pub(crate) struct Parts<'py> {
     pub headers: Bound<'py, PyAny>,
     pub timestamp_ms: Bound<'py, PyAny>,
     pub line: Bound<'py, PyAny>,
-    /// The record's audit ledger draft (`ledger_draft.rs`) or None.
-    pub ledger: Bound<'py, PyAny>,
+    /// What the record's sink has drafted for it at intake (`LedgerDraft`, `OtlpDraft`) or None.
+    pub draft: Bound<'py, PyAny>,
     pub event_id: Bound<'py, PyAny>,
     pub event: Bound<'py, PyAny>,
     pub attrs: Bound<'py, PyAny>,
@@ -211,7 +211,7 @@ impl WorkBuilder {
             fill(record, r[12], self.decoder.bind(py).clone());
             fill(record, r[13], p.event);
             fill(record, r[14], p.attrs);
-            fill(record, r[15], p.ledger);
+            fill(record, r[15], p.draft);
         }
         let work = alloc(py, &self.work_type)?;
         // SAFETY: as above.

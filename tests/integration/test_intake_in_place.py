@@ -99,13 +99,13 @@ def test_consumed_messages_give_the_rows_the_accessors_give(
     drafting = Intake(
         Decoder(),
         verification=Verification(Verifier(keyring), VerdictPolicy()),
-        ledger=_ledger.native_ledger_format(),
+        draft=_ledger.native_ledger_format(),
     )
     rows = drafting.prepare(copies[2][128:256])
     assert rows is not None
     drafted = [r[0].record for r in rows if r is not None and len(r) == 4]
     assert len(drafted) > 100
-    assert all(type(r._ledger).__name__ == "LedgerDraft" and r.line is None for r in drafted)
+    assert all(type(r._draft).__name__ == "LedgerDraft" and r.line is None for r in drafted)
     assert all(r.verdict == "valid" for r in drafted)
     sealed = sealer(7, "ab" * 32, drafted)
     assert not any(r.headers.materialized for r in drafted)

@@ -14,6 +14,7 @@ import dataclasses
 from typing import Any
 
 import pytest
+from _intake_rows import decoded_record
 from _native_strategies import PRODUCERS, SETTINGS, encode, events
 from _sinks import FakeMessage
 from confluent_kafka import TIMESTAMP_CREATE_TIME, TIMESTAMP_NOT_AVAILABLE
@@ -22,11 +23,9 @@ from hypothesis import strategies as st
 
 from govbus import _accel as native
 from govbus._contract import Decoder
-from govbus._record import from_record
 from govbus.consumers._intake import Intake
 from govbus.consumers._spi import DeliveredRecord
 from govbus.consumers.sinks import _ledger
-from govbus.errors import DecodeError
 from govbus.event import GovernanceEvent
 from govbus.signing import SIGNATURE_HEADERS
 
@@ -65,23 +64,10 @@ def headers(draw: st.DrawFn, base: list[tuple[str, bytes]]) -> list[tuple[str, b
     return out[:at] + extra + out[at:]
 
 
-def _reference(msg: FakeMessage) -> DeliveredRecord | None:
-    """The record as the Python path decodes it (None: it is not deliverable)."""
-    try:
-        decoded = from_record(msg.value(), msg.headers(), Decoder())
-    except DecodeError:
-        return None
-    ts_type, ts = msg.timestamp()
-    return DeliveredRecord(
-        decoded.event, decoded.attributes, msg.topic(), msg.partition(), msg.offset(),
-        None if ts_type == TIMESTAMP_NOT_AVAILABLE else ts, msg.key(), msg.value() or b"", msg.headers(),
-    )  # fmt: skip
-
-
 def _intake(msgs: list[FakeMessage], *, start: bool = False, all_drafted: bool = True) -> list[Any]:
     """The delivered records (None: not delivered) of an intake drafting ledger entries."""
-    intake = Intake(Decoder(), events=False, ledger=_ledger.native_ledger_format())
-    assert intake._ledger is not None
+    intake = Intake(Decoder(), events=False, draft=_ledger.native_ledger_format())
+    assert intake._draft is not None
     if start:
         started = intake.start(msgs)
         assert started is not None
@@ -95,7 +81,7 @@ def _intake(msgs: list[FakeMessage], *, start: bool = False, all_drafted: bool =
     intake.settle()
     for row, work in zip(rows, works, strict=True):
         if all_drafted and row is not None and len(row) == 4 and work.record is not None:  # rendered by the pass
-            assert work.record._ledger is not None, "a record the pass rendered was not drafted"
+            assert work.record._draft is not None, "a record the pass rendered was not drafted"
     return [w.record for w in works]
 
 
@@ -135,11 +121,11 @@ def test_drafted_entries_seal_to_the_python_writers_lines(
             )
         )
     records = _intake(msgs)
-    references = [_reference(m) for m in msgs]
+    references = [decoded_record(m) for m in msgs]
     assert [r is None for r in records] == [r is None for r in references]
     delivered = [r for r in records if r is not None]
     if delivered:
-        assert all(r._event is None for r in records if r is not None and r._ledger is not None)
+        assert all(r._event is None for r in records if r is not None and r._draft is not None)
         _sealed_alike(delivered, [r for r in references if r is not None], seq, "0" * 64)
 
 
@@ -159,9 +145,9 @@ def _messages(n: int) -> list[FakeMessage]:
 def test_records_are_drafted_not_built_and_seal_alike() -> None:
     msgs = _messages(5)
     records = _intake(msgs)
-    assert all(type(r._ledger).__name__ == "LedgerDraft" for r in records)
+    assert all(type(r._draft).__name__ == "LedgerDraft" for r in records)
     assert all(r.line is None and r._event is None for r in records)  # neither line nor event made
-    lines = _sealed_alike(records, [_reference(m) for m in msgs], 3, "ab" * 32)  # type: ignore[misc]
+    lines = _sealed_alike(records, [decoded_record(m) for m in msgs], 3, "ab" * 32)  # type: ignore[misc]
     assert all(r._event is None for r in records)  # the sealer read neither
     first, _ = _ledger.unseal(lines.splitlines(keepends=True)[0])
     assert (first["seq"], first["prev"], first["verdict"]) == (3, "ab" * 32, "unverified")
@@ -171,20 +157,20 @@ def test_records_are_drafted_not_built_and_seal_alike() -> None:
 def test_the_pass_on_its_own_thread_drafts_too() -> None:
     msgs = _messages(80)  # Intake.start takes batches of START_MIN_RECORDS and more
     records = _intake(msgs, start=True)
-    assert all(type(r._ledger).__name__ == "LedgerDraft" for r in records)
-    _sealed_alike(records, [_reference(m) for m in msgs], 0, _ledger.GENESIS)  # type: ignore[misc]
+    assert all(type(r._draft).__name__ == "LedgerDraft" for r in records)
+    _sealed_alike(records, [decoded_record(m) for m in msgs], 0, _ledger.GENESIS)  # type: ignore[misc]
 
 
 def test_a_record_whose_verdict_or_event_changed_is_sealed_from_its_event() -> None:
     msgs = _messages(3)
     records = _intake(msgs)
-    refs: list[Any] = [_reference(m) for m in msgs]
+    refs: list[Any] = [decoded_record(m) for m in msgs]
     # A verdict set after the draft was made (it was drafted "unverified"): the draft no longer applies.
     object.__setattr__(records[0], "verdict", "gap")
     refs[0] = dataclasses.replace(refs[0], verdict="gap")
     # dataclasses.replace() goes through the event setter, which drops the draft.
     records[1] = dataclasses.replace(records[1], verdict_detail="flagged", flagged=True)
-    assert records[1]._ledger is None
+    assert records[1]._draft is None
     refs[1] = dataclasses.replace(refs[1], verdict_detail="flagged", flagged=True)
     lines = _sealed_alike(records, refs, 0, _ledger.GENESIS)
     assert records[0]._event is not None  # decoded to seal it
@@ -198,7 +184,7 @@ def test_without_the_format_the_intake_renders_lines() -> None:
     rows = intake.prepare(msgs)
     assert rows is not None
     records = [intake.take(r, 1).record for r in rows]
-    assert all(r._ledger is None and r.line is not None for r in records)
+    assert all(r._draft is None and r.line is not None for r in records)
 
 
 @pytest.mark.parametrize("start", [False, True], ids=["batch", "own-thread"])
@@ -209,9 +195,9 @@ def test_a_panic_while_drafting_leaves_the_record_delivered_and_sealed_from_its_
         records = _intake(msgs, start=start, all_drafted=False)
     finally:
         native.set_draft_panic_probe(None)
-    assert records[1]._ledger is None  # delivered, with its line
+    assert records[1]._draft is None  # delivered, with its line
     assert records[1].line is not None
-    assert all(r._ledger is not None for i, r in enumerate(records) if i != 1)
-    _sealed_alike(records, [_reference(m) for m in msgs], 0, _ledger.GENESIS)  # type: ignore[misc]
+    assert all(r._draft is not None for i, r in enumerate(records) if i != 1)
+    _sealed_alike(records, [decoded_record(m) for m in msgs], 0, _ledger.GENESIS)  # type: ignore[misc]
     assert records[1]._event is not None
     assert records[0]._event is None

@@ -348,11 +348,13 @@ def test_the_runtime_builds_events_only_for_sinks_that_read_them() -> None:
         "http": (HttpSink(url=url), False),
         "http hec": (HttpSink(url=url, format="splunk-hec"), True),
         "syslog": (SyslogSink(port="9"), True),
-        "otlp": (OtlpSink(endpoint=url), True),
-        # The audit sink has its ledger entries drafted in the pass instead (test_ledger_draft.py).
+        # The otlp (OTLP/HTTP) and audit sinks have what they write drafted in the pass instead
+        # (test_otlp_draft.py, test_ledger_draft.py).
+        "otlp": (OtlpSink(endpoint=url), False),
+        "otlp grpc": (OtlpSink(endpoint="127.0.0.1:9", protocol="grpc"), True),
         "audit": (AuditSink(path="unused-ledger.jsonl"), False),
         "plugin": (_PluginWithoutTheAttribute(), True),
     }
     intakes = {name: SinkRuntime(sink, settings, name="x")._intake for name, (sink, _) in sinks.items()}
     assert {name: i.native_events for name, i in intakes.items()} == {name: w for name, (_, w) in sinks.items()}
-    assert {name for name, i in intakes.items() if i._ledger is not None} == {"audit"}
+    assert {name for name, i in intakes.items() if i._draft is not None} == {"audit", "otlp"}
