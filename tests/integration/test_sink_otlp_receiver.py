@@ -8,16 +8,25 @@ from __future__ import annotations
 
 import logging
 import socket
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 from _sink_receivers import Answer, OtlpReceiver, attributes, delivered
+from _sinks import events, produce, records, sign, signing_pair, wait_for
 from opentelemetry.metrics import get_meter
+from opentelemetry.sdk.resources import Resource
 
+from govbus._contract import Decoder
+from govbus._record import from_record
 from govbus._sample import sample_events
-from govbus.consumers._spi import OK, Batch, RetryLater, SinkContext
-from govbus.consumers.sinks._otlp import ATTRIBUTE_PREFIX, ATTRIBUTES, OtlpSink
+from govbus._settings import load_settings
+from govbus.consumers import SinkRuntime, VerdictPolicy, Verification
+from govbus.consumers._spi import OK, Batch, DeliveredRecord, RetryLater, SinkContext
+from govbus.consumers.sinks._otlp import ATTRIBUTE_PREFIX, ATTRIBUTES, OtlpSink, _rows, request_encoder
 from govbus.consumers.sinks._severity import severity
+from govbus.signing import Verifier
 
 CTX = SinkContext("otlp", "govbus.sink.otlp", "govbus.events", get_meter("test"), logging.getLogger("test"))
 TRACE, SPAN = "0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331"
@@ -146,3 +155,54 @@ def test_headers_and_deflate_reach_the_collector(receiver: OtlpReceiver) -> None
     assert headers.get("Content-Type") == "application/x-protobuf"
     assert (headers.get("authorization"), headers.get("x-tenant")) == ("Bearer t0k", "acme")
     assert len(receiver.log_records()) == 4
+
+
+def test_through_the_runtime_drafted_log_records_are_the_python_mapping(
+    receiver: OtlpReceiver, kafka_bootstrap: str, new_topic: Callable[..., str]
+) -> None:
+    # From the real broker through the sink runtime: the intake drafts each record's log record
+    # (native/src/otlp_draft.rs) and the sink sends it as drafted. Each log record the receiver
+    # decodes must be the one the Python mapping gives for that record, decoded in Python.
+    topic = new_topic(partitions=3)
+    signer, keyring = signing_pair()
+    evs = [e.replace(attributes={**e.attributes, "nested": {"b": [1, 2.5], "a": None}}) for e in events(300)]
+    recs = sign(records(evs), signer, partitions=3)
+    assert produce(kafka_bootstrap, topic, recs) == len(recs)
+    sink = OtlpSink(endpoint=receiver.endpoint, timeout_s="5", service_name="svc")
+    assert sink._native_draft_format() is not None
+    seen: list[Any] = []
+    write = sink.write
+
+    def keep(batch: Batch) -> Any:
+        seen.extend(batch)
+        return write(batch)
+
+    sink.write = keep  # type: ignore[method-assign]
+    settings = load_settings(
+        kafka={"bootstrap_servers": kafka_bootstrap}, topic=topic, sink={"health": {"enabled": False}}
+    )
+    runtime = SinkRuntime(
+        sink, settings, name="otlp-drafts", verification=Verification(Verifier(keyring), VerdictPolicy())
+    )
+    thread = threading.Thread(target=runtime.run, daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: len(receiver.log_records()) >= len(recs), 60, what="every log record at the receiver")
+    finally:
+        runtime.stop()
+        thread.join(30)
+    drafted = [r for r in seen if type(getattr(r, "_draft", None)).__name__ == "OtlpDraft"]
+    assert len(drafted) == len(recs)  # every record drafted, none built
+    assert all(r._event is None for r in drafted)
+    got = {attributes(lr.attributes)["cloudevents.event_id"]: lr for _, lr in receiver.log_records()}
+    assert sink._encoder is None  # closed by the runtime: map with an encoder of the same options
+    encoder = request_encoder(Resource.create({"service.name": "svc"}), sink.options)
+    for r in drafted:
+        decoded = from_record(r.value, list(r.headers), Decoder())
+        ref = DeliveredRecord(decoded.event, decoded.attributes, r.topic, r.partition, r.offset, r.timestamp_ms,
+                              r.key, r.value, list(r.headers), r.verdict)  # fmt: skip
+        assert ref.verdict == "valid"
+        (want,) = [
+            lr for rl in encoder.request(_rows([ref], 0)).resource_logs for sl in rl.scope_logs for lr in sl.log_records
+        ]
+        assert got[ref.event.event_id].SerializeToString() == want.SerializeToString()
