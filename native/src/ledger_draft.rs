@@ -225,7 +225,7 @@ fn event(out: &mut Vec<u8>, d: &Decoded<'_>, w: &Writer, headers: &[Header<'_>],
 }
 
 /// Writes `{"k":v,…}`, each value by `value`, in the order given.
-fn object<'k, T>(out: &mut Vec<u8>, items: Vec<(&'k str, T)>, mut value: impl FnMut(&mut Vec<u8>, T) -> Option<()>) -> Option<()> {
+fn object<T>(out: &mut Vec<u8>, items: Vec<(&str, T)>, mut value: impl FnMut(&mut Vec<u8>, T) -> Option<()>) -> Option<()> {
     out.push(b'{');
     for (i, (k, v)) in items.into_iter().enumerate() {
         if i > 0 {

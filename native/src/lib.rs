@@ -6,6 +6,7 @@
 
 pub mod avro;
 pub mod civil;
+pub mod consumed;
 pub mod encode;
 pub mod event;
 pub mod fuzzing;
