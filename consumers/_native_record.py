@@ -99,8 +99,8 @@ class NativeRecord(DeliveredRecord):
 
     @event.setter
     def event(self, value: GovernanceEvent) -> None:
-        # dataclasses.replace() and the inherited __init__ set fields: the line and the ledger
-        # draft no longer apply.
+        # dataclasses.replace() and the inherited __init__ set fields: the line and the draft no
+        # longer apply.
         object.__setattr__(self, "_event", value)
         object.__setattr__(self, "event_id", value.event_id)
         object.__setattr__(self, "line", None)

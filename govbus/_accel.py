@@ -44,6 +44,7 @@ __all__ = [
     "record_signer",
     "renderer_for",
     "signature_checker",
+    "symbol",
     "work_builder",
 ]
 
@@ -167,6 +168,12 @@ def signature_checker(cache_size: int) -> Any | None:
         return None
     assert _MODULE is not None
     return _MODULE.SignatureChecker(cache_size)
+
+
+def symbol(name: str) -> Any | None:
+    """``govbus._native.<name>`` when the compiled core is in use; None when it is not (not
+    installed, ``GOVBUS_NATIVE=off``) or predates that name."""
+    return getattr(_MODULE, name, None) if active() else None
 
 
 def intake_batch() -> Any | None:

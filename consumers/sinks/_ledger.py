@@ -20,7 +20,6 @@ import collections
 import dataclasses
 import fcntl
 import hashlib
-import importlib
 import json
 import logging
 import math
@@ -182,9 +181,7 @@ def seal_events(seq: int, prev: str, records: Sequence[DeliveredRecord]) -> tupl
 def native_sealer() -> Any | None:
     """The compiled core's ``seal_events`` (``govbus._native.LedgerSealer``), or None when the core
     is not in use (not installed, ``GOVBUS_NATIVE=off``) or predates it."""
-    if not native_core.active():
-        return None
-    cls = getattr(importlib.import_module("govbus._native"), "LedgerSealer", None)
+    cls = native_core.symbol("LedgerSealer")
     if cls is None:
         return None
     return cls(
@@ -201,9 +198,7 @@ def native_ledger_format() -> Any | None:
     """What the compiled core's intake drafts event entries with (``govbus._native.LedgerFormat``,
     native/src/ledger_draft.rs), or None when the core is not in use or predates it. A drafted
     entry lacks only its ``seq`` and ``prev``; the sealer fills them in and hashes the line."""
-    if not native_core.active():
-        return None
-    cls = getattr(importlib.import_module("govbus._native"), "LedgerFormat", None)
+    cls = native_core.symbol("LedgerFormat")
     if cls is None:
         return None
     return cls(sorted(_SIG_HEADERS), sorted(_OWN_ATTRIBUTES), SPEC_VERSION)

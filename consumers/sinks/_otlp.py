@@ -406,9 +406,7 @@ def native_log_format(max_attributes: int) -> Any | None:
     """What the compiled core's intake drafts this module's log records with
     (``govbus._native.OtlpLogFormat``, native/src/otlp_draft.rs), or None when the core is not in
     use or predates it."""
-    if not native_core.active():
-        return None
-    cls = getattr(importlib.import_module("govbus._native"), "OtlpLogFormat", None)
+    cls = native_core.symbol("OtlpLogFormat")
     if cls is None:
         return None
     return cls(

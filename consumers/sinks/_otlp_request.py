@@ -17,7 +17,6 @@ event's own ``governance.attributes.*`` beyond the limit are the ones dropped, c
 
 from __future__ import annotations
 
-import importlib
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
@@ -42,9 +41,7 @@ Row = tuple[int, int, int, int, int, int, str, str, str, Mapping[str, Any]]
 def native_writer() -> Callable[..., bytes] | None:
     """The compiled core's request writer (``govbus._native.otlp_logs_request``), or None when the
     core is not in use (not installed, ``GOVBUS_NATIVE=off``) or predates it."""
-    if not native_core.active():
-        return None
-    writer: Callable[..., bytes] | None = getattr(importlib.import_module("govbus._native"), "otlp_logs_request", None)
+    writer: Callable[..., bytes] | None = native_core.symbol("otlp_logs_request")
     return writer
 
 
@@ -148,7 +145,7 @@ class RequestEncoder:
         as drafted)."""
         if self._native is None:
             return None
-        cls = getattr(importlib.import_module("govbus._native"), "OtlpMapper", None)
+        cls = native_core.symbol("OtlpMapper")
         if cls is None:
             return None
         try:

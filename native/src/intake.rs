@@ -231,6 +231,7 @@ fn rows<'a, 'py>(
                 let none = || py.None().into_bound(py);
                 let body = || text[start..mid].to_vec();
                 let (line, draft) = match (drafted, draft) {
+                    (None, _) => (PyBytes::new(py, &text[start..mid]).into_any(), none()),
                     (Some(Drafted::Ledger(prev_at, seq_at)), _) => {
                         let d = LedgerDraft { body: body(), prev_at, seq_at, verdict: verdict.to_string() };
                         (none(), Bound::new(py, d)?.into_any())
@@ -239,7 +240,8 @@ fn rows<'a, 'py>(
                         let d = OtlpDraft { record: body(), verdict: verdict.to_string(), format: Arc::clone(format) };
                         (none(), Bound::new(py, d)?.into_any())
                     }
-                    _ => (PyBytes::new(py, &text[start..mid]).into_any(), none()),
+                    // Not made (only the otlp format drafts log records): neither line nor draft.
+                    (Some(Drafted::Otlp), _) => (none(), none()),
                 };
                 let parts = Parts {
                     topic: t.topic.into_bound(py),
@@ -262,9 +264,8 @@ fn rows<'a, 'py>(
                 result.append(PyTuple::new(py, [work, auth.into_bound(py), broker, legacy])?)?;
                 continue;
             }
-            // A draft is for a NativeRecord: without `works`, the Python path decodes the record.
-            Rendered::Line(_, _, _, _, Some(_)) => py.None(),
-            Rendered::Line(start, mid, end, legacy, None) => {
+            // No drafts without `works` (intake_batch drafts only for the records it builds).
+            Rendered::Line(start, mid, end, legacy, _) => {
                 let id = PyString::new(py, std::str::from_utf8(&text[mid..end]).unwrap_or_default());
                 let line = PyBytes::new(py, &text[start..mid]);
                 match (events, kept.get(at).and_then(|d| d.as_deref())) {

@@ -20,7 +20,7 @@ use pyo3::prelude::*;
 use crate::civil::format_time;
 use crate::event::{Attr, Event, Writer};
 use crate::json;
-use crate::record::{Decoded, Header, Source};
+use crate::record::{Decoded, Header, Source, KNOWN};
 
 /// The constants of ledger format 1 the draft needs, from `_ledger` (`native_ledger_format`).
 #[pyclass(module = "govbus._native", frozen)]
@@ -200,7 +200,6 @@ fn event(out: &mut Vec<u8>, d: &Decoded<'_>, w: &Writer, headers: &[Header<'_>],
     }
     members.push(("datacontenttype", rendered("application/json")));
     // The extensions: `parse_headers` leaves out its known attributes, render_event its own.
-    const KNOWN: [&str; 7] = ["specversion", "id", "source", "type", "time", "subject", "dataschema"];
     for &(k, v) in &d.ce {
         if !KNOWN.contains(&k) && !spec.own_attributes.iter().any(|a| a == k) {
             members.push((k, rendered(v)));

@@ -23,7 +23,7 @@ use pyo3::prelude::*;
 use crate::event::{Attr, Event, Writer};
 use crate::json;
 use crate::otlp::{log_record, Row, Value};
-use crate::otlp_map::{parse_traceparent, py_space};
+use crate::otlp_map::{hex, parse_traceparent, py_space};
 use crate::record::{Decoded, Source};
 
 /// One otlp sink's mapping constants (`_otlp.native_log_format`).
@@ -161,14 +161,6 @@ fn time_ns(micros: i64) -> Option<u64> {
     }
     let seconds = (micros as f64 / 1e6).trunc() as u64;
     seconds.checked_mul(1_000_000_000)?.checked_add((micros % 1_000_000) as u64 * 1_000)
-}
-
-fn hex<T>(s: &str, digits: usize, parse: fn(&str, u32) -> Result<T, std::num::ParseIntError>) -> Option<T> {
-    if s.len() == digits && s.bytes().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f')) {
-        parse(s, 16).ok()
-    } else {
-        None
-    }
 }
 
 /// The encoded `LogRecord` of a record the decode rendered; None: it is mapped from its Python

@@ -88,12 +88,17 @@ pub(crate) fn parse_traceparent(raw: &[u8]) -> Option<(&str, &str, u32)> {
     Some((&text[3..35], &text[36..52], flags))
 }
 
-fn hex_id<T>(s: &str, digits: usize, parse: fn(&str, u32) -> Result<T, std::num::ParseIntError>) -> PyResult<T> {
+/// A trace or span id of `digits` lowercase hex digits, as a number (None: anything else).
+pub(crate) fn hex<T>(s: &str, digits: usize, parse: fn(&str, u32) -> Result<T, std::num::ParseIntError>) -> Option<T> {
     if s.len() == digits && s.bytes().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f')) {
-        parse(s, 16).map_err(|_| defer("a trace id"))
+        parse(s, 16).ok()
     } else {
-        Err(defer("a trace or span id that is not lowercase hex of its length"))
+        None
     }
+}
+
+fn hex_id<T>(s: &str, digits: usize, parse: fn(&str, u32) -> Result<T, std::num::ParseIntError>) -> PyResult<T> {
+    hex(s, digits, parse).ok_or_else(|| defer("a trace or span id that is not lowercase hex of its length"))
 }
 
 /// Maps delivered records to OTLP log records and writes the request; built once per sink.

@@ -26,7 +26,7 @@ use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyString, PyTuple, PyType};
 use crate::civil::civil;
 use crate::event::{Attr, Event};
 use crate::json;
-use crate::record::{Decoded, Schemas};
+use crate::record::{Decoded, Schemas, KNOWN};
 
 /// The model's fields in declaration order (`govbus.event.FIELDS`); the builder refuses a model
 /// whose fields differ (a field added in Python must be added here too).
@@ -56,7 +56,6 @@ const EVENT_FIELDS: [&str; 22] = [
 ];
 const ATTRS_FIELDS: [&str; 9] =
     ["specversion", "id", "source", "type", "time", "subject", "datacontenttype", "dataschema", "extensions"];
-const KNOWN: [&str; 7] = ["specversion", "id", "source", "type", "time", "subject", "dataschema"];
 
 /// A record value whose event build panics, for the tests of the fallback (None: off).
 static PROBE: Mutex<Option<Vec<u8>>> = Mutex::new(None);

@@ -87,7 +87,8 @@ fn jstr(s: &str) -> Vec<u8> {
     v
 }
 
-const KNOWN: [&str; 7] = ["specversion", "id", "source", "type", "time", "subject", "dataschema"];
+/// The CloudEvents attributes `parse_headers` knows; any other `ce_*` header is an extension.
+pub(crate) const KNOWN: [&str; 7] = ["specversion", "id", "source", "type", "time", "subject", "dataschema"];
 
 /// What the decode read, kept for building the Python event and its CloudEvents attributes
 /// (`pyevent.rs`) without decoding the record again.
