@@ -536,7 +536,10 @@ def replay_dead_letters(
             next_offsets[dl.partition] = dl.offset + 1
         if dry_run:
             return ReplayReport(replayed, passed, target_topic)
-        remaining = producer.flush(timeout)
+        try:
+            remaining = producer.flush(timeout)
+        except KafkaException as exc:  # the fatal error can surface here rather than in a delivery report
+            raise _replay_refused(producer, exc, fatal, target_topic, conf) from None
         if remaining or errors:
             raise DeadLetterError(
                 f"replay to {target_topic!r} failed ({remaining} unsent, errors: {'; '.join(errors[:3])}); "

@@ -74,7 +74,10 @@ def replay_one(conf: dict[str, Any], dead_letter: DeadLetter, target_topic: str,
         )
     except (KafkaException, BufferError) as exc:
         raise DeadLetterError(f"cannot replay to {target_topic!r}: {exc}") from None
-    remaining = producer.flush(timeout + 1)
+    try:
+        remaining = producer.flush(timeout + 1)
+    except KafkaException as exc:  # a fatal producer error (e.g. no producer id: no WRITE) can surface here
+        raise DeadLetterError(f"replay to {target_topic!r} failed: {exc}; nothing changed") from None
     if remaining or errors:
         raise DeadLetterError(
             f"replay to {target_topic!r} was not acknowledged ({'; '.join(errors) or 'timed out'}); nothing changed"
