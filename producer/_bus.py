@@ -1,8 +1,8 @@
 """The Bus: a thin facade over the producer's engine (``emit()`` on the caller's thread; encoding,
 spooling and Kafka I/O on background threads), one concept per module:
 
-* ``_bus`` (this module): wiring, ``emit()``/admission (memory mode appends ``(event, trace
-  context)`` to the hand-off queue, a deque append, no lock; disk mode journals the event to the
+* ``_bus`` (this module): wiring, ``emit()``/admission (memory mode appends the event (or
+  ``(event, trace context)`` inside a span) to the hand-off queue, a deque append, no lock; disk mode journals the event to the
   spool first), ``flush()``, ``close()``, counters and ``health()``.
 * ``_sender``: the ``govbus-sender`` thread and its state machine (:class:`SenderState`): hand-off
   queue -> batch step -> partition -> batch hook -> librdkafka, or the spool while the broker is
@@ -321,7 +321,10 @@ class Bus:
         q = self._queue
         if len(q) >= self._queue_max:
             self._wait_for_room()
-        q.append((event, _capture_context()))
+        captured = _capture_context()
+        # Outside any span (the common case) the event goes alone: no (event, context) tuple per
+        # event for the cyclic collector to count, and to walk while a burst waits in the queue.
+        q.append(event if captured is EMPTY_CONTEXT else (event, captured))
         self._count_submitted()
         if self._sender.idle:
             self._sender.wake.set()

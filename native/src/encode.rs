@@ -21,6 +21,7 @@ use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyT
 use crate::civil::{self, civil, days_from_civil};
 use crate::partition::partition_for;
 use crate::sign::{merkle, ToSign};
+use crate::slots::{index_of, Slots};
 
 // ---- Avro primitives (writer side) ----------------------------------------------------------------
 
@@ -282,12 +283,54 @@ pub(crate) fn unlocked<T: Send, F: FnOnce() -> T + Send + pyo3::marker::Ungil>(
 
 type PyFields = Fields<PyBackedStr>;
 
-/// Reads one event's fields (GIL held); None: the Python path encodes it.
-fn extract(enc: &BatchEncoder, py: Python<'_>, e: &Bound<'_, PyAny>) -> PyResult<Option<PyFields>> {
+/// The `GovernanceEvent` fields [`extract`] reads, read from their slots when the class is the
+/// slotted dataclass it is (crate::slots).
+const EVENT_FIELDS: [&str; 19] = [
+    "trace_id",
+    "kind",
+    "occurred_at",
+    "attributes",
+    "risk_score",
+    "latency_ms",
+    "event_id",
+    "severity",
+    "agent_id",
+    "agent_did",
+    "session_id",
+    "action",
+    "resource",
+    "decision",
+    "reason",
+    "policy_name",
+    "schema_version",
+    "tenant_id",
+    "policy_version",
+];
+
+type EventSlots<'py> = Slots<'py, 19>;
+
+/// Reads one event's fields (GIL held); None: the Python path encodes it. `slots`: where the
+/// fields of the batch's event class live (getattr for an event of another class).
+fn extract<'py>(
+    enc: &BatchEncoder,
+    py: Python<'py>,
+    e: &Bound<'py, PyAny>,
+    slots: Option<&EventSlots<'py>>,
+) -> PyResult<Option<PyFields>> {
+    let direct = slots.filter(|s| s.fit(e));
     macro_rules! attr {
-        ($name:literal) => {
-            e.getattr(pyo3::intern!(py, $name))?
-        };
+        ($name:literal) => {{
+            const I: usize = index_of(&EVENT_FIELDS, $name);
+            let value = match direct {
+                Some(s) => s.get(e, I),
+                None => e.getattr(pyo3::intern!(py, $name)).ok(),
+            };
+            match value {
+                Some(v) => v,
+                // An unset slot, a failing attribute: the Python path says what is wrong.
+                None => return Ok(None),
+            }
+        }};
     }
     fn text(o: &Bound<'_, PyAny>) -> Option<PyBackedStr> {
         if o.is_exact_instance_of::<PyString>() {
@@ -700,6 +743,10 @@ impl BatchEncoder {
             headers.push(untracked((&proof_name, PyBytes::new(py, &proof)).into_pyobject(py)?));
             headers.push(sig.clone().into_any());
             let headers = PyList::new(py, headers)?;
+            // SAFETY: a live list of untracked (str, bytes) pairs that goes straight to produce() (no
+            // hook sees a fused-signed record): no cycle can pass through it, and an untracked list
+            // is freed as any other. Thousands are in flight at once; each collection walked them.
+            unsafe { pyo3::ffi::PyObject_GC_UnTrack(headers.as_ptr().cast()) };
             let seq = (first_seq + i as u64).into_pyobject(py)?.into_any();
             let key = PyBytes::new(py, &r.key).into_any();
             let value = PyBytes::new(py, &r.value).into_any();
@@ -924,9 +971,13 @@ impl BatchEncoder {
     ) -> PyResult<Vec<Option<PyFields>>> {
         let empty = self.empty_context.bind(py);
         let mut fields: Vec<Option<PyFields>> = Vec::with_capacity(events.len());
+        let slots = match events.iter().next() {
+            Some(first) => EventSlots::of(&first.get_type(), &EVENT_FIELDS)?,
+            None => None,
+        };
         for (e, c) in events.iter().zip(contexts.iter()) {
             fields.push(if c.is_none() || c.is(empty) {
-                extract(self, py, &e)?
+                extract(self, py, &e, slots.as_ref())?
             } else {
                 None
             });

@@ -22,6 +22,7 @@ pub mod partition;
 pub mod pyevent;
 pub mod record;
 pub mod sign;
+pub(crate) mod slots;
 pub mod verify;
 pub mod works;
 

@@ -26,6 +26,7 @@ class Consumed:
     key: bytes
     headers: list[tuple[str, bytes]]
     record: InRecord
+    timestamp: tuple[int, int]  # (type, ms): what msg.timestamp() says
 
     @property
     def event(self) -> GovernanceEvent:
@@ -70,7 +71,7 @@ def consume(bootstrap: str, topic: str, expected: int, timeout: float = 60.0, se
                     continue
                 headers = list(msg.headers() or [])
                 record = from_record(msg.value(), headers, decoder)
-                out.append(Consumed(msg.partition(), msg.offset(), msg.key(), headers, record))
+                out.append(Consumed(msg.partition(), msg.offset(), msg.key(), headers, record, msg.timestamp()))
     finally:
         consumer.close()
     return out

@@ -3,12 +3,13 @@ partitioning, the contract on the wire, trace context, the signing seam."""
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Producer
+from confluent_kafka import TIMESTAMP_CREATE_TIME, Producer
 from integration.producer_fixtures import bus_settings, check_delivery, consume
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
@@ -29,6 +30,7 @@ def test_every_event_once_in_order_on_its_partition(
 ) -> None:
     topic = new_topic(partitions=3)
     emitted = list(sample_events(3000, agents=12))
+    started_ms = int(time.time() * 1000)
     with Bus(bus_settings(kafka_bootstrap, topic, tmp_path, durability=durability)) as bus:
         for event in emitted:
             bus.emit(event)
@@ -47,6 +49,9 @@ def test_every_event_once_in_order_on_its_partition(
         assert c.event == event.replace(producer=bus.producer_info)
         assert c.record.attributes.type == event.ce_type
         assert c.header("ce_id") == event.event_id.encode()
+    # The record's timestamp is librdkafka's create time (the sender passes timestamp 0 = now).
+    ended_ms = int(time.time() * 1000)
+    assert all(c.timestamp[0] == TIMESTAMP_CREATE_TIME and started_ms <= c.timestamp[1] <= ended_ms for c in consumed)
     assert not list(tmp_path.glob("*.seg")) or durability == "disk"  # memory mode never needed the spool
 
 

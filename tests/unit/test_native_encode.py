@@ -255,6 +255,32 @@ def test_what_the_compiled_writer_hands_back_is_encoded_on_the_python_path() -> 
     assert natively_encoded(batch, 2) == [False, False, False, True, True]
 
 
+class _Subclassed(GovernanceEvent):
+    __slots__ = ()
+
+
+def test_fields_are_read_from_their_slots_and_by_name_for_another_class() -> None:
+    """The compiled writer reads the fields of the batch's event class from the slots (offsets
+    checked against the class); an event of another class (here a subclass) is read by name."""
+    plain = GovernanceEvent(agent_id="plain", reason="r\u00e9", session_id="s", risk_score=0.5, tenant_id="t")
+    sub = _Subclassed(agent_id="sub", decision="deny", attributes={"n": 1}, policy_version="7")
+    for batch in ([plain, sub, plain], [sub, plain, sub]):
+        compare(batch, 2)
+        assert natively_encoded(batch, 2) == [True, True, True]
+
+
+def test_an_event_with_an_empty_slot_is_handed_back_not_read() -> None:
+    hollow = GovernanceEvent(agent_id="hollow")
+    object.__delattr__(hollow, "reason")  # a slot never set: NULL in the instance
+    hollow_sub = _Subclassed(agent_id="hollow")
+    object.__delattr__(hollow_sub, "reason")  # read by name: AttributeError
+    batch = [GovernanceEvent(agent_id="plain"), hollow, hollow_sub]
+    assert natively_encoded(batch, 2) == [True, False, False]
+    python, _compiled = encoders(2)
+    with pytest.raises(AttributeError, match="reason"):  # what the Python path says of it
+        python.encode([hollow], [EMPTY_CONTEXT], 0, keep=True, unencodable=_Unencodable())
+
+
 # --- sign ---------------------------------------------------------------------------------------
 
 
