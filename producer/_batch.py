@@ -8,6 +8,7 @@ owns nothing else: no queue, no spool, no Kafka client.
 
 from __future__ import annotations
 
+import contextvars
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -29,8 +30,9 @@ BATCH = 256  # events per sender step; the sender yields the GIL between steps
 # What encoding an accepted event can raise: the writer schema cannot carry it (InvalidEventError
 # is a ValueError), or something the model let through that the encoder refuses.
 UNENCODABLE = (ValueError, TypeError, OverflowError)
-# The context of a thread with no span (memory mode captures this; disk mode journals None).
-EMPTY_CONTEXT = _tracing.capture_context()
+# The context of a thread with no span (memory mode captures this; disk mode journals None):
+# read in a fresh contextvars context, so a first import inside a span does not take that span's.
+EMPTY_CONTEXT = contextvars.Context().run(_tracing.capture_context)
 
 Report = Callable[["OutgoingRecord", KafkaError | None, Any], None]
 # (event, seq, why) for an event the writer schema cannot carry: the sender counts and keeps it.

@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -114,16 +115,34 @@ def test_sigkill_mid_batch_then_restart_delivers_everything(
     topic = new_topic(partitions=3)
     recs = records(events(20_000))
     produce(kafka_bootstrap, topic, recs)
+    # The sink can read a topic this size in well under a second: more keeps coming until the
+    # kill, so there is always a write in progress to catch (bounded at 200k more).
+    stop = threading.Event()
+
+    def feed() -> None:
+        for seed in range(100, 200):
+            if stop.is_set():
+                return
+            more = records(events(2_000, seed=seed))
+            produce(kafka_bootstrap, topic, more)
+            recs.extend(more)
+
+    feeder = threading.Thread(target=feed, daemon=True)
     out = tmp_path / "crash.jsonl"
     env = env_for(kafka_bootstrap, topic, GOVBUS_SINK__BATCH__MAX_RECORDS="200")
     # dedup_window=0: every redelivery shows up in the file, so duplicates can be counted.
     opts = (f"path={out}", "fsync=batch", "dedup_window=0")
     first = SinkProcess("file", env, *opts, log_dir=tmp_path)
     procs.append(first)
-    wait_for(lambda: len(file_ids(out)) >= 4000, 60, what="first instance well into the topic")
-    # Mid-batch: a batch has been handed to the sink and is not acknowledged yet.
-    wait_for(lambda: first.status().get("worker") == "writing", 30, interval=0.001, what="a write in progress")
-    first.kill()  # SIGKILL: no flush, no commit, maybe a torn line
+    feeder.start()
+    try:
+        wait_for(lambda: len(file_ids(out)) >= 4000, 60, what="first instance well into the topic")
+        # Mid-batch: a batch has been handed to the sink and is not acknowledged yet.
+        wait_for(lambda: first.status().get("worker") == "writing", 30, interval=0.001, what="a write in progress")
+        first.kill()  # SIGKILL: no flush, no commit, maybe a torn line
+    finally:
+        stop.set()
+        feeder.join()
     lines_at_kill = out.read_bytes().count(b"\n")
     second = SinkProcess("file", env, *opts, log_dir=tmp_path)
     procs.append(second)

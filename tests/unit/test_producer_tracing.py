@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 
 from opentelemetry import trace
@@ -93,3 +95,21 @@ def test_journaled_context_round_trips() -> None:
     assert form == (CALLER.trace_id, CALLER.span_id, 1, None)
     pub = _tracing.Tracing("t").publish(GovernanceEvent(agent_id="a"), form, None)
     assert pub.traceparent == "00-1234567890abcdef1234567890abcdef-1122334455667788-01"
+
+
+def test_the_empty_context_is_no_spans_even_if_govbus_is_first_imported_inside_one() -> None:
+    """Memory mode queues an event emitted with EMPTY_CONTEXT alone and encodes it without trace
+    context: EMPTY_CONTEXT must be the context of no span, not the importer's."""
+    script = """
+from opentelemetry import context, trace
+from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
+
+span = NonRecordingSpan(SpanContext(0xABC, 0xDEF, is_remote=False, trace_flags=TraceFlags(1)))
+with trace.use_span(span):
+    from govbus.producer._batch import EMPTY_CONTEXT
+
+    inside = context.get_current()
+assert inside is not EMPTY_CONTEXT
+assert context.get_current() is EMPTY_CONTEXT
+"""
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=60)
