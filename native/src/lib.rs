@@ -5,10 +5,12 @@
 //! instead of failing the batch (or the process).
 
 pub mod avro;
+pub mod batch_encoder;
 pub mod civil;
 pub mod consumed;
 pub mod encode;
 pub mod event;
+pub(crate) mod extract;
 pub mod fuzzing;
 pub mod intake;
 pub mod json;
@@ -329,7 +331,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<works::WorkBuilder>()?;
     m.add_class::<message::MessageReader>()?;
     m.add_class::<message::ConsumedHeaders>()?;
-    encode::register(m)?;
+    batch_encoder::register(m)?;
     pyevent::register(m)?;
     ledger::register(m)?;
     ledger_draft::register(m)?;

@@ -11,7 +11,7 @@ use pyo3::pybacked::PyBackedBytes;
 use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
 use sha2::{Digest, Sha256};
 
-use crate::encode::unlocked;
+use crate::batch_encoder::unlocked;
 
 pub const EVENT_TAG: &[u8] = b"govbus/v1/event\x00";
 pub const NULL_LENGTH: u32 = 0xFFFF_FFFF;
