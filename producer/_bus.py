@@ -1,9 +1,9 @@
 """The Bus: a thin facade over the producer's engine (``emit()`` on the caller's thread; encoding,
 spooling and Kafka I/O on background threads), one concept per module:
 
-* ``_bus`` (this module): wiring, ``emit()``/admission (memory mode appends the event (or
-  ``(event, trace context)`` inside a span) to the hand-off queue, a deque append, no lock; disk mode journals the event to the
-  spool first), ``flush()``, ``close()``, counters and ``health()``.
+* ``_bus`` (this module): wiring, ``emit()``/admission (memory mode appends the event, or
+  ``(event, trace context)`` inside a span, to the hand-off queue: a deque append, no lock; disk
+  mode journals the event to the spool first), ``flush()``, ``close()``, counters and ``health()``.
 * ``_sender``: the ``govbus-sender`` thread and its state machine (:class:`SenderState`): hand-off
   queue -> batch step -> partition -> batch hook -> librdkafka, or the spool while the broker is
   away, replayed in order when it is back. It also serves librdkafka, one ``poll()`` per batch.

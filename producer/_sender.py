@@ -108,7 +108,8 @@ class Sender:
         self._tracing = tracing
         self._bootstrap = bootstrap
         self.topic = delivery.topic
-        # Memory mode: an event (no span) or (event, captured context); disk mode: (event, captured, seq) of journaled events.
+        # Memory mode: an event (no span) or (event, captured context), see queued(); disk mode:
+        # (event, captured, seq) of journaled events.
         self.queue: deque[Any] = deque()
         self.next_seq = spool.next_seq  # memory mode: the sender allocates seqs
         self.cursor = spool.next_seq  # disk mode: the next seq the sender hands over

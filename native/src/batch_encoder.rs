@@ -6,6 +6,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::{Arc, Mutex};
 
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyBytes, PyDict, PyList, PyString, PyTuple, PyType};
@@ -44,6 +45,10 @@ pub struct BatchEncoder {
     pub(crate) dict: Py<PyType>,
     pub(crate) frozen_list: Py<PyType>,
     pub(crate) frozen_dict: Py<PyType>,
+    /// The event class last seen first in a batch, and where its fields live (None: read by
+    /// name): looked up once per class, not once per batch (a kernel emitting one event at a
+    /// time makes batches of one).
+    event_slots: Mutex<Option<(Py<PyType>, Option<Arc<EventSlots>>)>>,
 }
 
 const NAMES: [&str; 9] = [
@@ -103,6 +108,7 @@ impl BatchEncoder {
             dict: py.get_type::<PyDict>().unbind(),
             frozen_list: types.0,
             frozen_dict: types.1,
+            event_slots: Mutex::new(None),
         })
     }
 
@@ -451,6 +457,20 @@ impl<'py> Constants<'py> {
 
 impl BatchEncoder {
     /// Each event's fields (GIL held); None for those the Python path encodes (a traced context).
+    /// Where the fields of `cls` live, from the cache when `cls` is the class it holds.
+    fn event_slots(&self, cls: &Bound<'_, PyType>) -> PyResult<Option<Arc<EventSlots>>> {
+        // Poisoned only by a panic while the GIL-holding caller held it: the entry is whole.
+        let mut cached = self.event_slots.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((seen, slots)) = cached.as_ref() {
+            if cls.is(seen) {
+                return Ok(slots.clone());
+            }
+        }
+        let slots = EventSlots::of(cls, &EVENT_FIELDS)?.map(Arc::new);
+        *cached = Some((cls.clone().unbind(), slots.clone()));
+        Ok(slots)
+    }
+
     fn fields(
         &self,
         py: Python<'_>,
@@ -460,12 +480,12 @@ impl BatchEncoder {
         let empty = self.empty_context.bind(py);
         let mut fields: Vec<Option<PyFields>> = Vec::with_capacity(events.len());
         let slots = match events.iter().next() {
-            Some(first) => EventSlots::of(&first.get_type(), &EVENT_FIELDS)?,
+            Some(first) => self.event_slots(&first.get_type())?,
             None => None,
         };
         for (e, c) in events.iter().zip(contexts.iter()) {
             fields.push(if c.is_none() || c.is(empty) {
-                extract(self, py, &e, slots.as_ref())?
+                extract(self, py, &e, slots.as_deref())?
             } else {
                 None
             });

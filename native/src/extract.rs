@@ -37,7 +37,7 @@ pub(crate) const EVENT_FIELDS: [&str; 19] = [
     "policy_version",
 ];
 
-pub(crate) type EventSlots<'py> = Slots<'py, 19>;
+pub(crate) type EventSlots = Slots<19>;
 
 /// Reads one event's fields (GIL held); None: the Python path encodes it. `slots`: where the
 /// fields of the batch's event class live (getattr for an event of another class).
@@ -45,7 +45,7 @@ pub(crate) fn extract<'py>(
     enc: &BatchEncoder,
     py: Python<'py>,
     e: &Bound<'py, PyAny>,
-    slots: Option<&EventSlots<'py>>,
+    slots: Option<&EventSlots>,
 ) -> PyResult<Option<PyFields>> {
     let direct = slots.filter(|s| s.fit(e));
     macro_rules! attr {

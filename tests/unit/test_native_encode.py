@@ -267,6 +267,15 @@ def test_fields_are_read_from_their_slots_and_by_name_for_another_class() -> Non
     for batch in ([plain, sub, plain], [sub, plain, sub]):
         compare(batch, 2)
         assert natively_encoded(batch, 2) == [True, True, True]
+    # One encoder keeps where the fields of the class it last saw first live: batches led by one
+    # class, then the other, then the first again, encode as fresh encoders do.
+    encoder = Encoder(2)
+    compiled = native.batch_encoder(encoder, key_by_session=False, source=None, empty_context=EMPTY_CONTEXT)
+    tail = encoder._producer_tail(PRODUCERS[0])
+    for batch in ([plain, sub], [sub, plain], [plain, sub], [plain]):
+        fresh = native.batch_encoder(encoder, key_by_session=False, source=None, empty_context=EMPTY_CONTEXT)
+        contexts = [EMPTY_CONTEXT] * len(batch)
+        assert compiled.encode(batch, contexts, tail) == fresh.encode(batch, contexts, tail)
 
 
 def test_an_event_with_an_empty_slot_is_handed_back_not_read() -> None:
