@@ -16,6 +16,7 @@ each with one JSON line. Every group question goes here: the per-sink checks (``
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import select
@@ -146,7 +147,10 @@ class GroupProbe:
         proc.wait()
         for stream in (proc.stdin, proc.stdout):
             if stream is not None:
-                stream.close()
+                # A request left in stdin's buffer by a write the dead child never read: close()
+                # flushes it again and raises BrokenPipeError (the pipe is closed all the same).
+                with contextlib.suppress(OSError):
+                    stream.close()
 
 
 def _read_line(stream: IO[bytes], timeout: float) -> bytes | None:

@@ -61,6 +61,23 @@ def test_a_broker_error_is_a_reason_not_a_crash() -> None:
         groups.close()
 
 
+def test_a_request_left_unread_by_a_dead_child_does_not_escape_the_cleanup() -> None:
+    """The child can die between the liveness check and the request: the write's flush fails
+    and leaves the request in stdin's buffer, and closing stdin flushes it again. CI once saw
+    that BrokenPipeError replace the died-of-SIGABRT reason; replacing the child must swallow it."""
+    groups = GroupProbe({"bootstrap.servers": "127.0.0.1:1"})
+    try:
+        proc = groups._child()
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        assert proc.stdin is not None
+        proc.stdin.write(b'{"op": "describe"}\n')  # buffered: the flush that failed left it there
+        groups._stop()
+        assert proc.stdin.closed and groups._proc is None
+    finally:
+        groups.close()
+
+
 def test_the_class_checks_ask_the_child_too_and_survive_its_abort(
     kafka_bootstrap: str, new_topic: Callable[..., str]
 ) -> None:
