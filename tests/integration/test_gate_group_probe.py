@@ -73,7 +73,8 @@ def test_a_request_left_unread_by_a_dead_child_does_not_escape_the_cleanup() -> 
         assert proc.stdin is not None
         proc.stdin.write(b'{"op": "describe"}\n')  # buffered: the flush that failed left it there
         groups._stop()
-        assert proc.stdin.closed and groups._proc is None
+        assert proc.stdin.closed
+        assert groups._proc is None
     finally:
         groups.close()
 
